@@ -1,0 +1,9 @@
+GO ?= go
+
+.PHONY: build test
+build:
+	$(GO) build ./...
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race ./...
