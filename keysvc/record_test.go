@@ -52,7 +52,7 @@ func TestParseRecordRejects(t *testing.T) {
 		"empty":            nil,
 		"magic only":       []byte("KMSK"),
 		"bad magic":        append([]byte("KMSX"), good[4:]...),
-		"bad version":      append(append([]byte("KMSK\x02"), good[5:]...)),
+		"bad version":      append([]byte("KMSK\x02"), good[5:]...),
 		"trailing":         append(append([]byte(nil), good...), 0),
 		"truncated":        good[:len(good)-1],
 		"empty key ID":     []byte("KMSK\x01\x00\x00\x01\x01"),
