@@ -1,9 +1,45 @@
-GO ?= go
+# kmsfs build, test and demo targets. See README.md.
+#   make demo   build and run the main job end to end on the local KMS
+#   make test   unit and integration tests (real FUSE mounts), with -race
+#   make lint   go vet, staticcheck, gofmt, go mod tidy unchanged
 
-.PHONY: build test
+GO          ?= go
+GOBIN_DIR   := $(shell $(GO) env GOPATH)/bin
+STATICCHECK ?= $(GOBIN_DIR)/staticcheck
+TEST_TIMEOUT ?= 15m
+TESTFLAGS   ?=
+
+.PHONY: all build test test-unit lint deps demo clean
+
+all: build
+
 build:
-	$(GO) build ./...
+	$(GO) build -o bin/kmsfs ./cmd/kmsfs
 
-test:
+# deps installs fuse3, attr and fio when missing and running as root;
+# otherwise it fails and lists what is missing.
+deps:
+	bash .ci/deps.sh
+
+# Everything, integration tests included (they mount for real).
+test: deps
 	$(GO) vet ./...
-	$(GO) test -race ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+
+# Only the packages that need no FUSE, no root and no OS tools.
+test-unit:
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $$($(GO) list ./... | grep -v /integration)
+
+lint:
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$(STATICCHECK) ./...
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
+
+demo: build deps
+	bash .ci/demo.sh
+
+clean:
+	rm -rf bin

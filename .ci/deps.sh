@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# deps.sh: make sure the OS tools the test suite needs are installed.
+#   fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio.
+# As root, missing packages are installed with apt-get (after apt-get update).
+# Otherwise the script fails and lists what is missing.
+set -euo pipefail
+
+# command → Debian package
+declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [fio]=fio)
+
+missing=()
+for cmd in fusermount3 getfattr setfattr fio; do
+	if ! command -v "$cmd" >/dev/null 2>&1; then
+		p=${pkg_of[$cmd]}
+		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "deps: installing ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -q
+		apt-get install -y -q --no-install-recommends "${missing[@]}"
+	else
+		echo "deps: missing packages: ${missing[*]}" >&2
+		echo "deps: install them as root, e.g.: apt-get update && apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+fi
+
+if [ ! -e /dev/fuse ]; then
+	echo "deps: /dev/fuse does not exist: FUSE mounts are impossible here (load the fuse module, or give the container /dev/fuse)" >&2
+	exit 1
+fi
+echo "deps: ok (fuse3 attr fio present, /dev/fuse exists)"
