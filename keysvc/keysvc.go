@@ -43,6 +43,12 @@ var (
 	// ErrInvalidArgument: the request itself is malformed (bad key ID,
 	// sizes out of range, bad encryption context).
 	ErrInvalidArgument = errors.New("invalid argument to the key service")
+	// ErrAlreadyExists: the resource to create (an alias) already exists
+	// (KMS AlreadyExistsException).
+	ErrAlreadyExists = errors.New("resource already exists")
+	// ErrLimitExceeded: a per-key or per-account limit was reached, e.g.
+	// the cap on on-demand rotations (KMS LimitExceededException).
+	ErrLimitExceeded = errors.New("key service limit exceeded")
 )
 
 // EncryptionContext is the KMS encryption context: additional authenticated
