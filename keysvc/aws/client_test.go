@@ -191,7 +191,8 @@ func TestClassify(t *testing.T) {
 		{&types.InvalidKeyUsageException{}, keysvc.ErrInvalidArgument},
 		{&types.InvalidArnException{}, keysvc.ErrInvalidArgument},
 		{&types.InvalidAliasNameException{}, keysvc.ErrInvalidArgument},
-		{&types.LimitExceededException{}, keysvc.ErrUnavailable},
+		{&types.LimitExceededException{}, keysvc.ErrLimitExceeded},
+		{&types.AlreadyExistsException{}, keysvc.ErrAlreadyExists},
 		{&types.DependencyTimeoutException{}, keysvc.ErrUnavailable},
 		{&types.KMSInternalException{}, keysvc.ErrUnavailable},
 		{generic("AccessDeniedException", smithy.FaultClient), keysvc.ErrAccessDenied},
@@ -208,7 +209,7 @@ func TestClassify(t *testing.T) {
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, keysvc.ErrUnavailable},
 	}
 	all := []error{keysvc.ErrNotFound, keysvc.ErrDisabled, keysvc.ErrInvalidState, keysvc.ErrInvalidCiphertext,
-		keysvc.ErrIncorrectKey, keysvc.ErrAccessDenied, keysvc.ErrUnavailable, keysvc.ErrInvalidArgument}
+		keysvc.ErrIncorrectKey, keysvc.ErrAccessDenied, keysvc.ErrUnavailable, keysvc.ErrInvalidArgument, keysvc.ErrAlreadyExists, keysvc.ErrLimitExceeded}
 	for _, tc := range cases {
 		wrapped := &smithy.OperationError{ServiceID: "KMS", OperationName: "Decrypt", Err: tc.err}
 		got := classify("Decrypt", wrapped)
@@ -369,7 +370,7 @@ func TestSDKClientRetries(t *testing.T) {
 		want      error
 	}{
 		{"throttling retried then given up", 400, "ThrottlingException", 2, 2, keysvc.ErrUnavailable},
-		{"limit exceeded retried", 400, "LimitExceededException", 2, 2, keysvc.ErrUnavailable},
+		{"limit exceeded retried", 400, "LimitExceededException", 2, 2, keysvc.ErrLimitExceeded},
 		{"internal retried", 500, "KMSInternalException", 3, 3, keysvc.ErrUnavailable},
 		{"access denied not retried", 400, "AccessDeniedException", 3, 1, keysvc.ErrAccessDenied},
 		{"disabled not retried", 400, "DisabledException", 3, 1, keysvc.ErrDisabled},

@@ -79,6 +79,7 @@ func kind(err error) error {
 		invalidGrant  *types.InvalidGrantTokenException
 		unsupported   *types.UnsupportedOperationException
 		limit         *types.LimitExceededException
+		exists        *types.AlreadyExistsException
 		dependency    *types.DependencyTimeoutException
 		internal      *types.KMSInternalException
 		invalidParams *smithy.InvalidParamsError
@@ -98,8 +99,13 @@ func kind(err error) error {
 	case errors.As(err, &invalidUsage), errors.As(err, &invalidArn), errors.As(err, &invalidAlias),
 		errors.As(err, &invalidGrant), errors.As(err, &unsupported), errors.As(err, &invalidParams):
 		return keysvc.ErrInvalidArgument
-	case errors.As(err, &limit), errors.As(err, &dependency), errors.As(err, &internal):
-		// LimitExceeded reaches here only after the retryer gave up.
+	case errors.As(err, &exists):
+		return keysvc.ErrAlreadyExists
+	case errors.As(err, &limit):
+		// A quota (request rate or e.g. on-demand rotations); it reaches
+		// here only after the retryer gave up.
+		return keysvc.ErrLimitExceeded
+	case errors.As(err, &dependency), errors.As(err, &internal):
 		return keysvc.ErrUnavailable
 	case errors.As(err, &api):
 		code := api.ErrorCode()
