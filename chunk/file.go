@@ -206,35 +206,24 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 func (f *File) writeRun(p []byte, off, first, last, oldSize int64) error {
 	end := off + int64(len(p))
 	newEnd := max(end, oldSize)
-	// plainOf returns the new plaintext of chunk i, which is p itself when p
-	// covers the chunk and an edge buffer otherwise.
-	var edges [2]struct {
+	// covered reports whether p covers the whole new plaintext of chunk i.
+	covered := func(i int64) bool {
+		cStart := i * f.chunkSize
+		return off <= cStart && cStart+min(f.chunkSize, newEnd-cStart) <= end
+	}
+	// Build the chunks p does not cover: at most the first and the last
+	// chunk of p, and the padded old last chunk in front of them.
+	var edges [3]struct {
 		index int64
 		plain []byte
 	}
-	plainOf := func(i int64) []byte {
-		cStart := i * f.chunkSize
-		l := min(f.chunkSize, newEnd-cStart)
-		if off <= cStart && cStart+l <= end {
-			return p[cStart-off : cStart-off+l]
-		}
-		for _, e := range edges {
-			if e.plain != nil && e.index == i {
-				return e.plain
-			}
-		}
-		panic(fmt.Sprintf("chunk: internal error: no plaintext for chunk %d", i))
-	}
-	// Build the partially covered chunks; only the first and the last can be.
-	for k, i := range []int64{first, last} {
-		if k == 1 && last == first {
-			break
-		}
-		cStart := i * f.chunkSize
-		l := min(f.chunkSize, newEnd-cStart)
-		if off <= cStart && cStart+l <= end {
+	k := 0
+	for _, i := range [...]int64{first, first + 1, last} {
+		if i > last || covered(i) || (k > 0 && edges[k-1].index == i) {
 			continue
 		}
+		cStart := i * f.chunkSize
+		l := min(f.chunkSize, newEnd-cStart)
 		sp := f.getScratch()
 		defer f.scratch.Put(sp)
 		buf := (*sp)[:0]
@@ -251,6 +240,21 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize int64) error {
 			copy(buf[from-cStart:], p[from-off:to-off])
 		}
 		edges[k].index, edges[k].plain = i, buf
+		k++
+	}
+	// plainOf returns the new plaintext of chunk i: p itself where p covers
+	// the chunk, else its edge buffer.
+	plainOf := func(i int64) []byte {
+		if covered(i) {
+			cStart := i * f.chunkSize
+			return p[cStart-off : cStart-off+min(f.chunkSize, newEnd-cStart)]
+		}
+		for _, e := range edges[:k] {
+			if e.index == i {
+				return e.plain
+			}
+		}
+		panic(fmt.Sprintf("chunk: internal error: no plaintext for chunk %d", i))
 	}
 
 	n := last - first + 1
