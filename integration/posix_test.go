@@ -1,0 +1,37 @@
+package integration
+
+import (
+	"os"
+	"sort"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+)
+
+// posixSkips lists posixtest cases skipped on kmsfs, each with the reason.
+// A case may only be listed here when gocryptfs or go-fuse's own loopback
+// fail it too; anything else is a kmsfs bug and must fail.
+var posixSkips = map[string]string{}
+
+// TestPosix runs go-fuse's posixtest.All against one mount, each case in a
+// fresh directory. Not parallel: FdLeak counts this process's descriptors.
+func TestPosix(t *testing.T) {
+	fs := newFS(t)
+	names := make([]string, 0, len(posixtest.All))
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if reason, ok := posixSkips[name]; ok {
+				t.Skip(reason)
+			}
+			dir := fs.Path(name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			posixtest.All[name](t, dir)
+		})
+	}
+}
