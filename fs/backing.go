@@ -1,0 +1,193 @@
+package fs
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/chunk"
+)
+
+// dirFD is a backing directory descriptor opened for one operation. The
+// root's descriptor is shared and never closed here.
+type dirFD struct {
+	fd  int
+	own bool
+}
+
+func (d dirFD) close() {
+	if d.own {
+		unix.Close(d.fd)
+	}
+}
+
+// openat2Broken is set once openat2 answers ENOSYS, so later resolutions
+// walk component by component straight away.
+var openat2Broken atomic.Bool
+
+// backingRel returns the path of in relative to CIPHERDIR in backing names
+// ("" for the root). A node no longer in any directory (unlinked) has no
+// path: ENOENT.
+func (r *root) backingRel(in *gofs.Inode) ([]string, error) {
+	var parts []string
+	for p := in; !p.IsRoot(); {
+		name, parent := p.Parent()
+		if parent == nil {
+			return nil, syscall.ENOENT
+		}
+		parts = append(parts, name)
+		p = parent
+	}
+	// Reverse into root-first order and translate each name.
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	for i, p := range parts {
+		b, err := backingName(i == 0, p)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = b
+	}
+	return parts, nil
+}
+
+// openDir returns an O_PATH descriptor of the backing directory of dir.
+// It never follows a symlink: one openat2 with RESOLVE_NO_SYMLINKS and
+// RESOLVE_BENEATH, or, for paths longer than PATH_MAX or kernels without
+// openat2, one openat with O_NOFOLLOW per component, so any depth works.
+func (r *root) openDir(dir *gofs.Inode) (dirFD, error) {
+	parts, err := r.backingRel(dir)
+	if err != nil {
+		return dirFD{}, err
+	}
+	if len(parts) == 0 {
+		return dirFD{fd: r.fd}, nil
+	}
+	const flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	rel := strings.Join(parts, "/")
+	if len(rel) < unix.PathMax && !openat2Broken.Load() {
+		fd, err := unix.Openat2(r.fd, rel, &unix.OpenHow{
+			Flags:   flags,
+			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		switch err {
+		case nil:
+			return dirFD{fd: fd, own: true}, nil
+		case unix.ENOSYS:
+			openat2Broken.Store(true)
+		case unix.EAGAIN, unix.ENAMETOOLONG:
+		default:
+			return dirFD{}, err
+		}
+	}
+	cur := r.fd
+	for _, p := range parts {
+		fd, err := unix.Openat(cur, p, flags, 0)
+		if cur != r.fd {
+			unix.Close(cur)
+		}
+		if err != nil {
+			return dirFD{}, err
+		}
+		cur = fd
+	}
+	return dirFD{fd: cur, own: true}, nil
+}
+
+// locate returns the backing directory holding in and in's backing name
+// there. The root is located as (CIPHERDIR, ".").
+func (r *root) locate(in *gofs.Inode) (dirFD, string, error) {
+	if in.IsRoot() {
+		return dirFD{fd: r.fd}, ".", nil
+	}
+	name, parent := in.Parent()
+	if parent == nil {
+		return dirFD{}, "", syscall.ENOENT
+	}
+	bn, err := backingName(parent.IsRoot(), name)
+	if err != nil {
+		return dirFD{}, "", err
+	}
+	d, err := r.openDir(parent)
+	if err != nil {
+		return dirFD{}, "", err
+	}
+	return d, bn, nil
+}
+
+// statMask is what every stat asks for: the basic fields and the birth
+// time, which becomes the inode generation.
+const statMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
+
+// statAt stats name in dirfd without following a final symlink ("" with
+// AT_EMPTY_PATH stats dirfd itself).
+func statAt(dirfd int, name string, st *unix.Statx_t) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	return unix.Statx(dirfd, name, flags, statMask, st)
+}
+
+// stableAttr returns the identity of a backing inode. Hard links have the
+// same identity, so go-fuse gives them one Inode. The device is mixed in
+// so bind mounts inside CIPHERDIR cannot collide; the birth time tells a
+// reused inode number from the file that had it before.
+func (r *root) stableAttr(st *unix.Statx_t) gofs.StableAttr {
+	return gofs.StableAttr{
+		Mode: uint32(st.Mode) & syscall.S_IFMT,
+		Ino:  r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino),
+		Gen:  genOf(st),
+	}
+}
+
+// ino maps a backing (device, inode) to the inode number in the mount.
+func (r *root) ino(dev, ino uint64) uint64 {
+	swap := func(x uint64) uint64 { return x<<32 | x>>32 }
+	n := (swap(dev) ^ swap(r.dev)) ^ ino
+	if n == 0 || n == 1 || n == ^uint64(0) {
+		// Reserved by go-fuse (root and invalid IDs).
+		n ^= 1 << 62
+	}
+	return n
+}
+
+func genOf(st *unix.Statx_t) uint64 {
+	if st.Mask&unix.STATX_BTIME == 0 || (st.Btime.Sec == 0 && st.Btime.Nsec == 0) {
+		return 1
+	}
+	return uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)
+}
+
+// fillAttr converts a backing stat into the attributes the mount shows.
+// A regular file's size is its plaintext size; a backing size no content
+// can have is logged and shown as 0 (reads of it fail with EIO).
+func (r *root) fillAttr(st *unix.Statx_t, out *fuse.Attr) {
+	out.Ino = r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino)
+	out.Size = st.Size
+	out.Blocks = st.Blocks
+	out.Atime, out.Atimensec = uint64(st.Atime.Sec), st.Atime.Nsec
+	out.Mtime, out.Mtimensec = uint64(st.Mtime.Sec), st.Mtime.Nsec
+	out.Ctime, out.Ctimensec = uint64(st.Ctime.Sec), st.Ctime.Nsec
+	out.Mode = uint32(st.Mode)
+	out.Nlink = st.Nlink
+	out.Uid = st.Uid
+	out.Gid = st.Gid
+	out.Rdev = uint32(unix.Mkdev(st.Rdev_major, st.Rdev_minor))
+	out.Blksize = st.Blksize
+	if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		size, err := chunk.PlaintextSize(int64(st.Size), r.cfg.ChunkSize)
+		if err != nil {
+			r.log.Error("damaged backing file", "op", "stat", "ino", st.Ino,
+				"err", fmt.Errorf("backing size %d: %w", st.Size, err).Error())
+			size = 0
+		}
+		out.Size = uint64(size)
+	}
+}

@@ -1,0 +1,243 @@
+package fs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/kmsfs/kmsfs/chunk"
+)
+
+// ConfigName is the name of the configuration file in the root of every
+// CIPHERDIR. It holds no secrets and is hidden from the mount.
+const ConfigName = "kmsfs.conf"
+
+// ConfigFormatVersion is the only config format version this build reads
+// and writes.
+const ConfigFormatVersion = 1
+
+// maxConfigSize bounds the config file kmsfs is willing to parse: a valid
+// config is a few hundred bytes, so anything over 64 KiB is not one.
+const maxConfigSize = 64 << 10
+
+// maxKeyIDLen is the longest key reference accepted in a config (AWS KMS
+// key ARNs and alias ARNs are well under 2048 bytes).
+const maxKeyIDLen = 2048
+
+// KMS kinds a config may name.
+const (
+	KMSLocal = "local"
+	KMSAWS   = "aws"
+)
+
+// Config is the content of kmsfs.conf: which key service and key wrap the
+// file data keys of this tree, the chunk size of every file in it, and the
+// filesystem ID bound into every data key's encryption context.
+type Config struct {
+	// FormatVersion is ConfigFormatVersion.
+	FormatVersion int `json:"format_version"`
+	// FilesystemID is 16 random bytes in lower-case hex (32 characters).
+	FilesystemID string `json:"filesystem_id"`
+	// KMS is KMSLocal or KMSAWS.
+	KMS string `json:"kms"`
+	// KeyID is the KMS key (ARN) that wraps new data keys.
+	KeyID string `json:"key_id"`
+	// ChunkSize is the plaintext bytes per chunk of every file: a power of
+	// two from chunk.MinChunkSize to chunk.MaxChunkSize.
+	ChunkSize int `json:"chunk_size"`
+	// Created is when the tree was initialised (RFC 3339 in the file).
+	Created time.Time `json:"created"`
+}
+
+// NewConfig returns a config for a new tree with a fresh random
+// filesystem ID. chunkSize 0 selects chunk.DefaultChunkSize.
+func NewConfig(kms, keyARN string, chunkSize int) (Config, error) {
+	if chunkSize == 0 {
+		chunkSize = chunk.DefaultChunkSize
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return Config{}, fmt.Errorf("config: filesystem ID: %w", err)
+	}
+	c := Config{
+		FormatVersion: ConfigFormatVersion,
+		FilesystemID:  hex.EncodeToString(id[:]),
+		KMS:           kms,
+		KeyID:         keyARN,
+		ChunkSize:     chunkSize,
+		Created:       time.Now().UTC().Truncate(time.Second),
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks every field and reports the first one that is wrong.
+func (c Config) Validate() error {
+	if c.FormatVersion != ConfigFormatVersion {
+		return fmt.Errorf("config: unsupported format_version %d (this kmsfs reads version %d)", c.FormatVersion, ConfigFormatVersion)
+	}
+	if len(c.FilesystemID) != 32 || strings.ToLower(c.FilesystemID) != c.FilesystemID {
+		return fmt.Errorf("config: filesystem_id must be 32 lower-case hex characters, got %d characters", len(c.FilesystemID))
+	}
+	if _, err := hex.DecodeString(c.FilesystemID); err != nil {
+		return fmt.Errorf("config: filesystem_id is not hex: %w", err)
+	}
+	if c.KMS != KMSLocal && c.KMS != KMSAWS {
+		return fmt.Errorf("config: kms must be %q or %q, got %q", KMSLocal, KMSAWS, c.KMS)
+	}
+	if c.KeyID == "" {
+		return errors.New("config: key_id is empty")
+	}
+	if len(c.KeyID) > maxKeyIDLen {
+		return fmt.Errorf("config: key_id is %d bytes, more than %d", len(c.KeyID), maxKeyIDLen)
+	}
+	for _, r := range c.KeyID {
+		if r > unicode.MaxASCII || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("config: key_id %q has a character that is not printable ASCII", c.KeyID)
+		}
+	}
+	if err := validChunkSize(c.ChunkSize); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.Created.IsZero() {
+		return errors.New("config: created is missing")
+	}
+	if y := c.Created.UTC().Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("config: created year %d (UTC) is out of range", y)
+	}
+	return nil
+}
+
+func validChunkSize(n int) error {
+	if n < chunk.MinChunkSize || n > chunk.MaxChunkSize || n&(n-1) != 0 {
+		return fmt.Errorf("chunk_size %d is not a power of two from %d to %d", n, chunk.MinChunkSize, chunk.MaxChunkSize)
+	}
+	return nil
+}
+
+// ParseConfig decodes and validates a config file's bytes. Unknown fields,
+// duplicate documents and trailing data are refused, so a typo never
+// silently falls back to a default.
+func ParseConfig(b []byte) (Config, error) {
+	if len(b) > maxConfigSize {
+		return Config{}, fmt.Errorf("config: %d bytes, more than %d", len(b), maxConfigSize)
+	}
+	// Read the version first so a newer format gets a clear message rather
+	// than a complaint about a field this build does not know.
+	var probe struct {
+		FormatVersion *int `json:"format_version"`
+	}
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&probe); err != nil {
+		return Config{}, fmt.Errorf("config: not a JSON object: %w", err)
+	}
+	if probe.FormatVersion == nil {
+		return Config{}, errors.New("config: format_version is missing")
+	}
+	if *probe.FormatVersion != ConfigFormatVersion {
+		return Config{}, fmt.Errorf("config: unsupported format_version %d (this kmsfs reads version %d)", *probe.FormatVersion, ConfigFormatVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Config{}, errors.New("config: trailing data after the JSON object")
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// LoadConfig reads and validates dir/kmsfs.conf.
+func LoadConfig(dir string) (Config, error) {
+	f, err := os.Open(filepath.Join(dir, ConfigName))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigName), err)
+	}
+	return c, nil
+}
+
+// Marshal returns the config file's bytes: indented JSON with a trailing
+// newline.
+func (c Config) Marshal() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c.Created = c.Created.UTC()
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteConfig writes dir/kmsfs.conf (mode 0644) durably and atomically,
+// and refuses to replace an existing one: the file is written under a
+// temporary name, fsynced, hard-linked into place (which fails if the name
+// exists) and the directory fsynced.
+func WriteConfig(dir string, c Config) error {
+	b, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	final := filepath.Join(dir, ConfigName)
+	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName)
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := os.Link(tmpName, final); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
+		}
+		return fmt.Errorf("config: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("config: sync %s: %w", dir, err)
+	}
+	return nil
+}

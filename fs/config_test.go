@@ -1,0 +1,150 @@
+package fs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validConfigJSON = `{"format_version":1,"filesystem_id":"00112233445566778899aabbccddeeff","kms":"local","key_id":"arn:aws:kms:local:000000000000:key/7f2c1a4e-0000-4000-8000-000000000001","chunk_size":4096,"created":"2026-11-27T05:00:00Z"}`
+
+func TestNewConfigRoundTrip(t *testing.T) {
+	c, err := NewConfig(KMSLocal, "arn:aws:kms:local:000000000000:key/x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ChunkSize != 4096 || len(c.FilesystemID) != 32 || c.FormatVersion != 1 {
+		t.Fatalf("NewConfig = %+v", c)
+	}
+	dir := t.TempDir()
+	if err := WriteConfig(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Created.Equal(c.Created) {
+		t.Fatalf("created %v, want %v", got.Created, c.Created)
+	}
+	got.Created = c.Created
+	if got != c {
+		t.Fatalf("LoadConfig = %+v, want %+v", got, c)
+	}
+	fi, err := os.Stat(filepath.Join(dir, ConfigName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("config mode %o, want 644", fi.Mode().Perm())
+	}
+	if err := WriteConfig(dir, c); err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("second WriteConfig: %v, want refusal", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("leftover files: %v", entries)
+	}
+}
+
+func TestNewConfigRejects(t *testing.T) {
+	for _, tc := range []struct {
+		kms, key string
+		cs       int
+	}{
+		{"vault", "k", 4096},
+		{KMSAWS, "", 4096},
+		{KMSAWS, "has space", 4096},
+		{KMSLocal, "k", 1000},
+		{KMSLocal, "k", 256},
+		{KMSLocal, "k", 2 << 20},
+	} {
+		if _, err := NewConfig(tc.kms, tc.key, tc.cs); err == nil {
+			t.Errorf("NewConfig(%q, %q, %d) succeeded", tc.kms, tc.key, tc.cs)
+		}
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig([]byte(validConfigJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KMS != KMSLocal || c.ChunkSize != 4096 || !c.Created.Equal(time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)) {
+		t.Fatalf("ParseConfig = %+v", c)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"version 2", `"format_version":1`, `"format_version":2`, "unsupported format_version 2"},
+		{"no version", `"format_version":1,`, ``, "format_version is missing"},
+		{"short id", `"00112233445566778899aabbccddeeff"`, `"0011"`, "filesystem_id"},
+		{"upper id", `"00112233445566778899aabbccddeeff"`, `"00112233445566778899AABBCCDDEEFF"`, "filesystem_id"},
+		{"non-hex id", `"00112233445566778899aabbccddeeff"`, `"00112233445566778899aabbccddeefg"`, "filesystem_id"},
+		{"kms", `"kms":"local"`, `"kms":"vault"`, "kms must be"},
+		{"empty key", `"key_id":"arn:aws:kms:local:000000000000:key/7f2c1a4e-0000-4000-8000-000000000001"`, `"key_id":""`, "key_id is empty"},
+		{"chunk size", `"chunk_size":4096`, `"chunk_size":4097`, "chunk_size 4097"},
+		{"zero chunk", `"chunk_size":4096`, `"chunk_size":0`, "chunk_size 0"},
+		{"no created", `,"created":"2026-11-27T05:00:00Z"`, ``, "created is missing"},
+		{"bad created", `"2026-11-27T05:00:00Z"`, `"yesterday"`, "config"},
+		{"unknown field", `"kms":"local"`, `"kms":"local","compress":true`, "unknown field"},
+		{"trailing", `}`, `}{}`, "trailing data"},
+		{"string version", `"format_version":1`, `"format_version":"1"`, "config"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := strings.Replace(validConfigJSON, tc.old, tc.new, 1)
+			if in == validConfigJSON {
+				t.Fatal("test case does not change the input")
+			}
+			_, err := ParseConfig([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseConfig: %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := ParseConfig([]byte(strings.Repeat(" ", maxConfigSize+1))); err == nil {
+		t.Fatal("oversized config accepted")
+	}
+}
+
+func TestLoadConfigMissing(t *testing.T) {
+	_, err := LoadConfig(t.TempDir())
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadConfig of empty dir: %v, want ErrNotExist", err)
+	}
+}
+
+// FuzzParseConfig checks that the parser never panics and that whatever it
+// accepts is valid and survives Marshal and ParseConfig unchanged.
+func FuzzParseConfig(f *testing.F) {
+	entries, err := os.ReadDir("testdata/fuzz/FuzzParseConfig")
+	if err != nil || len(entries) == 0 {
+		f.Fatalf("seed corpus testdata/fuzz/FuzzParseConfig is missing or empty: %v", err)
+	}
+	f.Add([]byte(validConfigJSON))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted an invalid config: %v", err)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, err := ParseConfig(out)
+		if err != nil {
+			t.Fatalf("re-parse: %v", err)
+		}
+		if !c2.Created.Equal(c.Created) {
+			t.Fatal("created changed in a round trip")
+		}
+		c2.Created = c.Created
+		if c2 != c {
+			t.Fatalf("round trip changed %+v into %+v", c, c2)
+		}
+	})
+}

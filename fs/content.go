@@ -1,0 +1,345 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// KeyXattr is the backing regular file's extended attribute holding its
+// wrapped data key (a keysvc record). Every user.kmsfs.* attribute is
+// invisible and untouchable through the mount.
+const KeyXattr = "user.kmsfs.key"
+
+// internalXattrPrefix marks the attributes kmsfs keeps for itself.
+const internalXattrPrefix = "user.kmsfs."
+
+// maxRecordSize bounds the key xattr kmsfs reads (keysvc records are at
+// most 8192 bytes).
+const maxRecordSize = 8192
+
+var (
+	// errNoKey: a non-empty backing file has no readable key record.
+	errNoKey = errors.New("backing file has no valid key record")
+	// errBadHeader: the backing file's header is unreadable or does not
+	// match the tree (another chunk size, say).
+	errBadHeader = errors.New("backing file header does not fit this filesystem")
+)
+
+// content is the state of one open regular file (one backing inode, so
+// hard links share it): its cipher and its content lock. It lives while a
+// handle (or a truncate by path) holds it.
+type content struct {
+	ino  uint64 // key in root.contents
+	refs int    // guarded by root.mu
+
+	// mu is the content lock: reads hold the read side, and every content
+	// change (write, truncate by handle or path, fallocate, O_TRUNC) holds
+	// the write side in content.change.
+	mu     sync.RWMutex
+	loaded bool          // the backing file has been examined
+	cipher *chunk.Cipher // nil while the backing file is empty (no header yet)
+}
+
+// kmsContext returns the context of one key service call: the FUSE
+// request's values without its cancellation (a signal to the calling
+// process cancels the request), bounded by the KMS timeout.
+func (r *root) kmsContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.kmsTimeout)
+}
+
+// encryptionContext binds a data key to this filesystem and one file.
+func (r *root) encryptionContext(id chunk.FileID) keysvc.EncryptionContext {
+	return keysvc.EncryptionContext{
+		keysvc.ContextFilesystemID: r.cfg.FilesystemID,
+		keysvc.ContextFileID:       id.String(),
+	}
+}
+
+// newKey generates a data key for a new file with a fresh header and
+// returns its cipher and wrapped key record. The plaintext key is zeroed
+// before newKey returns.
+func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
+	h, err := chunk.NewHeader(r.cfg.ChunkSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	kctx, cancel := r.kmsContext(ctx)
+	defer cancel()
+	dk, err := r.keys.GenerateDataKey(kctx, r.cfg.KeyID, r.encryptionContext(h.FileID))
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
+	}
+	c, err := chunk.NewCipher(dk.Plaintext, h)
+	keysvc.Zero(dk.Plaintext)
+	if err != nil {
+		return nil, nil, fmt.Errorf("file %s: %w", h.FileID, err)
+	}
+	return c, dk.Wrapped.MarshalRecord(), nil
+}
+
+// loadKey reads the key record and header of the open backing file f,
+// unwraps the data key and verifies the header. It returns a nil cipher
+// for an empty backing file (header not yet written).
+func (r *root) loadKey(ctx context.Context, f *os.File) (*chunk.Cipher, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() == 0 {
+		return nil, nil
+	}
+	var hb [chunk.HeaderSize]byte
+	if _, err := f.ReadAt(hb[:], 0); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: backing size %d is shorter than the header", errBadHeader, fi.Size())
+		}
+		return nil, err
+	}
+	h, err := chunk.ParseHeader(hb[:])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadHeader, err)
+	}
+	if int(h.ChunkSize) != r.cfg.ChunkSize {
+		return nil, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
+	}
+	buf := make([]byte, maxRecordSize)
+	n, err := unix.Fgetxattr(int(f.Fd()), KeyXattr, buf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+	}
+	wk, err := keysvc.ParseRecord(buf[:n])
+	if err != nil {
+		return nil, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+	}
+	kctx, cancel := r.kmsContext(ctx)
+	defer cancel()
+	uw, err := r.keys.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
+	if err != nil {
+		return nil, fmt.Errorf("unwrap data key of file %s: %w", h.FileID, err)
+	}
+	c, err := chunk.NewCipher(uw.Plaintext, h)
+	keysvc.Zero(uw.Plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("file %s: %w", h.FileID, err)
+	}
+	if err := c.VerifyHeader(hb[:]); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// acquire returns the content of the open backing file f (inode ino),
+// loading its key on first use, with one more reference. Concurrent
+// openers of one file wait for a single load and share the cipher.
+func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, error) {
+	r.mu.Lock()
+	c := r.contents[ino]
+	if c == nil {
+		c = &content{ino: ino}
+		r.contents[ino] = c
+	}
+	c.refs++
+	r.mu.Unlock()
+
+	c.mu.RLock()
+	loaded := c.loaded
+	c.mu.RUnlock()
+	if loaded {
+		return c, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loaded {
+		ci, err := r.loadKey(ctx, f)
+		if err != nil {
+			r.releaseLocked(c)
+			return nil, err
+		}
+		c.cipher, c.loaded = ci, true
+	}
+	return c, nil
+}
+
+// adopt registers the cipher of a file this mount has just created.
+func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
+	r.mu.Lock()
+	c := r.contents[ino]
+	if c == nil {
+		c = &content{ino: ino}
+		r.contents[ino] = c
+	}
+	c.refs++
+	r.mu.Unlock()
+	// Lock order is c.mu before r.mu (acquire releases under c.mu), so
+	// c.mu is taken only after r.mu is let go.
+	c.mu.Lock()
+	c.cipher, c.loaded = ci, true
+	c.mu.Unlock()
+	return c
+}
+
+// release drops one reference; the last one forgets the cipher.
+func (r *root) release(c *content) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropRef(c)
+}
+
+// releaseLocked is release for a caller holding c.mu (never r.mu).
+func (r *root) releaseLocked(c *content) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropRef(c)
+}
+
+func (r *root) dropRef(c *content) {
+	c.refs--
+	if c.refs == 0 && r.contents[c.ino] == c {
+		delete(r.contents, c.ino)
+	}
+}
+
+// changeKind says what a content change does.
+type changeKind int
+
+const (
+	changeWrite    changeKind = iota // write data at off (or at EOF with appendMode)
+	changeTruncate                   // set the plaintext size to size
+	changeAllocate                   // fallocate [off, off+size) with mode
+)
+
+// change describes one content change for content.change.
+type change struct {
+	kind       changeKind
+	data       []byte
+	off        int64
+	size       int64
+	appendMode bool
+	mode       uint32
+}
+
+// change is the one function through which every change of a file's
+// content goes: writes (including O_APPEND, placed at the plaintext size
+// under the lock), truncation by handle or by path, O_TRUNC and
+// fallocate. It holds the content lock's write side throughout, so no
+// reader sees a half-rewritten chunk and no two read-modify-writes of one
+// chunk interleave. An empty backing file gets its header (and, when it
+// had none, a new data key) first. It returns the bytes written.
+func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cipher == nil {
+		if ch.kind == changeTruncate && ch.size == 0 {
+			return 0, nil // empty stays empty
+		}
+		if err := r.initialize(ctx, c, b.fd); err != nil {
+			return 0, err
+		}
+	}
+	f := b.file(c)
+	switch ch.kind {
+	case changeWrite:
+		off := ch.off
+		if ch.appendMode {
+			size, err := f.Size()
+			if err != nil {
+				return 0, err
+			}
+			off = size
+		}
+		return f.WriteAt(ch.data, off)
+	case changeTruncate:
+		return 0, f.Truncate(ch.size)
+	case changeAllocate:
+		return 0, r.allocate(b.fd, f, ch.off, ch.size, ch.mode)
+	}
+	panic("fs: internal error: unknown content change")
+}
+
+// backingFile is one open descriptor of a backing regular file and the
+// chunk.File over it (kept, so its buffer pools are reused across calls).
+type backingFile struct {
+	fd *os.File
+
+	mu     sync.Mutex // guards cf and cipher: readers share a handle
+	cf     *chunk.File
+	cipher *chunk.Cipher // the cipher cf was built with
+}
+
+// file returns the chunk.File over b for c's cipher, building it on first
+// use and again when the cipher changed (an empty file got its key). The
+// caller holds c.mu (either side) and c.cipher is not nil.
+func (b *backingFile) file(c *content) *chunk.File {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cf == nil || b.cipher != c.cipher {
+		b.cf, b.cipher = chunk.NewFile(b.fd, c.cipher), c.cipher
+	}
+	return b.cf
+}
+
+// initialize gives an empty backing file (no header: a crash between
+// creation and the header write, or a file created outside kmsfs) a new
+// data key and header. The caller holds c.mu.
+func (r *root) initialize(ctx context.Context, c *content, fd *os.File) error {
+	ci, rec, err := r.newKey(ctx)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fsetxattr(int(fd.Fd()), KeyXattr, rec, 0); err != nil {
+		return fmt.Errorf("file %s: set key xattr: %w", ci.Header().FileID, err)
+	}
+	hb, err := ci.MarshalHeader()
+	if err != nil {
+		return err
+	}
+	if _, err := fd.WriteAt(hb, 0); err != nil {
+		return fmt.Errorf("file %s: write header: %w", ci.Header().FileID, err)
+	}
+	c.cipher = ci
+	return nil
+}
+
+// allocate implements fallocate on plaintext offsets. Mode 0 reserves the
+// backing space of the range and extends the file like a zero write past
+// EOF; FALLOC_FL_KEEP_SIZE only reserves the backing space of the chunks
+// the range maps to. Other modes (punch hole, zero range, collapse,
+// insert) are not supported.
+func (r *root) allocate(fd *os.File, f *chunk.File, off, length int64, mode uint32) error {
+	if off < 0 || length <= 0 || off > chunk.MaxPlaintextSize(r.cfg.ChunkSize)-length {
+		return syscall.EINVAL
+	}
+	if mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	cs := int64(r.cfg.ChunkSize)
+	sealed := cs + chunk.Overhead
+	first := off / cs
+	last := (off + length + cs - 1) / cs // exclusive
+	boff := chunk.HeaderSize + first*sealed
+	blen := (last - first) * sealed
+	if err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, boff, blen); err != nil {
+		return err
+	}
+	if mode&unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return nil
+	}
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	if end := off + length; end > size {
+		return f.Truncate(end)
+	}
+	return nil
+}

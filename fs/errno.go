@@ -1,0 +1,106 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"syscall"
+
+	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// errnoOf is the one place that decides which errno an error becomes. It
+// unwraps %w chains (go-fuse's fs.ToErrno does not, and would answer ENOSYS
+// for anything it does not recognise). Unknown errors become EIO, never
+// ENOSYS: the kernel takes ENOSYS as "operation not implemented" and stops
+// sending it for the rest of the mount.
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	// Integrity and key failures first: they may wrap a syscall.Errno
+	// (a timeout wrapping ETIMEDOUT, say) that must not leak through.
+	switch {
+	case errors.Is(err, chunk.ErrAuthentication), errors.Is(err, chunk.ErrCorrupt):
+		return syscall.EIO
+	case errors.Is(err, chunk.ErrFileTooLarge):
+		return syscall.EFBIG
+	case errors.Is(err, keysvc.ErrDisabled), errors.Is(err, keysvc.ErrInvalidState),
+		errors.Is(err, keysvc.ErrAccessDenied), errors.Is(err, keysvc.ErrNotFound):
+		return syscall.EACCES
+	case errors.Is(err, keysvc.ErrInvalidCiphertext), errors.Is(err, keysvc.ErrIncorrectKey),
+		errors.Is(err, keysvc.ErrUnavailable), errors.Is(err, keysvc.ErrInvalidArgument):
+		return syscall.EIO
+	case errors.Is(err, errReservedName):
+		return syscall.EPERM
+	case errors.Is(err, errNoKey), errors.Is(err, errBadHeader):
+		return syscall.EIO
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if errno == syscall.ENOSYS {
+			return syscall.EOPNOTSUPP
+		}
+		return errno
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, fs.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, fs.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, fs.ErrInvalid):
+		return syscall.EINVAL
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF):
+		return syscall.EIO
+	}
+	return syscall.EIO
+}
+
+// isKeyServiceError reports whether err came from the key service.
+func isKeyServiceError(err error) bool {
+	for _, k := range []error{keysvc.ErrNotFound, keysvc.ErrDisabled, keysvc.ErrInvalidState,
+		keysvc.ErrInvalidCiphertext, keysvc.ErrIncorrectKey, keysvc.ErrAccessDenied,
+		keysvc.ErrUnavailable, keysvc.ErrInvalidArgument} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// errno maps err with errnoOf and logs, once per failed operation, the
+// failures an operator must see: authentication failures of the content
+// (with file ID and chunk index), damaged headers or key records, and key
+// service failures. op names the operation. Error strings never carry key
+// material (keysvc and chunk promise that), so logging them is safe.
+func (r *root) errno(op string, err error) syscall.Errno {
+	e := errnoOf(err)
+	if err == nil || r.log == nil {
+		return e
+	}
+	var ae *chunk.AuthError
+	switch {
+	case errors.As(err, &ae):
+		attrs := []slog.Attr{slog.String("op", op), slog.String("file_id", ae.FileID.String())}
+		if ae.Chunk == chunk.HeaderChunk {
+			attrs = append(attrs, slog.String("chunk", "header"))
+		} else {
+			attrs = append(attrs, slog.Uint64("chunk", ae.Chunk))
+		}
+		r.log.LogAttrs(context.Background(), slog.LevelError, "content authentication failed", attrs...)
+	case errors.Is(err, chunk.ErrAuthentication):
+		r.log.Error("content authentication failed", "op", op, "err", err.Error())
+	case errors.Is(err, chunk.ErrCorrupt), errors.Is(err, errNoKey), errors.Is(err, errBadHeader):
+		r.log.Error("damaged backing file", "op", op, "err", err.Error())
+	case isKeyServiceError(err):
+		r.log.Error("key service failure", "op", op, "err", err.Error())
+	}
+	return e
+}

@@ -1,0 +1,251 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// handle is an open regular file: one backing descriptor (read-write
+// unless the file was opened read-only on a read-only mount) and the
+// shared content state. It deliberately has no PassthroughFd method: with
+// kernel passthrough the kernel would read the backing file itself and
+// hand ciphertext to the reader.
+type handle struct {
+	backingFile
+	raw        int // the backing descriptor, for syscalls
+	r          *root
+	c          *content
+	writable   bool // opened for writing (the backing fd always can, off ro mounts)
+	appendMode bool // O_APPEND: writes go to the plaintext end of file
+}
+
+// procFD names descriptor fd (and name inside it, when a directory)
+// through /proc, for the calls that have no *at or f* form.
+func procFD(fd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(fd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// backingOpenFlags returns the flags a backing file is opened with for a
+// plaintext open with flags: read-write whenever writing is possible at
+// all (an O_WRONLY plaintext write is a read-modify-write of chunks),
+// never O_APPEND (appends are placed in plaintext offsets), O_TRUNC
+// (truncation keeps the header) or O_DIRECT (chunks are not aligned), and
+// never following a symlink.
+func (r *root) backingOpenFlags(flags uint32) int {
+	acc := unix.O_RDWR
+	if r.readOnly {
+		acc = unix.O_RDONLY
+	}
+	keep := int(flags) & (unix.O_SYNC | unix.O_DSYNC)
+	return acc | keep | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+}
+
+// newHandle wraps the open backing descriptor fd with content c.
+func (r *root) newHandle(fd int, c *content, flags uint32) *handle {
+	h := &handle{
+		raw:        fd,
+		r:          r,
+		c:          c,
+		writable:   flags&syscall.O_ACCMODE != syscall.O_RDONLY && !r.readOnly,
+		appendMode: flags&syscall.O_APPEND != 0,
+	}
+	h.fd = os.NewFile(uintptr(fd), "")
+	return h
+}
+
+// createFile makes the encrypted file name in dirfd: a new data key from
+// the key service (wrapped with the filesystem and file ID as encryption
+// context), the backing file created O_EXCL, owned by the caller, with
+// exactly mode perm, the key record in its xattr and the sealed header
+// written. Any failure removes the half-made file. With open it returns a
+// handle, else it closes the file.
+func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint32, flags uint32, open bool) (*handle, unix.Statx_t, error) {
+	var st unix.Statx_t
+	ci, rec, err := r.newKey(ctx)
+	if err != nil {
+		return nil, st, err
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, st, err
+	}
+	fail := func(err error) (*handle, unix.Statx_t, error) {
+		unix.Close(fd)
+		unix.Unlinkat(dirfd, name, 0)
+		return nil, st, err
+	}
+	if uid, gid, ok := r.owner(ctx, dirfd); ok {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.Fchmod(fd, perm); err != nil {
+		return fail(err)
+	}
+	if err := unix.Fsetxattr(fd, KeyXattr, rec, unix.XATTR_CREATE); err != nil {
+		return fail(err)
+	}
+	hb, err := ci.MarshalHeader()
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := unix.Pwrite(fd, hb, 0); err != nil {
+		return fail(err)
+	}
+	if err := statAt(fd, "", &st); err != nil {
+		return fail(err)
+	}
+	if !open {
+		unix.Close(fd)
+		return nil, st, nil
+	}
+	c := r.adopt(r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), ci)
+	return r.newHandle(fd, c, flags), st, nil
+}
+
+// openFile opens the existing regular file name in dirfd: a backing
+// descriptor per handle, the content (key unwrapped on first open) shared
+// by all handles of the inode, and O_TRUNC done as a content truncation.
+func (r *root) openFile(ctx context.Context, dirfd int, name string, flags uint32) (*handle, error) {
+	fd, err := unix.Openat(dirfd, name, r.backingOpenFlags(flags), 0)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Statx_t
+	if err := statAt(fd, "", &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		unix.Close(fd)
+		return nil, syscall.EINVAL
+	}
+	h := r.newHandle(fd, nil, flags)
+	c, err := r.acquire(ctx, r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), h.fd)
+	if err != nil {
+		h.fd.Close()
+		return nil, err
+	}
+	h.c = c
+	if flags&syscall.O_TRUNC != 0 && h.writable {
+		if _, err := r.change(ctx, c, &h.backingFile, change{kind: changeTruncate}); err != nil {
+			h.Release(ctx)
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// truncatePath sets the plaintext size of name in dirfd, a file that may
+// have no open handle (truncate(2) by path).
+func (r *root) truncatePath(ctx context.Context, dirfd int, name string, size int64) error {
+	h, err := r.openFile(ctx, dirfd, name, syscall.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	defer h.Release(ctx)
+	_, err = r.change(ctx, h.c, &h.backingFile, change{kind: changeTruncate, size: size})
+	return err
+}
+
+// Read decrypts the chunks covering [off, off+len(dest)) under the
+// content lock's read side.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.c.mu.RLock()
+	defer h.c.mu.RUnlock()
+	if h.c.cipher == nil {
+		return fuse.ReadResultData(nil), 0 // empty backing file
+	}
+	n, err := h.file(h.c).ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.r.errno("read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write encrypts data into the file at off (at the end for O_APPEND).
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if !h.writable {
+		return 0, syscall.EBADF
+	}
+	n, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data, off: off, appendMode: h.appendMode})
+	if err != nil {
+		return uint32(n), h.r.errno("write", err)
+	}
+	return uint32(n), 0
+}
+
+// Flush has nothing to do: every write reached the backing file already.
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+// Fsync flushes the backing file (data only for fdatasync).
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	var err error
+	if flags&1 != 0 { // FUSE_FSYNC_FDATASYNC
+		err = unix.Fdatasync(h.raw)
+	} else {
+		err = unix.Fsync(h.raw)
+	}
+	return h.r.errno("fsync", err)
+}
+
+// Release closes the backing descriptor and drops the content reference.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.fd.Close()
+	if h.c != nil {
+		h.r.release(h.c)
+	}
+	return 0
+}
+
+// Allocate implements fallocate modes 0 and FALLOC_FL_KEEP_SIZE through
+// the content lock; other modes answer EOPNOTSUPP.
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if !h.writable {
+		return syscall.EBADF
+	}
+	if mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	if off > 1<<62 || size > 1<<62 {
+		return syscall.EFBIG
+	}
+	_, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeAllocate, off: int64(off), size: int64(size), mode: mode})
+	return h.r.errno("fallocate", err)
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE with the simple valid answer:
+// data everywhere up to the end of file, one hole at the end.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if whence != unix.SEEK_DATA && whence != unix.SEEK_HOLE {
+		return 0, syscall.EINVAL
+	}
+	h.c.mu.RLock()
+	var size int64
+	var err error
+	if h.c.cipher != nil {
+		size, err = h.file(h.c).Size()
+	}
+	h.c.mu.RUnlock()
+	if err != nil {
+		return 0, h.r.errno("lseek", err)
+	}
+	if off >= uint64(size) {
+		return 0, syscall.ENXIO
+	}
+	if whence == unix.SEEK_DATA {
+		return off, 0
+	}
+	return uint64(size), 0
+}

@@ -1,0 +1,173 @@
+// Package fs is the kmsfs filesystem: go-fuse v2 nodes over the backing
+// tree (CIPHERDIR). Every operation resolves the backing directory as a
+// file descriptor, makes one *at system call or one chunk operation, and
+// maps its error to an errno in errno.go. Regular files are encrypted per
+// file by the chunk package under a data key that the key service wraps;
+// the wrapped key lives in the backing file's user.kmsfs.key xattr.
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// DefaultKMSTimeout bounds every key service call when Options.KMSTimeout
+// is zero.
+const DefaultKMSTimeout = 10 * time.Second
+
+// cacheTimeout is the kernel's entry and attribute cache lifetime, as in
+// libfuse: one second.
+const cacheTimeout = time.Second
+
+// Options configure a mount.
+type Options struct {
+	// CipherDir is the backing tree; its kmsfs.conf is Config.
+	CipherDir string
+	// Config is the tree's configuration (LoadConfig).
+	Config Config
+	// Keys unwraps and generates data keys. The caller passes a cached
+	// service (keysvc.NewCache) so that opens rarely reach the KMS.
+	Keys keysvc.Service
+	// ReadOnly mounts with "ro".
+	ReadOnly bool
+	// AllowOther lets other users in; it always comes with the kernel's
+	// default_permissions checks.
+	AllowOther bool
+	// Logger receives error events (nil: discard).
+	Logger *slog.Logger
+	// KMSTimeout bounds each key service call (0: DefaultKMSTimeout).
+	KMSTimeout time.Duration
+	// Debug logs every FUSE request (go-fuse's debug output).
+	Debug bool
+}
+
+// root is the state shared by every node of one mount.
+type root struct {
+	fd         int // O_PATH directory descriptor of CIPHERDIR
+	dev        uint64
+	cfg        Config
+	keys       keysvc.Service
+	log        *slog.Logger
+	kmsTimeout time.Duration
+	readOnly   bool
+	asRoot     bool // the daemon runs as root: give new files the caller's owner
+
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	contents map[uint64]*content // open regular files by backing inode
+}
+
+// newRoot opens the backing tree and returns its root node.
+func newRoot(opts Options) (*node, error) {
+	if opts.Keys == nil {
+		return nil, errors.New("fs: no key service")
+	}
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(opts.CipherDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fs: open %s: %w", opts.CipherDir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("fs: stat %s: %w", opts.CipherDir, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	timeout := opts.KMSTimeout
+	if timeout <= 0 {
+		timeout = DefaultKMSTimeout
+	}
+	r := &root{
+		fd:         fd,
+		dev:        st.Dev,
+		cfg:        opts.Config,
+		keys:       opts.Keys,
+		log:        log,
+		kmsTimeout: timeout,
+		readOnly:   opts.ReadOnly,
+		asRoot:     os.Geteuid() == 0,
+		contents:   make(map[uint64]*content),
+	}
+	return &node{r: r}, nil
+}
+
+// close releases the backing tree descriptor; called once the mount is gone.
+func (r *root) close() {
+	r.closeOnce.Do(func() { unix.Close(r.fd) })
+}
+
+// mountOptions returns the go-fuse options of a mount.
+func mountOptions(opts Options) *gofs.Options {
+	sec := cacheTimeout
+	mo := fuse.MountOptions{
+		FsName:     opts.CipherDir,
+		Name:       "kmsfs",
+		AllowOther: opts.AllowOther,
+		Debug:      opts.Debug,
+		MaxWrite:   1 << 20,
+		// Never let the kernel read the backing file itself: it would hand
+		// ciphertext to the reader. The handle does not implement
+		// FilePassthroughFder either; this is the second lock on that door.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+	}
+	if opts.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	return &gofs.Options{
+		MountOptions: mo,
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+		// Report modes as they are: a directory made with mode 0 is 0.
+		NullPermissions: true,
+	}
+}
+
+// Mount mounts the backing tree opts.CipherDir at mountpoint and serves it
+// until the returned server is unmounted. It returns once the kernel has
+// the mount.
+func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
+	rn, err := newRoot(opts)
+	if err != nil {
+		return nil, err
+	}
+	server, err := gofs.Mount(mountpoint, rn, mountOptions(opts))
+	if err != nil {
+		rn.r.close()
+		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
+	}
+	go func() {
+		server.Wait()
+		rn.r.close()
+	}()
+	return server, nil
+}
+
+// writable answers EROFS on a read-only mount (the kernel refuses most
+// writes itself; this covers the rest) and 0 otherwise.
+func (r *root) writable() syscall.Errno {
+	if r.readOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
