@@ -203,9 +203,9 @@ func CiphertextSize(plain int64, chunkSize int) int64 {
 
 // PlaintextSize returns the plaintext size of a backing file of backing
 // bytes. Both 0 (header not yet written) and HeaderSize mean an empty file.
-// Sizes that no plaintext size maps to (shorter than a header, or ending in
-// a chunk of Overhead bytes or fewer) and invalid chunk sizes give an error
-// wrapping ErrCorrupt.
+// Sizes that no plaintext size maps to (shorter than a header, ending in a
+// chunk of Overhead bytes or fewer, or beyond MaxPlaintextSize) and invalid
+// chunk sizes give an error wrapping ErrCorrupt.
 func PlaintextSize(backing int64, chunkSize int) (int64, error) {
 	if err := checkChunkSize(int64(chunkSize)); err != nil {
 		return 0, err
@@ -226,7 +226,11 @@ func PlaintextSize(backing int64, chunkSize int) (int64, error) {
 	if rem <= Overhead {
 		return 0, fmt.Errorf("chunk: backing size %d ends in a %d-byte chunk: %w", backing, rem, ErrCorrupt)
 	}
-	return full*c + rem - Overhead, nil
+	p := full*c + rem - Overhead
+	if p > MaxPlaintextSize(chunkSize) {
+		return 0, fmt.Errorf("chunk: backing size %d exceeds the largest file: %w", backing, ErrCorrupt)
+	}
+	return p, nil
 }
 
 // mustChunkSize panics if n is not a valid chunk size; it guards pure

@@ -104,6 +104,14 @@ func TestMaxPlaintextSize(t *testing.T) {
 			t.Errorf("cs %d: max %d is not the largest: one more chunk still fits", cs, m)
 		}
 		mustPanic(t, "CiphertextSize(max+1)", func() { CiphertextSize(m+1, cs) })
+		for _, beyond := range []int64{b + Overhead + 1, b + int64(cs), math.MaxInt64} {
+			if beyond < b {
+				continue // overflowed: not a backing size
+			}
+			if p, err := PlaintextSize(beyond, cs); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("cs %d: PlaintextSize(%d) beyond max = %d, %v", cs, beyond, p, err)
+			}
+		}
 	}
 }
 
