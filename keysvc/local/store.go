@@ -1,0 +1,664 @@
+// Package local is kmsfs's embedded key management service: a keystore of
+// symmetric KMS keys, each with every version of its key material, kept in
+// one file encrypted at rest, and the operations AWS KMS offers on them.
+// *Store implements keysvc.Service, so the filesystem can use it directly;
+// the server in this package offers it over the AWS KMS wire protocol.
+//
+// The keystore directory holds keystore.kms (the encrypted keystore),
+// keystore.lock (the flock that serialises writers across processes) and,
+// unless a passphrase protects the keystore, root.key (32 random bytes,
+// mode 0600). Several Stores, in one process or many, may share a
+// directory: writes take an exclusive lock and replace the file
+// atomically; reads reload only when the file changed.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// File names inside the keystore directory.
+const (
+	KeystoreFileName = "keystore.kms"
+	LockFileName     = "keystore.lock"
+	RootKeyFileName  = "root.key"
+)
+
+// Options configure Open.
+type Options struct {
+	// Passphrase protects the keystore when non-nil: the root key is
+	// scrypt(Passphrase, salt). When nil, the root key is the random file
+	// root.key (mode 0600) in the keystore directory, created on first
+	// use. A keystore is created in one mode and must be opened in it.
+	// Open copies it.
+	Passphrase []byte
+	// ScryptLogN is log2 of the scrypt cost for a new passphrase keystore;
+	// 0 means DefaultScryptLogN (17). Tests use small values. Existing
+	// keystores keep the cost recorded in their file.
+	ScryptLogN int
+	// MaxOnDemandRotations caps RotateKey per key; 0 means
+	// DefaultMaxOnDemandRotations (25, like AWS KMS), negative means no cap.
+	MaxOnDemandRotations int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives key lifecycle events (never material); nil discards.
+	Logger *slog.Logger
+}
+
+// fileIdent is what tells whether keystore.kms changed since it was read.
+type fileIdent struct {
+	exists      bool
+	dev, ino    uint64
+	size        int64
+	mtime, ctim int64
+}
+
+func identOf(fi fs.FileInfo) fileIdent {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileIdent{exists: true, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	}
+	return fileIdent{
+		exists: true, dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctim: st.Ctim.Nano(),
+	}
+}
+
+// Store is an open keystore. It is safe for concurrent use by many
+// goroutines, and by many processes through many Stores.
+type Store struct {
+	dir        string
+	passphrase []byte
+	scryptLogN uint8
+	maxOnDmd   int
+	now        func() time.Time
+	log        *slog.Logger
+	lockFile   *os.File
+
+	mu      sync.RWMutex
+	closed  bool
+	data    *keystoreData // never nil once open
+	ident   fileIdent     // of the keystore.kms data was read from
+	stale   bool          // data may differ from the file: reload before use
+	header  fileHeader    // of the file data was read from (or will be written with)
+	hasHdr  bool
+	rootKey []byte
+	nextDue time.Time // earliest scheduled rotation or deletion; zero = none
+	loads   int       // times keystore.kms was parsed (tests check the hot path does not)
+}
+
+var _ keysvc.Service = (*Store)(nil)
+
+// Open opens (creating when missing) the keystore in dir. The directory is
+// created with mode 0700. Open applies any rotation or deletion that has
+// come due.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create keystore directory: %w", err)
+	}
+	s := &Store{
+		dir:      dir,
+		maxOnDmd: opts.MaxOnDemandRotations,
+		now:      opts.Now,
+		log:      opts.Logger,
+		data:     newKeystoreData(),
+		stale:    true,
+	}
+	if opts.Passphrase != nil {
+		s.passphrase = append([]byte{}, opts.Passphrase...)
+	}
+	switch {
+	case opts.ScryptLogN == 0:
+		s.scryptLogN = DefaultScryptLogN
+	case opts.ScryptLogN < 1 || opts.ScryptLogN > maxScryptLogN:
+		return nil, fmt.Errorf("scrypt cost 2^%d out of range 2^1..2^%d: %w", opts.ScryptLogN, maxScryptLogN, keysvc.ErrInvalidArgument)
+	default:
+		s.scryptLogN = uint8(opts.ScryptLogN)
+	}
+	if s.maxOnDmd == 0 {
+		s.maxOnDmd = DefaultMaxOnDemandRotations
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, LockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open keystore lock: %w", err)
+	}
+	s.lockFile = lf
+	s.mu.Lock()
+	err = s.maintainLocked(context.Background(), s.now(), true)
+	s.mu.Unlock()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the keystore directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close zeroes the keys held in memory and releases the lock file. The
+// Store must not be used afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.data.zero()
+	s.data = newKeystoreData()
+	keysvc.Zero(s.rootKey)
+	keysvc.Zero(s.passphrase)
+	return s.lockFile.Close()
+}
+
+var errClosed = errors.New("keystore is closed")
+
+// flock takes the keystore lock (unix.LOCK_SH or LOCK_EX), polling so that
+// ctx can end the wait.
+func (s *Store) flock(ctx context.Context, how int) (unlock func(), err error) {
+	delay := time.Millisecond
+	for {
+		err := unix.Flock(int(s.lockFile.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(int(s.lockFile.Fd()), unix.LOCK_UN) }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return nil, fmt.Errorf("lock keystore: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for keystore lock: %w: %w", keysvc.ErrUnavailable, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 20*time.Millisecond)
+	}
+}
+
+func (s *Store) keystorePath() string { return filepath.Join(s.dir, KeystoreFileName) }
+
+// currentIdent stats keystore.kms.
+func (s *Store) currentIdent() (fileIdent, error) {
+	fi, err := os.Stat(s.keystorePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return fileIdent{}, nil
+	}
+	if err != nil {
+		return fileIdent{}, fmt.Errorf("stat keystore: %w", err)
+	}
+	return identOf(fi), nil
+}
+
+// view runs fn on an up-to-date snapshot of the keystore, under a read
+// lock. On the hot path (nothing changed, nothing due) this costs one
+// stat and no parsing. fn must not keep references into d.
+func (s *Store) view(ctx context.Context, fn func(d *keystoreData, now time.Time) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return errClosed
+	}
+	now := s.now()
+	id, err := s.currentIdent()
+	if err == nil && !s.stale && id == s.ident && (s.nextDue.IsZero() || now.Before(s.nextDue)) {
+		defer s.mu.RUnlock()
+		return fn(s.data, now)
+	}
+	s.mu.RUnlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	if err := s.refreshLocked(ctx, now); err != nil {
+		return err
+	}
+	return fn(s.data, now)
+}
+
+// refreshLocked reloads the keystore when the file changed and applies
+// what has come due. s.mu must be held for writing.
+func (s *Store) refreshLocked(ctx context.Context, now time.Time) error {
+	id, err := s.currentIdent()
+	if err != nil {
+		return err
+	}
+	if s.stale || id != s.ident {
+		unlock, err := s.flock(ctx, unix.LOCK_SH)
+		if err != nil {
+			return err
+		}
+		err = s.loadLocked()
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if !s.nextDue.IsZero() && !now.Before(s.nextDue) {
+		if err := s.maintainLocked(ctx, now, false); err != nil {
+			// Reads go on (due deletions are hidden by resolve); retry later.
+			s.log.Warn("keystore: cannot apply due rotation or deletion", "err", err)
+			s.nextDue = now.Add(time.Minute)
+		}
+	}
+	return nil
+}
+
+// update runs fn on the freshest keystore under the exclusive file lock and
+// saves the result. When fn fails, nothing is saved and the in-memory copy
+// is reloaded before its next use.
+func (s *Store) update(ctx context.Context, fn func(d *keystoreData, now time.Time) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	unlock, err := s.flock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.reloadIfChangedLocked(); err != nil {
+		return err
+	}
+	now := s.now()
+	s.applyDue(s.data, now)
+	if err := fn(s.data, now); err != nil {
+		s.stale = true
+		return err
+	}
+	if err := s.saveLocked(); err != nil {
+		s.stale = true
+		return err
+	}
+	return nil
+}
+
+// maintainLocked applies due rotations and deletions under the exclusive
+// file lock, saving only when something changed (or, with create, when the
+// keystore file does not exist yet).
+func (s *Store) maintainLocked(ctx context.Context, now time.Time, create bool) error {
+	unlock, err := s.flock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.reloadIfChangedLocked(); err != nil {
+		return err
+	}
+	changed := s.applyDue(s.data, now)
+	if !changed && !(create && !s.ident.exists) {
+		return nil
+	}
+	if err := s.saveLocked(); err != nil {
+		s.stale = true
+		return err
+	}
+	return nil
+}
+
+func (s *Store) reloadIfChangedLocked() error {
+	id, err := s.currentIdent()
+	if err != nil {
+		return err
+	}
+	if s.stale || id != s.ident {
+		return s.loadLocked()
+	}
+	return nil
+}
+
+// loadLocked reads keystore.kms into memory (an empty keystore when the
+// file does not exist). The caller holds s.mu and a file lock.
+func (s *Store) loadLocked() error {
+	f, err := os.Open(s.keystorePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		s.replaceData(newKeystoreData(), fileIdent{})
+		s.hasHdr = false
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open keystore: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat keystore: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxKeystoreSize+1))
+	if err != nil {
+		return fmt.Errorf("read keystore: %w", err)
+	}
+	s.loads++
+	h, nonce, sealed, err := parseKeystoreFile(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.keystorePath(), err)
+	}
+	root, err := s.rootKeyFor(h)
+	if err != nil {
+		return err
+	}
+	plain, err := openKeystore(h, nonce, sealed, root)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.keystorePath(), err)
+	}
+	d, err := decodeKeystoreData(plain)
+	keysvc.Zero(plain)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.keystorePath(), err)
+	}
+	s.header, s.hasHdr = h, true
+	s.replaceData(d, identOf(fi))
+	return nil
+}
+
+// replaceData swaps in d, zeroing the material of the old data.
+func (s *Store) replaceData(d *keystoreData, id fileIdent) {
+	if s.data != d {
+		s.data.zero()
+	}
+	s.data = d
+	s.ident = id
+	s.stale = false
+	s.nextDue = nextDue(d)
+}
+
+// rootKeyFor returns the root key that opens a file with header h,
+// deriving or reading it when needed.
+func (s *Store) rootKeyFor(h fileHeader) ([]byte, error) {
+	switch h.mode {
+	case modePassphrase:
+		if s.passphrase == nil {
+			return nil, fmt.Errorf("keystore %s is protected by a passphrase and none was given: %w", s.dir, ErrKeystoreMode)
+		}
+		if s.rootKey != nil && s.hasHdr && s.header.sameKDF(h) {
+			return s.rootKey, nil
+		}
+		k, err := deriveRootKey(s.passphrase, h)
+		if err != nil {
+			return nil, err
+		}
+		keysvc.Zero(s.rootKey)
+		s.rootKey = k
+		s.header, s.hasHdr = h, true
+		return k, nil
+	default:
+		if s.passphrase != nil {
+			return nil, fmt.Errorf("keystore %s is protected by %s, not a passphrase: %w", s.dir, RootKeyFileName, ErrKeystoreMode)
+		}
+		if s.rootKey != nil {
+			return s.rootKey, nil
+		}
+		k, err := readRootKeyFile(filepath.Join(s.dir, RootKeyFileName))
+		if err != nil {
+			return nil, err
+		}
+		s.rootKey = k
+		return k, nil
+	}
+}
+
+// headerForSave returns the header to write the keystore with: the
+// loaded file's (same salt and cost) or, for a new keystore, a fresh one.
+// It makes sure s.rootKey matches it, creating root.key if needed.
+func (s *Store) headerForSave() (fileHeader, error) {
+	if s.hasHdr {
+		if _, err := s.rootKeyFor(s.header); err != nil {
+			return fileHeader{}, err
+		}
+		return s.header, nil
+	}
+	h, err := newHeader(s.passphrase != nil, s.scryptLogN)
+	if err != nil {
+		return fileHeader{}, err
+	}
+	if h.mode == modePassphrase {
+		k, err := deriveRootKey(s.passphrase, h)
+		if err != nil {
+			return fileHeader{}, err
+		}
+		keysvc.Zero(s.rootKey)
+		s.rootKey = k
+	} else if s.rootKey == nil {
+		k, err := loadOrCreateRootKey(s.dir)
+		if err != nil {
+			return fileHeader{}, err
+		}
+		s.rootKey = k
+	}
+	s.header, s.hasHdr = h, true
+	return h, nil
+}
+
+// saveLocked writes s.data to keystore.kms atomically: temp file, fsync,
+// rename, fsync of the directory. The caller holds the exclusive lock.
+func (s *Store) saveLocked() error {
+	h, err := s.headerForSave()
+	if err != nil {
+		return err
+	}
+	plain, err := encodeKeystoreData(s.data)
+	if err != nil {
+		return err
+	}
+	sealed, err := sealKeystore(h, s.rootKey, plain)
+	keysvc.Zero(plain)
+	if err != nil {
+		return fmt.Errorf("seal keystore: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.dir, KeystoreFileName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("save keystore: %w", err)
+	}
+	tmpName := tmp.Name()
+	fail := func(err error) error {
+		tmp.Close()
+		os.Remove(tmpName)
+		return fmt.Errorf("save keystore: %w", err)
+	}
+	if _, err := tmp.Write(sealed); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	fi, err := tmp.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmpName, s.keystorePath()); err != nil {
+		os.Remove(tmpName)
+		return fmt.Errorf("save keystore: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("save keystore: %w", err)
+	}
+	// Rename keeps the inode, size and mtime of the temp file.
+	id := identOf(fi)
+	if now, err := s.currentIdent(); err == nil {
+		id = now // ctime changes on rename on some filesystems
+	}
+	s.ident = id
+	s.stale = false
+	s.nextDue = nextDue(s.data)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// readRootKeyFile reads root.key, refusing one that others may read or
+// write, that is not a regular file, or that belongs to another user.
+func readRootKeyFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s is missing but the keystore needs it: %w", path, ErrWrongRootKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open root key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat root key: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, ErrInsecureRootKey)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o, group or others can access it; run chmod 600 %s: %w", path, perm, path, ErrInsecureRootKey)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("%s belongs to uid %d, not to uid %d: %w", path, st.Uid, os.Geteuid(), ErrInsecureRootKey)
+	}
+	k := make([]byte, rootKeySize+1)
+	n, err := io.ReadFull(f, k)
+	if n != rootKeySize || !errors.Is(err, io.ErrUnexpectedEOF) {
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("%s is not %d bytes long: %w", path, rootKeySize, ErrWrongRootKey)
+	}
+	return k[:rootKeySize], nil
+}
+
+// loadOrCreateRootKey reads root.key, creating it (0600, random) when it
+// does not exist. The caller holds the exclusive keystore lock, so two
+// processes never both create it.
+func loadOrCreateRootKey(dir string) ([]byte, error) {
+	path := filepath.Join(dir, RootKeyFileName)
+	if !isMissing(path) {
+		return readRootKeyFile(path)
+	}
+	k, err := randomBytes(rootKeySize)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("create root key: %w", err)
+	}
+	if _, err := f.Write(k); err != nil {
+		f.Close()
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("write root key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("sync root key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("close root key: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		keysvc.Zero(k)
+		return nil, fmt.Errorf("sync keystore directory: %w", err)
+	}
+	return k, nil
+}
+
+func isMissing(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// randomBytes returns n bytes from crypto/rand.
+func randomBytes(n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("read random bytes: %w", err)
+	}
+	return b, nil
+}
+
+// nextDue is the earliest time a scheduled rotation or deletion of d
+// comes due; zero when nothing is scheduled.
+func nextDue(d *keystoreData) time.Time {
+	var due time.Time
+	consider := func(t *time.Time) {
+		if t != nil && (due.IsZero() || t.Before(due)) {
+			due = *t
+		}
+	}
+	for _, k := range d.Keys {
+		if k.State == KeyStatePendingDeletion {
+			consider(k.DeletionDate)
+		}
+		if k.State == KeyStateEnabled && k.RotationEnabled {
+			consider(k.NextRotation)
+		}
+	}
+	return due
+}
+
+// applyDue deletes keys whose deletion date has passed (with their
+// aliases) and rotates enabled keys whose automatic rotation is due. It
+// reports whether it changed d.
+func (s *Store) applyDue(d *keystoreData, now time.Time) bool {
+	changed := false
+	for id, k := range d.Keys {
+		switch {
+		case k.State == KeyStatePendingDeletion && !now.Before(*k.DeletionDate):
+			for name, a := range d.Aliases {
+				if a.KeyID == id {
+					delete(d.Aliases, name)
+				}
+			}
+			for _, v := range k.Versions {
+				keysvc.Zero(v.Material)
+			}
+			delete(d.Keys, id)
+			s.log.Info("keystore: key deleted", "key_id", id)
+			changed = true
+		case k.State == KeyStateEnabled && k.RotationEnabled && !now.Before(*k.NextRotation):
+			v, err := newKeyVersion(now, MaterialAutomatic)
+			if err != nil {
+				s.log.Warn("keystore: automatic rotation failed", "key_id", id, "err", err)
+				continue
+			}
+			k.Versions = append(k.Versions, v)
+			next := now.AddDate(0, 0, k.RotationPeriodDays)
+			k.NextRotation = &next
+			s.log.Info("keystore: key rotated automatically", "key_id", id, "key_material_id", v.ID)
+			changed = true
+		}
+	}
+	return changed
+}

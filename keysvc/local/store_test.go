@@ -1,0 +1,308 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// testClock is a settable clock shared by the Stores of a test.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+const day = 24 * time.Hour
+
+// openStore opens a Store in dir with a cheap scrypt cost and clk.
+func openStore(t testing.TB, dir string, clk *testClock, mod ...func(*Options)) *Store {
+	t.Helper()
+	opts := Options{ScryptLogN: 4, Now: clk.Now}
+	for _, m := range mod {
+		m(&opts)
+	}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustCreateKey(t testing.TB, s *Store, in CreateKeyInput) KeyMetadata {
+	t.Helper()
+	m, err := s.CreateKey(context.Background(), in)
+	if err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	return m
+}
+
+func wantErr(t testing.TB, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: err = %v, want %v", what, err, want)
+	}
+}
+
+func TestOpenCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ks")
+	openStore(t, dir, newTestClock())
+	for name, want := range map[string]os.FileMode{".": 0o700 | os.ModeDir, RootKeyFileName: 0o600, KeystoreFileName: 0o600, LockFileName: 0o600} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), want)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, RootKeyFileName)); fi.Size() != rootKeySize {
+		t.Errorf("root.key is %d bytes", fi.Size())
+	}
+}
+
+func TestRootKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, newTestClock())
+	mustCreateKey(t, s, CreateKeyInput{})
+	s.Close()
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o620} {
+		if err := os.Chmod(filepath.Join(dir, RootKeyFileName), mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(dir, Options{})
+		wantErr(t, "Open with loose root.key", err, ErrInsecureRootKey)
+		if !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("error %q does not say how to fix it", err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, RootKeyFileName), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open with 0400 root.key: %v", err)
+	}
+	s2.Close()
+	// A keystore whose root.key vanished is refused, not silently re-keyed.
+	if err := os.Remove(filepath.Join(dir, RootKeyFileName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{})
+	wantErr(t, "Open without root.key", err, ErrWrongRootKey)
+	// Another root.key does not open the keystore.
+	if err := os.WriteFile(filepath.Join(dir, RootKeyFileName), make([]byte, rootKeySize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, Options{})
+	wantErr(t, "Open with another root.key", err, ErrWrongRootKey)
+}
+
+func TestPassphraseMode(t *testing.T) {
+	dir := t.TempDir()
+	clk := newTestClock()
+	pass := func(p string) func(*Options) { return func(o *Options) { o.Passphrase = []byte(p) } }
+	s := openStore(t, dir, clk, pass("correct horse"))
+	k := mustCreateKey(t, s, CreateKeyInput{Description: "pp"})
+	ctx := context.Background()
+	dk, err := s.GenerateDataKey(ctx, k.KeyID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, RootKeyFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("passphrase keystore made a root.key: %v", err)
+	}
+	s2 := openStore(t, dir, clk, pass("correct horse"))
+	u, err := s2.Decrypt(ctx, dk.Wrapped.Blob, "", nil)
+	if err != nil || !bytes.Equal(u.Plaintext, dk.Plaintext) {
+		t.Fatalf("Decrypt after reopen: %v", err)
+	}
+	// The salt and cost are kept across saves: a write and a reopen still work.
+	mustCreateKey(t, s2, CreateKeyInput{})
+	s2.Close()
+	openStore(t, dir, clk, pass("correct horse")).Close()
+
+	_, err = Open(dir, Options{Passphrase: []byte("wrong"), ScryptLogN: 4})
+	wantErr(t, "wrong passphrase", err, ErrWrongPassphrase)
+	if !strings.Contains(err.Error(), "wrong passphrase") {
+		t.Errorf("unclear error %q", err)
+	}
+	_, err = Open(dir, Options{})
+	wantErr(t, "no passphrase", err, ErrKeystoreMode)
+
+	other := t.TempDir()
+	openStore(t, other, clk).Close()
+	_, err = Open(other, Options{Passphrase: []byte("x")})
+	wantErr(t, "passphrase on a root.key keystore", err, ErrKeystoreMode)
+}
+
+func TestPassphraseDefaultCostRecorded(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(makePassphraseKeystore(t, 5), KeystoreFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, _, err := parseKeystoreFile(raw)
+	if err != nil || h.mode != modePassphrase || h.logN != 5 || h.r != scryptR || h.p != scryptP {
+		t.Fatalf("header %+v, %v", h, err)
+	}
+}
+
+func makePassphraseKeystore(t *testing.T, logN int) string {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Passphrase: []byte("p"), ScryptLogN: logN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return dir
+}
+
+func TestKeystoreHoldsNoPlaintext(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, newTestClock())
+	ctx := context.Background()
+	k := mustCreateKey(t, s, CreateKeyInput{Description: "very-recognisable-description"})
+	if err := s.CreateAlias(ctx, "alias/recognisable-alias", k.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	var material []byte
+	s.mu.RLock()
+	material = append(material, s.data.Keys[k.KeyID].Versions[0].Material...)
+	s.mu.RUnlock()
+	raw, err := os.ReadFile(filepath.Join(dir, KeystoreFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, needle := range [][]byte{material, []byte("very-recognisable"), []byte("recognisable-alias"), []byte(k.KeyID)} {
+		if bytes.Contains(raw, needle) {
+			t.Fatalf("keystore.kms contains %q in the clear", needle)
+		}
+	}
+	for _, e := range mustReadDir(t, dir) {
+		if strings.Contains(e, ".tmp-") {
+			t.Fatalf("temp file %s left behind", e)
+		}
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []string {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestPersistenceAcrossOpen(t *testing.T) {
+	dir := t.TempDir()
+	clk := newTestClock()
+	ctx := context.Background()
+	s := openStore(t, dir, clk)
+	k := mustCreateKey(t, s, CreateKeyInput{Description: "d", Tags: map[string]string{"team": "fs"}})
+	if err := s.CreateAlias(ctx, "alias/p", k.ARN); err != nil {
+		t.Fatal(err)
+	}
+	dk, err := s.GenerateDataKey(ctx, "alias/p", keysvc.EncryptionContext{"a": "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RotateKey(ctx, k.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := openStore(t, dir, clk)
+	m, err := s2.DescribeKeyMetadata(ctx, "alias/p")
+	if err != nil || m.KeyID != k.KeyID || m.Description != "d" || m.KeyMaterialCount != 2 {
+		t.Fatalf("after reopen: %+v, %v", m, err)
+	}
+	u, err := s2.Decrypt(ctx, dk.Wrapped.Blob, "alias/p", keysvc.EncryptionContext{"a": "b"})
+	if err != nil || !bytes.Equal(u.Plaintext, dk.Plaintext) || u.KeyMaterialID != k.CurrentKeyMaterialID {
+		t.Fatalf("Decrypt after reopen: %+v, %v", u, err)
+	}
+	tags, err := s2.ListResourceTags(ctx, k.KeyID)
+	if err != nil || tags["team"] != "fs" {
+		t.Fatalf("tags %v, %v", tags, err)
+	}
+}
+
+func TestHotPathDoesNotReparse(t *testing.T) {
+	s := openStore(t, t.TempDir(), newTestClock())
+	ctx := context.Background()
+	k := mustCreateKey(t, s, CreateKeyInput{RotationPeriodDays: 365})
+	dk, err := s.GenerateDataKey(ctx, k.KeyID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.RLock()
+	before := s.loads
+	s.mu.RUnlock()
+	for range 100 {
+		if _, err := s.GenerateDataKey(ctx, k.KeyID, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Decrypt(ctx, dk.Wrapped.Blob, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.RLock()
+	after := s.loads
+	s.mu.RUnlock()
+	if after != before {
+		t.Fatalf("hot path parsed the keystore %d times", after-before)
+	}
+}
+
+func TestCloseZeroesMaterial(t *testing.T) {
+	s := openStore(t, t.TempDir(), newTestClock())
+	k := mustCreateKey(t, s, CreateKeyInput{})
+	s.mu.RLock()
+	m := s.data.Keys[k.KeyID].Versions[0].Material
+	root := s.rootKey
+	s.mu.RUnlock()
+	s.Close()
+	if !bytes.Equal(m, make([]byte, len(m))) || !bytes.Equal(root, make([]byte, len(root))) {
+		t.Fatal("Close left key material in memory")
+	}
+	_, err := s.GenerateDataKey(context.Background(), k.KeyID, nil)
+	if err == nil {
+		t.Fatal("closed Store still works")
+	}
+}
+
+func TestCancelledContext(t *testing.T) {
+	s := openStore(t, t.TempDir(), newTestClock())
+	k := mustCreateKey(t, s, CreateKeyInput{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.GenerateDataKey(ctx, k.KeyID, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("GenerateDataKey with a cancelled context: %v", err)
+	}
+	if _, err := s.CreateKey(ctx, CreateKeyInput{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateKey with a cancelled context: %v", err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	_, err := Open(t.TempDir(), Options{ScryptLogN: 40})
+	wantErr(t, "scrypt cost", err, keysvc.ErrInvalidArgument)
+}
