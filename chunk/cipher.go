@@ -51,6 +51,12 @@ const chunkAADSize = 1 + headerFieldsSize + 8
 
 // Cipher seals and opens the header and the chunks of one file under the
 // file's DEK. It is safe for concurrent use.
+//
+// Every seal draws a random 96-bit nonce, so one DEK must not seal more than
+// 2^32 chunks and headers over its life (NIST SP 800-38D; the chance of a
+// repeated nonce then stays below 2^-33). Each file has its own DEK, which
+// puts the limit at 2^32 chunk writes per file: 16 TiB written into one file
+// with 4096-byte chunks. The Cipher does not count seals.
 type Cipher struct {
 	aead      cipher.AEAD
 	header    Header
