@@ -55,9 +55,9 @@ echo "# no plaintext in CIPHERDIR: ok"
 
 echo
 echo "# the wrapped data key lives in an xattr of the backing file ..."
-step getfattr -n user.kmsfs.key -e hex "$cipher/hello.txt"
+step getfattr --absolute-names -n user.kmsfs.key -e hex "$cipher/hello.txt"
 echo "# ... and is invisible through the mount:"
-step getfattr -d -m - "$plain/hello.txt"
+step getfattr --absolute-names -d -m - "$plain/hello.txt"
 if getfattr -d -m - "$plain/hello.txt" 2>/dev/null | grep -q kmsfs; then
 	fail "internal xattr visible through the mount"
 fi

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kmsfs/kmsfs/chunk"
+	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/keysvc"
+	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
+	"github.com/kmsfs/kmsfs/keysvc/local"
+)
+
+// defaultKeyAlias is the local KMS key `kmsfs init` uses (and creates when
+// missing) when no --key is given.
+const defaultKeyAlias = "alias/kmsfs-default"
+
+// initCheckTimeout bounds the key checks of `kmsfs init` as a whole.
+const initCheckTimeout = 60 * time.Second
+
+// runInit implements `kmsfs init`: check CIPHERDIR, resolve and test the
+// key, write kmsfs.conf. Nothing is written to CIPHERDIR before the key has
+// proved it can make and unwrap a data key.
+func runInit(ctx context.Context, args []string, env *Env) error {
+	fset := newFlagSet("init")
+	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	keyRef := fset.String("key", "", "key ID, ARN or alias")
+	chunkSize := chunk.DefaultChunkSize
+	fset.Var(sizeFlag{&chunkSize}, "chunk-size", "plaintext bytes per chunk")
+	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
+	var ks keystoreFlags
+	ks.register(fset)
+	pos, err := parseArgs(fset, "init", args, env, 1, 1)
+	if err != nil {
+		return err
+	}
+	switch *kms {
+	case kfs.KMSLocal:
+		if *endpoint != "" {
+			return usageErrorf("init: --kms-endpoint applies to --kms aws only")
+		}
+	case kfs.KMSAWS:
+		if *keyRef == "" {
+			return usageErrorf("init: --kms aws needs --key KEY (an ID, ARN or alias of a symmetric KMS key)")
+		}
+	default:
+		return usageErrorf("init: --kms must be local or aws, got %q", *kms)
+	}
+	ref := *keyRef
+	if ref == "" {
+		ref = defaultKeyAlias
+	}
+	// NewConfig validates the chunk size and the key reference before any
+	// key service or disk is touched; KeyID becomes the ARN below.
+	cfg, err := kfs.NewConfig(*kms, ref, chunkSize)
+	if err != nil {
+		return withKind(errUsage, fmt.Errorf("init: %w", err))
+	}
+	dir, err := filepath.Abs(pos[0])
+	if err != nil {
+		return withKind(errUsage, err)
+	}
+	created, err := prepareCipherDir(dir)
+	if err != nil {
+		return err
+	}
+	// Leave no half-made CIPHERDIR behind.
+	ok := false
+	defer func() {
+		if created && !ok {
+			_ = os.Remove(dir)
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, initCheckTimeout)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	var svc keysvc.Service
+	switch *kms {
+	case kfs.KMSLocal:
+		store, err := ks.open(env, logger)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if *keyRef == "" {
+			if err := ensureDefaultKey(ctx, store, env.Stderr); err != nil {
+				return err
+			}
+		}
+		svc = store
+	case kfs.KMSAWS:
+		client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
+		if err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+		svc = client
+	}
+	arn, err := checkKey(ctx, svc, ref, cfg.FilesystemID)
+	if err != nil {
+		return err
+	}
+	cfg.KeyID = arn
+	if err := kfs.WriteConfig(dir, cfg); err != nil {
+		return withKind(errCipherDir, err)
+	}
+	ok = true
+	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  filesystem ID: %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.FilesystemID, dir)
+	return nil
+}
+
+// prepareCipherDir makes sure dir is an empty directory, creating it (mode
+// 0755 less the umask) when it does not exist. created reports whether it
+// did, so a failed init can remove it again.
+func prepareCipherDir(dir string) (created bool, err error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return false, withKind(errCipherDir, fmt.Errorf("create CIPHERDIR: %w", err))
+		}
+		return true, nil
+	}
+	if err != nil {
+		return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR: %w", err))
+	}
+	if !fi.IsDir() {
+		return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR %s is not a directory", dir))
+	}
+	if _, err := os.Lstat(filepath.Join(dir, kfs.ConfigName)); err == nil {
+		return false, withHint(withKind(errCipherDir, fmt.Errorf("%s is already a kmsfs CIPHERDIR (it has %s)", dir, kfs.ConfigName)),
+			"mount it with 'kmsfs mount "+dir+" MOUNTPOINT'")
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR: %w", err))
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != io.EOF {
+		if err != nil {
+			return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR: %w", err))
+		}
+		return false, withHint(withKind(errCipherDir, fmt.Errorf("CIPHERDIR %s is not empty", dir)),
+			"kmsfs init only takes an empty or new directory")
+	}
+	return false, nil
+}
+
+// ensureDefaultKey creates the local key alias/kmsfs-default when it does
+// not exist yet, and says so on w.
+func ensureDefaultKey(ctx context.Context, store *local.Store, w io.Writer) error {
+	_, err := store.DescribeKey(ctx, defaultKeyAlias)
+	if err == nil || !errors.Is(err, keysvc.ErrNotFound) {
+		return err
+	}
+	md, err := store.CreateKey(ctx, local.CreateKeyInput{Description: "kmsfs default key (created by kmsfs init)"})
+	if err != nil {
+		return fmt.Errorf("create the default key: %w", err)
+	}
+	if err := store.CreateAlias(ctx, defaultKeyAlias, md.KeyID); err != nil {
+		return fmt.Errorf("create alias %s: %w", defaultKeyAlias, err)
+	}
+	fmt.Fprintf(w, "kmsfs: created local key %s (%s)\n", md.KeyID, defaultKeyAlias)
+	return nil
+}
+
+// checkKey proves that ref can serve this filesystem: DescribeKey says it
+// is enabled, and one data key generated under it unwraps to the same
+// bytes. It returns the key's ARN, which the config records (an alias may
+// later point elsewhere; the config must not follow it silently).
+func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string, error) {
+	info, err := svc.DescribeKey(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("key %s: %w", ref, err)
+	}
+	if !info.Enabled {
+		return "", keyStateError(ref, info)
+	}
+	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: fsID, "kmsfs:purpose": "init-check"}
+	dk, err := svc.GenerateDataKey(ctx, info.ARN, ec)
+	if err != nil {
+		return "", fmt.Errorf("key %s: generate a test data key: %w", ref, err)
+	}
+	defer keysvc.Zero(dk.Plaintext)
+	u, err := svc.Decrypt(ctx, dk.Wrapped.Blob, info.ARN, ec)
+	if err != nil {
+		return "", fmt.Errorf("key %s: unwrap the test data key: %w", ref, err)
+	}
+	defer keysvc.Zero(u.Plaintext)
+	if len(dk.Plaintext) != keysvc.DataKeySize || subtle.ConstantTimeCompare(dk.Plaintext, u.Plaintext) != 1 {
+		return "", fmt.Errorf("key %s: the test data key did not unwrap to itself: %w", ref, keysvc.ErrInvalidCiphertext)
+	}
+	return info.ARN, nil
+}
+
+// keyStateError explains why a key that is not enabled cannot be used.
+func keyStateError(ref string, info keysvc.KeyInfo) error {
+	if info.State == "Disabled" {
+		return fmt.Errorf("key %s is disabled: %w", ref, keysvc.ErrDisabled)
+	}
+	return fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
+}

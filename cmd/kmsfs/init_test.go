@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/chunk"
+	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
+)
+
+// keystoreEnv returns an environment whose local keystore is a fresh
+// temporary directory (no passphrase: a random root.key).
+func keystoreEnv(t *testing.T) (*testEnv, string) {
+	t.Helper()
+	ks := filepath.Join(t.TempDir(), "keystore")
+	return newTestEnv(map[string]string{"KMSFS_KEYSTORE": ks, "HOME": "/nonexistent"}), ks
+}
+
+func TestInitRefusesNonEmptyDir(t *testing.T) {
+	te, ks := keystoreEnv(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "precious"), []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := runCmd(t, te, "init", dir); code != ExitCipherDir {
+		t.Fatalf("init of a non-empty dir: exit %d, want %d", code, ExitCipherDir)
+	}
+	if !strings.Contains(te.stderr.String(), "kmsfs: error: CIPHERDIR "+dir+" is not empty") {
+		t.Errorf("stderr = %q", te.stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, kfs.ConfigName)); err == nil {
+		t.Error("config written into a non-empty dir")
+	}
+	if _, err := os.Stat(ks); err == nil {
+		t.Error("the keystore was touched although CIPHERDIR was refused first")
+	}
+	// A file that is not a directory is refused too.
+	if code := runCmd(t, te, "init", filepath.Join(dir, "precious")); code != ExitCipherDir {
+		t.Errorf("init of a regular file: exit %d, want %d", code, ExitCipherDir)
+	}
+}
+
+func TestInitRefusesExistingConfig(t *testing.T) {
+	te, _ := keystoreEnv(t)
+	dir := filepath.Join(t.TempDir(), "c")
+	if code := runCmd(t, te, "init", dir); code != ExitOK {
+		t.Fatalf("first init: exit %d", code)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, kfs.ConfigName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := runCmd(t, te, "init", dir); code != ExitCipherDir || !strings.Contains(te.stderr.String(), "already a kmsfs CIPHERDIR") {
+		t.Fatalf("second init: exit %d, stderr %q", code, te.stderr.String())
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, kfs.ConfigName))
+	if string(before) != string(after) {
+		t.Error("second init changed the config")
+	}
+}
+
+func TestInitUsageErrors(t *testing.T) {
+	te, _ := keystoreEnv(t)
+	dir := filepath.Join(t.TempDir(), "c")
+	for _, args := range [][]string{
+		{"init"},
+		{"init", "--kms", "aws", dir},
+		{"init", "--kms", "gcp", dir},
+		{"init", "--chunk-size", "1000", dir},
+		{"init", "--chunk-size", "2M", dir},
+		{"init", "--kms-endpoint", "http://127.0.0.1:1", dir},
+		{"init", dir, "extra"},
+	} {
+		if code := runCmd(t, te, args...); code != ExitUsage {
+			t.Errorf("%q: exit %d, want %d", args, code, ExitUsage)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("a refused init created CIPHERDIR")
+	}
+}
+
+func TestInitUnknownKeyLeavesNothing(t *testing.T) {
+	te, _ := keystoreEnv(t)
+	dir := filepath.Join(t.TempDir(), "c")
+	if code := runCmd(t, te, "init", "--key", "alias/missing", dir); code != ExitKeyService {
+		t.Fatalf("exit %d, want %d", code, ExitKeyService)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("a failed init left the CIPHERDIR it created")
+	}
+}
+
+// TestInitAndInfo runs init on a temporary keystore, writes one backing
+// file the way the filesystem does (data key from the keystore bound to the
+// filesystem and file IDs, chunk format, key record xattr) and checks what
+// info reports, without FUSE.
+func TestInitAndInfo(t *testing.T) {
+	te, ks := keystoreEnv(t)
+	dir := filepath.Join(t.TempDir(), "cipher")
+	if code := runCmd(t, te, "init", "--chunk-size", "1k", dir); code != ExitOK {
+		t.Fatalf("init: exit %d", code)
+	}
+	if !strings.Contains(te.stderr.String(), "created local key") {
+		t.Errorf("init did not say it created the default key: %q", te.stderr.String())
+	}
+	cfg, err := kfs.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KMS != kfs.KMSLocal || cfg.ChunkSize != 1024 || !strings.HasPrefix(cfg.KeyID, "arn:aws:kms:local:") {
+		t.Fatalf("config = %+v", cfg)
+	}
+
+	// A second tree reuses alias/kmsfs-default.
+	dir2 := filepath.Join(t.TempDir(), "cipher2")
+	if code := runCmd(t, te, "init", dir2); code != ExitOK || strings.Contains(te.stderr.String(), "created") {
+		t.Fatalf("second init: exit %d, stderr %q", code, te.stderr.String())
+	}
+	if cfg2, err := kfs.LoadConfig(dir2); err != nil || cfg2.KeyID != cfg.KeyID || cfg2.FilesystemID == cfg.FilesystemID {
+		t.Fatalf("second config = %+v, %v", cfg2, err)
+	}
+
+	plain := []byte(strings.Repeat("kmsfs info test ", 200)) // 3200 bytes: 4 chunks of 1 KiB
+	backing := filepath.Join(dir, "file.txt")
+	wrapped, fileID := writeBackingFile(t, ks, cfg, backing, plain)
+
+	if code := runCmd(t, te, "info", "--json", backing); code != ExitOK {
+		t.Fatalf("info: exit %d", code)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(te.stdout.Bytes(), &got); err != nil {
+		t.Fatalf("info --json output %q: %v", te.stdout.String(), err)
+	}
+	want := map[string]any{
+		"path":            backing,
+		"backing_path":    backing,
+		"key_id":          wrapped.KeyID,
+		"key_material_id": wrapped.KeyMaterialID,
+		"file_id":         fileID.String(),
+		"format_version":  float64(chunk.FormatVersion),
+		"algorithm":       chunk.AES256GCM.String(),
+		"chunk_size":      float64(1024),
+		"plaintext_size":  float64(len(plain)),
+		"ciphertext_size": float64(chunk.CiphertextSize(int64(len(plain)), 1024)),
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("info %s = %v, want %v", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("info printed keys %v, want exactly %v", got, want)
+	}
+	if wrapped.KeyID != cfg.KeyID || len(wrapped.KeyMaterialID) != 64 {
+		t.Errorf("wrapped key names %q / %q", wrapped.KeyID, wrapped.KeyMaterialID)
+	}
+
+	if code := runCmd(t, te, "info", backing); code != ExitOK {
+		t.Fatalf("info (text): exit %d", code)
+	}
+	for _, k := range []string{"key_id:", "key_material_id:", "file_id:", "chunk_size:", "plaintext_size:", "ciphertext_size:"} {
+		if !strings.Contains(te.stdout.String(), k) {
+			t.Errorf("info text lacks %q:\n%s", k, te.stdout.String())
+		}
+	}
+
+	// The config file and a file without the key xattr are not kmsfs files.
+	for _, p := range []string{filepath.Join(dir, kfs.ConfigName), filepath.Join(dir, "missing")} {
+		if code := runCmd(t, te, "info", p); code != ExitCipherDir {
+			t.Errorf("info %s: exit %d, want %d", p, code, ExitCipherDir)
+		}
+	}
+}
+
+// writeBackingFile stores plain in a new backing file as package fs does.
+func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string, plain []byte) (keysvc.WrappedKey, chunk.FileID) {
+	t.Helper()
+	ctx := context.Background()
+	store, err := local.Open(keystore, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	h, err := chunk.NewHeader(cfg.ChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := store.GenerateDataKey(ctx, cfg.KeyID, keysvc.EncryptionContext{
+		keysvc.ContextFilesystemID: cfg.FilesystemID,
+		keysvc.ContextFileID:       h.FileID.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := chunk.NewCipher(dk.Plaintext, h)
+	keysvc.Zero(dk.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fsetxattr(int(f.Fd()), kfs.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chunk.NewFile(f, c).WriteAt(plain, 0); err != nil {
+		t.Fatal(err)
+	}
+	return dk.Wrapped, h.FileID
+}

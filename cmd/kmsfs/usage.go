@@ -1,0 +1,229 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+)
+
+const mainUsage = `kmsfs: a transparent encrypting FUSE filesystem; each file has its own data
+key, wrapped by a key management service (AWS KMS or the embedded local KMS).
+
+Usage:
+  kmsfs init    [--kms local|aws] [--key KEY] [--chunk-size N] CIPHERDIR
+  kmsfs mount   [--foreground] [--ro] [--allow-other] CIPHERDIR MOUNTPOINT
+  kmsfs unmount MOUNTPOINT
+  kmsfs info    [--json] PATH
+  kmsfs key     create|list|describe|rotate|enable|disable|alias ...
+  kmsfs keysvc  serve|credentials ...
+  kmsfs fsck    CIPHERDIR                  (not implemented yet)
+  kmsfs rewrap  [--key KEY] CIPHERDIR      (not implemented yet)
+  kmsfs help    [COMMAND]
+  kmsfs version
+
+Example:
+  kmsfs init ~/secret.enc             # new CIPHERDIR on the local KMS key alias/kmsfs-default
+  kmsfs mount ~/secret.enc ~/secret   # returns once the mount is live
+  echo hello > ~/secret/a.txt         # stored encrypted in ~/secret.enc/a.txt
+  kmsfs info ~/secret/a.txt
+  kmsfs unmount ~/secret
+
+Environment:
+  KMSFS_KEYSTORE         local keystore directory (else $XDG_DATA_HOME/kmsfs,
+                         else ~/.local/share/kmsfs)
+  KMSFS_PASSPHRASE_FILE  file holding the keystore passphrase
+  AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL_KMS, ...  the AWS SDK's usual settings
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 CIPHERDIR/config/backing file,
+4 key service or keystore, 5 mount failed, 6 not implemented yet,
+7 unmount failed, 10-19 reserved for fsck findings.
+
+Run 'kmsfs COMMAND -h' for a command's flags and examples.
+`
+
+// commandHelps holds each command's help text, printed by -h and by
+// `kmsfs help COMMAND`.
+var commandHelps = map[string]string{
+	"init": `Usage: kmsfs init [flags] CIPHERDIR
+
+Initialise CIPHERDIR (created if missing; must be empty) as a kmsfs backing
+directory: write kmsfs.conf (filesystem ID, format version, KMS kind, key ARN,
+chunk size; no secrets) after checking that the key can make and unwrap a
+data key.
+
+With --kms local (the default) and no --key, the local KMS key
+alias/kmsfs-default is used, and created if it does not exist yet.
+With --kms aws, --key is required; the key is checked with DescribeKey and one
+test GenerateDataKey + Decrypt, and its ARN is recorded.
+
+Flags:
+  --kms local|aws         key service (default local)
+  --key KEY               key ID, ARN, alias/NAME or alias ARN
+  --chunk-size N          plaintext bytes per chunk: a power of two from 512
+                          to 1MiB; suffixes k, KiB, M, MiB (default 4096)
+  --kms-endpoint URL      AWS KMS endpoint (default $AWS_ENDPOINT_URL_KMS or
+                          the SDK's); e.g. a 'kmsfs keysvc serve'
+  --keystore DIR          local keystore (see 'kmsfs help')
+  --passphrase-file F     keystore passphrase file
+
+Examples:
+  kmsfs init /srv/data.enc
+  kmsfs init --key alias/team --chunk-size 64k /srv/data.enc
+  kmsfs init --kms aws --key alias/kmsfs /srv/data.enc
+  kmsfs init --kms aws --kms-endpoint http://127.0.0.1:4599 --key alias/x C
+`,
+	"mount": `Usage: kmsfs mount [flags] CIPHERDIR MOUNTPOINT
+
+Mount the plaintext view of CIPHERDIR at MOUNTPOINT. Without --foreground the
+command starts a background daemon and returns only once the mount is live:
+exit 0 and no output on success, else one error line and a non-zero exit.
+The daemon logs to --log-file, else to syslog when /dev/log exists, else
+nowhere. It unmounts cleanly on SIGINT or SIGTERM, zeroing its cached data
+keys. Stop it with 'kmsfs unmount MOUNTPOINT'.
+
+Flags:
+  --foreground            stay attached; log to stderr unless --log-file
+  --ro                    mount read-only
+  --allow-other           let other users in (always with the kernel's
+                          default_permissions checks; needs user_allow_other
+                          in /etc/fuse.conf unless root)
+  --log-file F            append the daemon's log (text) to F
+  --debug                 log every FUSE request (verbose)
+  --cache-max-age D       keep unwrapped data keys at most D (default 5m;
+                          0 disables the cache: every open asks the KMS)
+  --kms-endpoint URL      AWS KMS endpoint (for --kms aws file systems)
+  --keystore DIR          local keystore (see 'kmsfs help')
+  --passphrase-file F     keystore passphrase file
+
+Examples:
+  kmsfs mount /srv/data.enc /srv/data
+  kmsfs mount --ro --log-file /var/log/kmsfs.log /srv/data.enc /srv/data
+  kmsfs mount --foreground --debug C M      # Ctrl-C unmounts
+`,
+	"unmount": `Usage: kmsfs unmount [flags] MOUNTPOINT
+
+Unmount a kmsfs mount (fusermount3 -u, or umount(2) as root) and wait until
+its daemon has exited, at most --timeout. The daemon is found through the
+state file it keeps in /run/kmsfs (root) or $XDG_RUNTIME_DIR/kmsfs.
+A mount still in use is not unmounted (exit 7).
+
+Flags:
+  --timeout D             how long to wait for the daemon (default 10s)
+
+Examples:
+  kmsfs unmount /srv/data
+`,
+	"info": `Usage: kmsfs info [--json] PATH
+
+Describe one encrypted file: the KMS key and key material (backing-key
+version) that wrapped its data key, its file ID, chunk size, plaintext and
+ciphertext sizes. PATH is a file inside a mounted kmsfs or a backing file in
+a CIPHERDIR. No key service is contacted.
+
+Flags:
+  --json                  print one JSON object with the keys key_id,
+                          key_material_id, file_id, chunk_size,
+                          plaintext_size, ciphertext_size, backing_path
+
+Examples:
+  kmsfs info /srv/data/report.pdf
+  kmsfs info --json /srv/data.enc/report.pdf | jq -r .key_material_id
+`,
+	"key": `Usage: kmsfs key SUBCOMMAND [flags] [ARGS]
+
+Manage keys of the local KMS keystore. KEY is a key ID, key ARN, alias/NAME
+or alias ARN.
+
+Subcommands:
+  create [--description D] [--rotation-period-days N] [--alias alias/NAME]
+                          create a key (automatic rotation when N is set,
+                          90..2560) and print its ID
+  list                    ID, state, aliases, versions, rotation period,
+                          last rotation of every key
+  describe KEY            all metadata of one key
+  rotate KEY              add a backing-key version; new data keys use it,
+                          old ones still unwrap
+  enable KEY | disable KEY
+                          a disabled key wraps and unwraps nothing
+  alias create alias/NAME KEY | alias update alias/NAME KEY |
+  alias delete alias/NAME | alias list
+
+Flags (all subcommands):
+  --keystore DIR          local keystore (see 'kmsfs help')
+  --passphrase-file F     keystore passphrase file
+
+Examples:
+  kmsfs key create --description "backups" --alias alias/backups --rotation-period-days 365
+  kmsfs key list
+  kmsfs key rotate alias/backups
+  kmsfs key disable alias/backups        # mounts using it can no longer open files
+  kmsfs key alias update alias/backups 1234abcd-12ab-34cd-56ef-1234567890ab
+`,
+	"fsck": `Usage: kmsfs fsck CIPHERDIR
+
+Check every file of CIPHERDIR for damage and tampering.
+Not implemented yet (issue 4): exits 6 without reading anything.
+
+Example:
+  kmsfs fsck /srv/data.enc
+`,
+	"rewrap": `Usage: kmsfs rewrap [--key KEY] CIPHERDIR
+
+Re-wrap every file's data key under the newest version of its key (or under
+KEY) with the KMS re-encrypt call, leaving file contents untouched.
+Not implemented yet (issue 5): exits 6 without changing anything.
+
+Example:
+  kmsfs rewrap /srv/data.enc
+`,
+	"keysvc": `Usage: kmsfs keysvc serve|credentials ...
+
+Serve the local keystore over HTTP as the AWS KMS JSON 1.1 protocol
+(issue 3). Run 'kmsfs keysvc serve -h' for its flags.
+
+Examples:
+  kmsfs keysvc serve --listen 127.0.0.1:4599
+  kmsfs keysvc credentials ci
+`,
+}
+
+// commandHelp returns the help text of a command.
+func commandHelp(name string) string {
+	if h, ok := commandHelps[strings.Fields(name)[0]]; ok {
+		return h
+	}
+	return mainUsage
+}
+
+func printUsage(w io.Writer) { fmt.Fprint(w, mainUsage) }
+
+// runHelp implements `kmsfs help [COMMAND]`.
+func runHelp(args []string, env *Env) int {
+	if len(args) == 0 {
+		printUsage(env.Stdout)
+		return ExitOK
+	}
+	h, ok := commandHelps[args[0]]
+	if !ok {
+		return report(env, usageErrorf("unknown command %q", args[0]))
+	}
+	fmt.Fprint(env.Stdout, h)
+	return ExitOK
+}
+
+// version returns the module version and VCS revision the binary was
+// built from, as far as the build recorded them.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}
