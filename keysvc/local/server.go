@@ -1,0 +1,387 @@
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kmsfs/kmsfs/keysvc"
+)
+
+// The key server: the Store served over HTTP as AWS KMS's JSON 1.1
+// protocol (POST /, X-Amz-Target: TrentService.<Operation>, Content-Type
+// application/x-amz-json-1.1), so that aws-sdk-go-v2, the AWS CLI and boto3
+// all work against it unchanged. Every request must carry a SigV4 signature
+// (service "kms", any region) by a credential of the keystore; the
+// credential's name is the caller, whose rights on each key are decided by
+// the key's policy (policy.go). Every request is written to the audit log.
+
+// ServerOptions configure NewServer.
+type ServerOptions struct {
+	// Logger receives server events (never key material); nil discards.
+	Logger *slog.Logger
+	// AuditLog, when non-nil, receives one JSON object per line for every
+	// request: time, caller, operation, key, encryption context, result.
+	// Writes are serialised.
+	AuditLog io.Writer
+	// Latency, when positive, delays every answer by this much, to test
+	// clients against a KMS that is a network round trip away.
+	Latency time.Duration
+	// TLSConfig, when non-nil, makes Serve speak HTTPS.
+	TLSConfig *tls.Config
+	// Now is the clock for signature dates and audit times; nil means
+	// time.Now.
+	Now func() time.Time
+	// ShutdownTimeout bounds the graceful shutdown when Serve's context
+	// ends; 0 means 5 seconds.
+	ShutdownTimeout time.Duration
+}
+
+// Server answers the AWS KMS API from a Store. It is an http.Handler.
+type Server struct {
+	store *Store
+	opts  ServerOptions
+	log   *slog.Logger
+	now   func() time.Time
+
+	auditMu sync.Mutex
+}
+
+// NewServer returns a server for store. The store stays owned by the
+// caller, who closes it after Serve returns.
+func NewServer(store *Store, opts ServerOptions) *Server {
+	s := &Server{store: store, opts: opts, log: opts.Logger, now: opts.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.opts.ShutdownTimeout <= 0 {
+		s.opts.ShutdownTimeout = 5 * time.Second
+	}
+	return s
+}
+
+// Serve answers requests on ln until ctx ends, then shuts down gracefully:
+// it stops accepting, lets requests in flight finish (at most
+// ShutdownTimeout) and returns nil. It returns the error if serving fails
+// otherwise. Serve closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if s.opts.TLSConfig != nil {
+		cfg := s.opts.TLSConfig.Clone()
+		if cfg.MinVersion < tls.VersionTLS12 {
+			cfg.MinVersion = tls.VersionTLS12
+		}
+		ln = tls.NewListener(ln, cfg)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("key server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		_ = hs.Close()
+		return fmt.Errorf("key server shutdown: %w", err)
+	}
+	return nil
+}
+
+// operation is one KMS API operation.
+type operation struct {
+	name     string
+	newInput func() request
+	run      func(c *call, in request) (any, *apiError)
+}
+
+// op binds an operation's typed input to its handler.
+func op[In any, P interface {
+	*In
+	request
+}](name string, run func(c *call, in P) (any, *apiError)) *operation {
+	return &operation{
+		name:     name,
+		newInput: func() request { return P(new(In)) },
+		run:      func(c *call, in request) (any, *apiError) { return run(c, in.(P)) },
+	}
+}
+
+// operations is every operation the server answers, by name.
+var operations = func() map[string]*operation {
+	m := map[string]*operation{}
+	for _, o := range []*operation{
+		op("CreateKey", (*call).createKey),
+		op("DescribeKey", (*call).describeKey),
+		op("ListKeys", (*call).listKeys),
+		op("EnableKey", (*call).enableKey),
+		op("DisableKey", (*call).disableKey),
+		op("ScheduleKeyDeletion", (*call).scheduleKeyDeletion),
+		op("CancelKeyDeletion", (*call).cancelKeyDeletion),
+		op("EnableKeyRotation", (*call).enableKeyRotation),
+		op("DisableKeyRotation", (*call).disableKeyRotation),
+		op("GetKeyRotationStatus", (*call).getKeyRotationStatus),
+		op("RotateKeyOnDemand", (*call).rotateKeyOnDemand),
+		op("ListKeyRotations", (*call).listKeyRotations),
+		op("UpdateKeyDescription", (*call).updateKeyDescription),
+		op("GetKeyPolicy", (*call).getKeyPolicy),
+		op("PutKeyPolicy", (*call).putKeyPolicy),
+		op("ListKeyPolicies", (*call).listKeyPolicies),
+		op("TagResource", (*call).tagResource),
+		op("UntagResource", (*call).untagResource),
+		op("ListResourceTags", (*call).listResourceTags),
+		op("CreateAlias", (*call).createAlias),
+		op("UpdateAlias", (*call).updateAlias),
+		op("DeleteAlias", (*call).deleteAlias),
+		op("ListAliases", (*call).listAliases),
+		op("GenerateDataKey", (*call).generateDataKey),
+		op("GenerateDataKeyWithoutPlaintext", (*call).generateDataKeyWithoutPlaintext),
+		op("Encrypt", (*call).encrypt),
+		op("Decrypt", (*call).decrypt),
+		op("ReEncrypt", (*call).reEncrypt),
+		op("GenerateRandom", (*call).generateRandom),
+	} {
+		m[o.name] = o
+	}
+	return m
+}()
+
+// call is one request being answered.
+type call struct {
+	s         *Server
+	ctx       context.Context
+	principal string // IAM ARN of the caller
+	audit     *auditRecord
+}
+
+// auditRecord is one line of the audit log, the local CloudTrail. It never
+// holds plaintext, blobs or key material; the encryption context is not
+// secret (AWS logs it too).
+type auditRecord struct {
+	Time              string            `json:"time"`
+	RequestID         string            `json:"requestId"`
+	SourceIP          string            `json:"sourceIp,omitempty"`
+	Caller            string            `json:"caller,omitempty"`
+	AccessKeyID       string            `json:"accessKeyId,omitempty"`
+	Operation         string            `json:"operation"`
+	KeyID             string            `json:"keyId,omitempty"`
+	KeyMaterialID     string            `json:"keyMaterialId,omitempty"`
+	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
+	Result            string            `json:"result"`
+	ErrorMessage      string            `json:"errorMessage,omitempty"`
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return formatUUID(b[:])
+}
+
+// ServeHTTP answers one KMS API request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &auditRecord{
+		Time:      s.now().UTC().Format(time.RFC3339Nano),
+		RequestID: newRequestID(),
+		Operation: strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService."),
+	}
+	if len(rec.Operation) > 64 {
+		rec.Operation = rec.Operation[:64]
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		rec.SourceIP = host
+	}
+	out, aerr := s.handle(w, r, rec)
+	if s.opts.Latency > 0 {
+		t := time.NewTimer(s.opts.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+	h := w.Header()
+	h.Set("X-Amzn-Requestid", rec.RequestID)
+	h.Set("Content-Type", "application/x-amz-json-1.1")
+	if aerr != nil {
+		rec.Result, rec.ErrorMessage = aerr.typ, aerr.msg
+		s.writeAudit(rec)
+		writeError(w, aerr)
+		return
+	}
+	if z, ok := out.(zeroer); ok {
+		defer z.zero()
+	}
+	body, err := json.Marshal(out)
+	if err != nil {
+		s.log.Error("key server: encode response", "operation", rec.Operation, "err", err)
+		rec.Result = internalError.typ
+		s.writeAudit(rec)
+		writeError(w, internalError)
+		return
+	}
+	defer clear(body) // may hold a plaintext data key
+	rec.Result = "Success"
+	s.writeAudit(rec)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, aerr *apiError) {
+	body, _ := json.Marshal(struct {
+		Type    string `json:"__type"`
+		Message string `json:"message,omitempty"`
+	}{aerr.typ, aerr.msg})
+	w.WriteHeader(aerr.status)
+	_, _ = w.Write(body)
+}
+
+// handle authenticates, decodes and runs the request.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord) (any, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	defer clear(body) // may hold a plaintext to encrypt
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, newAPIError(http.StatusRequestEntityTooLarge, "ValidationException", fmt.Sprintf("The request body is larger than %d bytes.", MaxRequestBody))
+		}
+		return nil, newAPIError(400, "SerializationException", "The request body could not be read.")
+	}
+	caller, accessKey, aerr := s.authenticate(r, body)
+	rec.AccessKeyID = accessKey
+	if aerr != nil {
+		return nil, aerr
+	}
+	rec.Caller = PrincipalARN(caller)
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		return nil, newAPIError(400, "UnknownOperationException", "Only POST / is served.")
+	}
+	name, ok := strings.CutPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+	o := operations[name]
+	if !ok || o == nil {
+		return nil, newAPIError(400, "UnknownOperationException", "")
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || (mt != "application/x-amz-json-1.1" && mt != "application/json") {
+		return nil, newAPIError(400, "SerializationException", "Content-Type must be application/x-amz-json-1.1.")
+	}
+	in, aerr := decodeRequest(o, body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	c := &call{s: s, ctx: r.Context(), principal: rec.Caller, audit: rec}
+	out, aerr := o.run(c, in)
+	if aerr == internalError {
+		s.log.Error("key server: internal error", "operation", name, "request_id", rec.RequestID)
+	}
+	return out, aerr
+}
+
+// authenticate verifies the SigV4 signature and returns the caller's
+// credential name and access key ID.
+func (s *Server) authenticate(r *http.Request, body []byte) (caller, accessKey string, aerr *apiError) {
+	var lookupErr error
+	lookup := func(id string) (string, string, bool) {
+		accessKey = id
+		c, err := s.store.LookupCredential(r.Context(), id)
+		if err != nil {
+			if !errors.Is(err, keysvc.ErrNotFound) {
+				lookupErr = err
+			}
+			return "", "", false
+		}
+		return c.SecretAccessKey, c.Name, true
+	}
+	caller, err := verifySigV4(r, body, s.now(), lookup)
+	if lookupErr != nil {
+		s.log.Error("key server: credential lookup failed", "err", lookupErr)
+		return "", accessKey, internalError
+	}
+	var ae *authError
+	if errors.As(err, &ae) {
+		return "", accessKey, newAPIError(400, ae.typ, ae.msg)
+	}
+	if err != nil {
+		return "", accessKey, internalError
+	}
+	return caller, accessKey, nil
+}
+
+// writeAudit appends rec to the audit log as one JSON line.
+func (s *Server) writeAudit(rec *auditRecord) {
+	if s.opts.AuditLog == nil {
+		return
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	s.auditMu.Lock()
+	defer s.auditMu.Unlock()
+	if _, err := s.opts.AuditLog.Write(b); err != nil {
+		s.log.Error("key server: write audit log", "err", err)
+	}
+}
+
+// authorize checks the caller against the key policy of the key ref names
+// for action (e.g. "kms:Decrypt") and returns the key's metadata. The
+// audit record gets the key's ARN.
+func (c *call) authorize(ref, action string) (KeyMetadata, *apiError) {
+	m, policy, err := c.s.store.keyAndPolicy(c.ctx, ref)
+	if err != nil {
+		return KeyMetadata{}, storeError(err, ref)
+	}
+	if c.audit.KeyID == "" {
+		c.audit.KeyID = m.ARN
+	}
+	if aerr := c.checkPolicy(m.ARN, policy, action); aerr != nil {
+		return KeyMetadata{}, aerr
+	}
+	return m, nil
+}
+
+// checkPolicy evaluates a key policy for the caller. A policy that does not
+// parse (set outside the server) denies everything.
+func (c *call) checkPolicy(keyARN, policy, action string) *apiError {
+	d := implicitDeny
+	if p, err := parsePolicy(policy); err == nil {
+		d = p.evaluate(c.principal, action)
+	} else {
+		c.s.log.Warn("key server: key has an unparsable policy; denying", "key_id", keyARN)
+	}
+	switch d {
+	case allowed:
+		return nil
+	case explicitDeny:
+		return newAPIError(400, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a resource-based policy", c.principal, action, keyARN))
+	default:
+		return newAPIError(400, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows the %s action", c.principal, action, keyARN, action))
+	}
+}
