@@ -165,3 +165,18 @@ func report(env *Env, err error) int {
 	}
 	return code
 }
+
+// reportOneLine is report with the hint folded into the error line, for
+// commands whose failure must be a single line (mount).
+func reportOneLine(env *Env, err error) int {
+	code := exitCode(err)
+	if code == ExitOK {
+		return code
+	}
+	msg := err.Error()
+	if h := hintFor(err); h != "" {
+		msg += " (hint: " + h + ")"
+	}
+	fmt.Fprintf(env.Stderr, "kmsfs: error: %s\n", oneLine(msg))
+	return code
+}

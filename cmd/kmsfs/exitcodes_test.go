@@ -93,3 +93,12 @@ func TestUnknownCommandAndStubs(t *testing.T) {
 		t.Errorf("fsck without CIPHERDIR: exit %d, want %d", code, ExitUsage)
 	}
 }
+
+func TestReportOneLine(t *testing.T) {
+	te := newTestEnv(nil)
+	code := reportOneLine(&te.Env, withHint(withKind(errMountFailed, errors.New("/m is already\nmounted")), "unmount it first"))
+	want := "kmsfs: error: /m is already mounted (hint: unmount it first)\n"
+	if code != ExitMount || te.stderr.String() != want {
+		t.Errorf("reportOneLine: code %d, stderr %q; want %d, %q", code, te.stderr.String(), ExitMount, want)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/kmsfs/kmsfs/chunk"
@@ -179,7 +180,7 @@ func ensureDefaultKey(ctx context.Context, store *local.Store, w io.Writer) erro
 func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string, error) {
 	info, err := svc.DescribeKey(ctx, ref)
 	if err != nil {
-		return "", fmt.Errorf("key %s: %w", ref, err)
+		return "", aboutKey(ref, err)
 	}
 	if !info.Enabled {
 		return "", keyStateError(ref, info)
@@ -207,4 +208,12 @@ func keyStateError(ref string, info keysvc.KeyInfo) error {
 		return fmt.Errorf("key %s is disabled: %w", ref, keysvc.ErrDisabled)
 	}
 	return fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
+}
+
+// aboutKey names the key in err unless the backend already did.
+func aboutKey(ref string, err error) error {
+	if strings.Contains(err.Error(), ref) {
+		return err
+	}
+	return fmt.Errorf("key %s: %w", ref, err)
 }

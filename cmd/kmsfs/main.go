@@ -45,7 +45,9 @@ func run(ctx context.Context, args []string, env *Env) int {
 	case "init":
 		err = runInit(ctx, rest, env)
 	case "mount":
-		err = runMount(ctx, rest, env)
+		// A failed mount prints exactly one line (scripts and the
+		// architecture rely on it): the hint goes on the same line.
+		return reportOneLine(env, runMount(ctx, rest, env))
 	case "unmount", "umount":
 		err = runUnmount(ctx, rest, env)
 	case "key":

@@ -85,6 +85,16 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	if within(f.mountpoint, f.cipherDir) || within(f.cipherDir, f.mountpoint) {
 		return nil, usageErrorf("mount: CIPHERDIR %s and MOUNTPOINT %s must not contain each other", f.cipherDir, f.mountpoint)
 	}
+	// Stacking a second FUSE mount on a live one would hide the first and
+	// its open files: refuse.
+	entries, err := readMountinfo()
+	if err != nil {
+		return nil, withKind(errMountFailed, err)
+	}
+	if m, ok := fuseMountAt(entries, f.mountpoint); ok {
+		return nil, withHint(withKind(errMountFailed, fmt.Errorf("%s is already mounted (%s from %s)", f.mountpoint, m.FSType, m.Source)),
+			"unmount it first with 'kmsfs unmount "+f.mountpoint+"'")
+	}
 	return f, nil
 }
 
@@ -444,7 +454,7 @@ func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error 
 	defer cancel()
 	info, err := svc.DescribeKey(ctx, keyID)
 	if err != nil {
-		return fmt.Errorf("key %s: %w", keyID, err)
+		return aboutKey(keyID, err)
 	}
 	if !info.Enabled {
 		return keyStateError(keyID, info)
