@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 )
 
 // This file holds every AEAD call of the package, so that the cryptography
@@ -64,6 +65,9 @@ type Cipher struct {
 	// chunkAAD is the chunk AAD with a zero index; Seal and Open copy it and
 	// fill in the index.
 	chunkAAD [chunkAADSize]byte
+	// aads recycles *[chunkAADSize]byte: an AAD passed to the AEAD interface
+	// escapes to the heap, and one allocation per chunk adds up.
+	aads sync.Pool
 }
 
 // NewCipher returns a Cipher for the file with header h under the 32-byte
@@ -165,9 +169,9 @@ func (c *Cipher) seal(dst, plain []byte, index uint64, random io.Reader) []byte 
 		// in production.
 		panic("chunk: internal error: reading nonce: " + err.Error())
 	}
-	aad := c.chunkAAD
-	binary.BigEndian.PutUint64(aad[1+headerFieldsSize:], index)
+	aad := c.aad(index)
 	c.aead.Seal(out[NonceSize:NonceSize], nonce, plain, aad[:])
+	c.aads.Put(aad)
 	return ret
 }
 
@@ -181,13 +185,25 @@ func (c *Cipher) Open(dst, sealed []byte, index uint64) ([]byte, error) {
 	if len(sealed) <= Overhead || len(sealed) > c.ChunkSize()+Overhead {
 		return dst, &AuthError{FileID: c.header.FileID, Chunk: index}
 	}
-	aad := c.chunkAAD
-	binary.BigEndian.PutUint64(aad[1+headerFieldsSize:], index)
+	aad := c.aad(index)
 	out, err := c.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], aad[:])
+	c.aads.Put(aad)
 	if err != nil {
 		return dst, &AuthError{FileID: c.header.FileID, Chunk: index}
 	}
 	return out, nil
+}
+
+// aad returns the AAD of chunk index in a pooled buffer; the caller puts it
+// back into c.aads.
+func (c *Cipher) aad(index uint64) *[chunkAADSize]byte {
+	aad, ok := c.aads.Get().(*[chunkAADSize]byte)
+	if !ok {
+		aad = new([chunkAADSize]byte)
+	}
+	*aad = c.chunkAAD
+	binary.BigEndian.PutUint64(aad[1+headerFieldsSize:], index)
+	return aad
 }
 
 // sliceForAppend extends in by n bytes, reallocating if needed, and returns
