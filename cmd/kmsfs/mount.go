@@ -302,7 +302,7 @@ func (r *readiness) report(err error) {
 	r.pipe = nil
 }
 
-func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ") }
 
 // serve runs the filesystem in this process until it is unmounted: by
 // `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM here. ready is the
