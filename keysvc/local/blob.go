@@ -17,9 +17,11 @@ import (
 //	salt (32) ‖ AES-256-GCM ciphertext ‖ tag (16)
 //
 // The first 52 bytes are the prefix. The GCM key is
-// HKDF-SHA256(material, salt, "kmsfs local blob v1"), fresh for every blob
-// because the salt is random, so the GCM nonce is fixed at zero and no
-// nonce is ever reused under one key. AAD = prefix ‖ EncodeContext(ec):
+// HKDF-Expand-SHA256(PRK = material, info = "kmsfs local blob v1" ‖ salt,
+// 32 bytes); the material is 32 uniformly random bytes, so the Extract
+// step of HKDF is not needed (RFC 5869, section 3.3). The key is fresh for
+// every blob because the salt is random, so the GCM nonce is fixed at zero
+// and no nonce is ever reused under one key. AAD = prefix ‖ EncodeContext(ec):
 // the key, the material version and the encryption context are all
 // authenticated.
 const (
@@ -79,7 +81,7 @@ func blobAAD(prefix []byte, ec keysvc.EncryptionContext) []byte {
 }
 
 func blobGCMKey(material, salt []byte) ([]byte, error) {
-	return hkdf.Key(sha256.New, material, salt, blobInfo, 32)
+	return hkdf.Expand(sha256.New, material, blobInfo+string(salt), 32)
 }
 
 // sealBlob wraps plaintext under version v of key k.

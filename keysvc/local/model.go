@@ -124,8 +124,13 @@ func (d *keystoreData) zero() {
 		return
 	}
 	for _, k := range d.Keys {
+		if k == nil {
+			continue
+		}
 		for _, v := range k.Versions {
-			keysvc.Zero(v.Material)
+			if v != nil {
+				keysvc.Zero(v.Material)
+			}
 		}
 	}
 }
