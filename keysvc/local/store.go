@@ -40,7 +40,8 @@ const (
 
 // Options configure Open.
 type Options struct {
-	// Passphrase protects the keystore when non-nil: the root key is
+	// Passphrase protects the keystore when non-nil (it must not be
+	// empty): the root key is
 	// scrypt(Passphrase, salt). When nil, the root key is the random file
 	// root.key (mode 0600) in the keystore directory, created on first
 	// use. A keystore is created in one mode and must be opened in it.
@@ -119,6 +120,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		stale:    true,
 	}
 	if opts.Passphrase != nil {
+		if len(opts.Passphrase) == 0 {
+			return nil, fmt.Errorf("empty keystore passphrase: %w", keysvc.ErrInvalidArgument)
+		}
 		s.passphrase = append([]byte{}, opts.Passphrase...)
 	}
 	switch {
@@ -340,6 +344,11 @@ func (s *Store) reloadIfChangedLocked() error {
 func (s *Store) loadLocked() error {
 	f, err := os.Open(s.keystorePath())
 	if errors.Is(err, fs.ErrNotExist) {
+		if s.ident.exists {
+			// Never treat a keystore that vanished under us as empty: every
+			// key would silently be gone. Fail until it is restored.
+			return fmt.Errorf("keystore file %s has disappeared: %w", s.keystorePath(), keysvc.ErrUnavailable)
+		}
 		s.replaceData(newKeystoreData(), fileIdent{})
 		s.hasHdr = false
 		return nil

@@ -305,4 +305,32 @@ func TestCancelledContext(t *testing.T) {
 func TestBadOptions(t *testing.T) {
 	_, err := Open(t.TempDir(), Options{ScryptLogN: 40})
 	wantErr(t, "scrypt cost", err, keysvc.ErrInvalidArgument)
+	_, err = Open(t.TempDir(), Options{Passphrase: []byte{}})
+	wantErr(t, "empty passphrase", err, keysvc.ErrInvalidArgument)
+}
+
+func TestVanishedKeystoreIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir, newTestClock())
+	k := mustCreateKey(t, s, CreateKeyInput{})
+	if err := os.Remove(filepath.Join(dir, KeystoreFileName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GenerateDataKey(context.Background(), k.KeyID, nil)
+	wantErr(t, "GenerateDataKey after keystore.kms vanished", err, keysvc.ErrUnavailable)
+	_, err = s.CreateKey(context.Background(), CreateKeyInput{})
+	wantErr(t, "CreateKey after keystore.kms vanished", err, keysvc.ErrUnavailable)
+}
+
+func TestOtherStoreChangesAreSeen(t *testing.T) {
+	dir := t.TempDir()
+	clk := newTestClock()
+	a, b := openStore(t, dir, clk), openStore(t, dir, clk)
+	ctx := context.Background()
+	k := mustCreateKey(t, a, CreateKeyInput{})
+	if err := b.DisableKey(ctx, k.KeyID); err != nil {
+		t.Fatalf("b does not see a's key: %v", err)
+	}
+	_, err := a.GenerateDataKey(ctx, k.KeyID, nil)
+	wantErr(t, "a after b disabled the key", err, keysvc.ErrDisabled)
 }
