@@ -305,7 +305,7 @@ func (r *readiness) report(err error) {
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ") }
 
 // serve runs the filesystem in this process until it is unmounted: by
-// `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM here. ready is the
+// `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM/SIGHUP here. ready is the
 // readiness pipe of a background daemon, nil in --foreground mode.
 func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *readiness) error {
 	// The kernel applies the caller's umask to the modes it sends; ours
@@ -327,7 +327,11 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		return fail(err)
 	}
 	defer closeSvc()
-	if err := checkMountKey(ctx, svc, cfg.KeyID); err != nil {
+	if err := checkMountKey(ctx, svc, cfg.KeyID); errors.Is(err, keysvc.ErrAccessDenied) {
+		// A least-privilege key policy may allow only GenerateDataKey and
+		// Decrypt: file opens will tell.
+		logger.Warn("cannot check the key before mounting", "key", cfg.KeyID, "err", err)
+	} else if err != nil {
 		return fail(err)
 	}
 	keys := svc
@@ -363,7 +367,9 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 	// returns, `kmsfs unmount` must find the state and a signal must
 	// unmount cleanly.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP too: a --foreground mount whose terminal goes away must not
+	// leave a dead mount behind.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	statePath, err := recordMount(f, cfg, env)
 	if err != nil {
@@ -448,7 +454,8 @@ func openKeyService(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env
 }
 
 // checkMountKey refuses to mount when the config's key is unusable: every
-// open would fail later with EIO, far from the cause.
+// open would fail later with EIO, far from the cause. (A caller that may
+// not DescribeKey gets ErrAccessDenied, which serve tolerates.)
 func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error {
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
 	defer cancel()

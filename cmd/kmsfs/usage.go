@@ -79,8 +79,8 @@ Mount the plaintext view of CIPHERDIR at MOUNTPOINT. Without --foreground the
 command starts a background daemon and returns only once the mount is live:
 exit 0 and no output on success, else one error line and a non-zero exit.
 The daemon logs to --log-file, else to syslog when /dev/log exists, else
-nowhere. It unmounts cleanly on SIGINT or SIGTERM, zeroing its cached data
-keys. Stop it with 'kmsfs unmount MOUNTPOINT'.
+nowhere. It unmounts cleanly on SIGINT, SIGTERM or SIGHUP, zeroing its
+cached data keys. Stop it with 'kmsfs unmount MOUNTPOINT'.
 
 Flags:
   --foreground            stay attached; log to stderr unless --log-file
@@ -105,8 +105,9 @@ Examples:
 
 Unmount a kmsfs mount (fusermount3 -u, or umount(2) as root) and wait until
 its daemon has exited, at most --timeout. The daemon is found through the
-state file it keeps in /run/kmsfs (root) or $XDG_RUNTIME_DIR/kmsfs.
-A mount still in use is not unmounted (exit 7).
+state file it keeps in /run/kmsfs (root) or $XDG_RUNTIME_DIR/kmsfs; without
+one (a mount made by another user) kmsfs only unmounts. A mount still in
+use is not unmounted (exit 7).
 
 Flags:
   --timeout D             how long to wait for the daemon (default 10s)
