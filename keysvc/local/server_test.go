@@ -1,0 +1,456 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/smithy-go"
+)
+
+// syncBuffer is an audit log the test can read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testServer struct {
+	store    *Store
+	endpoint string
+	audit    *syncBuffer
+	creds    map[string]Credential
+}
+
+// startTestServer serves a fresh keystore on a loopback port with
+// credentials alice and bob, until the test ends.
+func startTestServer(t testing.TB) *testServer {
+	t.Helper()
+	store, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{store: store, audit: &syncBuffer{}, creds: map[string]Credential{}}
+	for _, name := range []string{"alice", "bob"} {
+		c, err := store.CreateCredential(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.creds[name] = c
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.endpoint = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewServer(store, ServerOptions{AuditLog: ts.audit}).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		store.Close()
+	})
+	return ts
+}
+
+// client returns an SDK client signing as the named credential.
+func (ts *testServer) client(name string) *kms.Client {
+	c := ts.creds[name]
+	return kms.New(kms.Options{
+		Region:           "eu-west-3",
+		BaseEndpoint:     aws.String(ts.endpoint),
+		Credentials:      credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, ""),
+		RetryMaxAttempts: 1,
+	})
+}
+
+// wantAPIError checks that err is the AWS error code.
+func wantAPIError(t *testing.T, err error, code string) {
+	t.Helper()
+	var ae smithy.APIError
+	if !errors.As(err, &ae) || ae.ErrorCode() != code {
+		t.Fatalf("error = %v, want %s", err, code)
+	}
+}
+
+func TestServerSession(t *testing.T) {
+	ts := startTestServer(t)
+	ctx := context.Background()
+	c := ts.client("alice")
+	ck, err := c.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("kmsfs test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arn := aws.ToString(ck.KeyMetadata.Arn)
+	if !strings.HasPrefix(arn, "arn:aws:kms:local:000000000000:key/") || ck.KeyMetadata.KeyState != types.KeyStateEnabled ||
+		ck.KeyMetadata.CreationDate == nil || time.Since(*ck.KeyMetadata.CreationDate) > time.Minute {
+		t.Fatalf("CreateKey metadata %+v", ck.KeyMetadata)
+	}
+	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/test"), TargetKeyId: ck.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/test"), TargetKeyId: ck.KeyMetadata.KeyId})
+	wantAPIError(t, err, "AlreadyExistsException")
+	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/aws/x"), TargetKeyId: ck.KeyMetadata.KeyId})
+	wantAPIError(t, err, "InvalidAliasNameException")
+	la, err := c.ListAliases(ctx, &kms.ListAliasesInput{KeyId: aws.String(arn)})
+	if err != nil || len(la.Aliases) != 1 || aws.ToString(la.Aliases[0].AliasName) != "alias/test" {
+		t.Fatalf("ListAliases = %+v, %v", la, err)
+	}
+
+	ec := map[string]string{"kmsfs:fs": "a", "kmsfs:file": "b"}
+	dk, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/test"), KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dk.Plaintext) != 32 || aws.ToString(dk.KeyId) != arn || len(aws.ToString(dk.KeyMaterialId)) != 64 {
+		t.Fatalf("GenerateDataKey: %d bytes, key %s", len(dk.Plaintext), aws.ToString(dk.KeyId))
+	}
+	dec, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob, EncryptionContext: ec})
+	if err != nil || !bytes.Equal(dec.Plaintext, dk.Plaintext) || aws.ToString(dec.KeyMaterialId) != aws.ToString(dk.KeyMaterialId) {
+		t.Fatalf("Decrypt: %v", err)
+	}
+	_, err = c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob, EncryptionContext: map[string]string{"kmsfs:fs": "a"}})
+	wantAPIError(t, err, "InvalidCiphertextException")
+
+	// Rotation: old blobs still decrypt, new ones use the new material.
+	if _, err := c.RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	rot, err := c.ListKeyRotations(ctx, &kms.ListKeyRotationsInput{KeyId: aws.String(arn)})
+	if err != nil || len(rot.Rotations) != 1 || rot.Rotations[0].RotationType != types.RotationTypeOnDemand {
+		t.Fatalf("ListKeyRotations = %+v, %v", rot, err)
+	}
+	if _, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob, EncryptionContext: ec, KeyId: aws.String(arn)}); err != nil {
+		t.Fatalf("Decrypt of pre-rotation blob: %v", err)
+	}
+	re, err := c.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: dk.CiphertextBlob, SourceEncryptionContext: ec,
+		DestinationKeyId: aws.String(arn), DestinationEncryptionContext: ec})
+	if err != nil || aws.ToString(re.DestinationKeyMaterialId) == aws.ToString(dk.KeyMaterialId) ||
+		aws.ToString(re.SourceKeyMaterialId) != aws.ToString(dk.KeyMaterialId) {
+		t.Fatalf("ReEncrypt = %+v, %v", re, err)
+	}
+
+	// Encrypt limits.
+	for _, n := range []int{1, 4096} {
+		if _, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(arn), Plaintext: make([]byte, n)}); err != nil {
+			t.Fatalf("Encrypt(%d bytes): %v", n, err)
+		}
+	}
+	_, err = c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(arn), Plaintext: bytes.Repeat([]byte("S3CR3T"), 700)})
+	wantAPIError(t, err, "ValidationException")
+	if strings.Contains(err.Error(), "S3CR3T") {
+		t.Fatalf("error echoes plaintext: %v", err)
+	}
+
+	// States.
+	if _, err := c.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob, EncryptionContext: ec})
+	wantAPIError(t, err, "DisabledException")
+	if _, err := c.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := c.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(7)})
+	if err != nil || sd.KeyState != types.KeyStatePendingDeletion || sd.DeletionDate == nil ||
+		sd.DeletionDate.Sub(time.Now()) < 6*24*time.Hour {
+		t.Fatalf("ScheduleKeyDeletion = %+v, %v", sd, err)
+	}
+	_, err = c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(arn), NumberOfBytes: aws.Int32(16)})
+	wantAPIError(t, err, "KMSInvalidStateException")
+	_, err = c.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(6)})
+	wantAPIError(t, err, "ValidationException")
+	if _, err := c.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	dkey, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String("alias/test")})
+	if err != nil || dkey.KeyMetadata.KeyState != types.KeyStateDisabled {
+		t.Fatalf("after CancelKeyDeletion: %+v, %v", dkey, err)
+	}
+	if _, err := c.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotation schedule.
+	_, err = c.EnableKeyRotation(ctx, &kms.EnableKeyRotationInput{KeyId: aws.String(arn), RotationPeriodInDays: aws.Int32(89)})
+	wantAPIError(t, err, "ValidationException")
+	if _, err := c.EnableKeyRotation(ctx, &kms.EnableKeyRotationInput{KeyId: aws.String(arn), RotationPeriodInDays: aws.Int32(90)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.GetKeyRotationStatus(ctx, &kms.GetKeyRotationStatusInput{KeyId: aws.String(arn)})
+	if err != nil || !st.KeyRotationEnabled || aws.ToInt32(st.RotationPeriodInDays) != 90 || st.NextRotationDate == nil {
+		t.Fatalf("GetKeyRotationStatus = %+v, %v", st, err)
+	}
+
+	// Tags, random, policies.
+	if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(arn), Tags: []types.Tag{{TagKey: aws.String("team"), TagValue: aws.String("fs")}}}); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(arn)})
+	if err != nil || len(tags.Tags) != 1 || aws.ToString(tags.Tags[0].TagValue) != "fs" {
+		t.Fatalf("ListResourceTags = %+v, %v", tags, err)
+	}
+	rnd, err := c.GenerateRandom(ctx, &kms.GenerateRandomInput{NumberOfBytes: aws.Int32(1024)})
+	if err != nil || len(rnd.Plaintext) != 1024 {
+		t.Fatalf("GenerateRandom: %v", err)
+	}
+	pol, err := c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(arn)})
+	if err != nil || !strings.Contains(aws.ToString(pol.Policy), PrincipalARN("alice")) {
+		t.Fatalf("GetKeyPolicy = %v, %v", aws.ToString(pol.Policy), err)
+	}
+	keys, err := c.ListKeys(ctx, &kms.ListKeysInput{})
+	if err != nil || len(keys.Keys) != 1 || keys.Truncated {
+		t.Fatalf("ListKeys = %+v, %v", keys, err)
+	}
+}
+
+func TestServerPolicies(t *testing.T) {
+	ts := startTestServer(t)
+	ctx := context.Background()
+	alice, bob := ts.client("alice"), ts.client("bob")
+	ck, err := alice.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arn := ck.KeyMetadata.Arn
+	dk, err := alice.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: arn, NumberOfBytes: aws.Int32(32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The default policy gives the creator everything and bob nothing.
+	_, err = bob.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob})
+	wantAPIError(t, err, "AccessDeniedException")
+	_, err = bob.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: arn})
+	wantAPIError(t, err, "AccessDeniedException")
+
+	policy := `{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"},
+	  {"Effect":"Deny","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":"kms:GenerateDataKeyWithoutPlaintext","Resource":"*"}]}`
+	if _, err := alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(policy)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob}); err != nil {
+		t.Fatalf("bob Decrypt after grant: %v", err)
+	}
+	if _, err := bob.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: arn, NumberOfBytes: aws.Int32(32)}); err != nil {
+		t.Fatalf("bob GenerateDataKey after grant: %v", err)
+	}
+	_, err = bob.GenerateDataKeyWithoutPlaintext(ctx, &kms.GenerateDataKeyWithoutPlaintextInput{KeyId: arn, NumberOfBytes: aws.Int32(32)})
+	wantAPIError(t, err, "AccessDeniedException")
+	_, err = bob.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: dk.CiphertextBlob, DestinationKeyId: arn})
+	wantAPIError(t, err, "AccessDeniedException")
+	_, err = bob.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(policy)})
+	wantAPIError(t, err, "AccessDeniedException")
+
+	// Lockout safety check.
+	lockout := `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":"kms:*"}]}`
+	_, err = alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(lockout)})
+	wantAPIError(t, err, "MalformedPolicyDocumentException")
+	_, err = alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(`{"Statement": 3}`)})
+	wantAPIError(t, err, "MalformedPolicyDocumentException")
+	if _, err := alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(lockout), BypassPolicyLockoutSafetyCheck: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: arn})
+	wantAPIError(t, err, "AccessDeniedException")
+	if _, err := bob.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: arn}); err != nil {
+		t.Fatalf("bob after handover: %v", err)
+	}
+	// Every denial is in the audit log, with the caller.
+	if !strings.Contains(ts.audit.String(), `"caller":"`+PrincipalARN("bob")+`","accessKeyId":"`+ts.creds["bob"].AccessKeyID+`","operation":"Decrypt","keyId":"`+aws.ToString(arn)+`"`) {
+		t.Fatalf("audit log lacks bob's Decrypt:\n%s", ts.audit.String())
+	}
+}
+
+// rawPost sends a request signed (or not) as alice and returns the status
+// and decoded error type and message.
+func rawPost(t *testing.T, ts *testServer, target, contentType string, body []byte, sign bool) (int, map[string]any) {
+	t.Helper()
+	r, err := http.NewRequest("POST", ts.endpoint+"/", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target != "" {
+		r.Header.Set("X-Amz-Target", target)
+	}
+	r.Header.Set("Content-Type", contentType)
+	if sign {
+		c := ts.creds["alice"]
+		sum := sha256.Sum256(body)
+		err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey},
+			r, hex.EncodeToString(sum[:]), "kms", "us-west-2", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("response %q is not JSON: %v", b, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-amz-json-1.1" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	return resp.StatusCode, m
+}
+
+func TestServerWireErrors(t *testing.T) {
+	ts := startTestServer(t)
+	ctx := context.Background()
+	alice := ts.client("alice")
+	ck, err := alice.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := alice.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: ck.KeyMetadata.KeyId, KeySpec: types.DataKeySpecAes128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ct = "application/x-amz-json-1.1"
+	b64 := base64.StdEncoding.EncodeToString
+	cases := []struct {
+		name, target, contentType, body string
+		unsigned                         bool
+		status                           int
+		typ                              string
+	}{
+		{"unsigned", "TrentService.ListKeys", ct, "{}", true, 400, "MissingAuthenticationTokenException"},
+		{"unknown operation", "TrentService.LaunchMissiles", ct, "{}", false, 400, "UnknownOperationException"},
+		{"no target", "", ct, "{}", false, 400, "UnknownOperationException"},
+		{"wrong content type", "TrentService.ListKeys", "text/plain", "{}", false, 400, "SerializationException"},
+		{"not JSON", "TrentService.ListKeys", ct, "[1,2", false, 400, "SerializationException"},
+		{"wrong type", "TrentService.GenerateRandom", ct, `{"NumberOfBytes":"ten"}`, false, 400, "SerializationException"},
+		{"bad base64", "TrentService.Decrypt", ct, `{"CiphertextBlob":"!!!"}`, false, 400, "SerializationException"},
+		{"missing blob", "TrentService.Decrypt", ct, `{}`, false, 400, "ValidationException"},
+		{"garbage blob", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64([]byte("garbage garbage")) + `"}`, false, 400, "InvalidCiphertextException"},
+		{"truncated blob", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(dk.CiphertextBlob[:60]) + `"}`, false, 400, "InvalidCiphertextException"},
+		{"blob too long", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(make([]byte, 6145)) + `"}`, false, 400, "ValidationException"},
+		{"both key spec and bytes", "TrentService.GenerateDataKey", ct, `{"KeyId":"` + *ck.KeyMetadata.KeyId + `","KeySpec":"AES_256","NumberOfBytes":32}`, false, 400, "ValidationException"},
+		{"bad key spec", "TrentService.GenerateDataKey", ct, `{"KeyId":"x","KeySpec":"AES_512"}`, false, 400, "ValidationException"},
+		{"unknown key", "TrentService.DescribeKey", ct, `{"KeyId":"00000000-0000-4000-8000-000000000000"}`, false, 400, "NotFoundException"},
+		{"incorrect key", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(dk.CiphertextBlob) + `","KeyId":"alias/none"}`, false, 400, "NotFoundException"},
+		{"asymmetric algorithm", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(dk.CiphertextBlob) + `","EncryptionAlgorithm":"RSAES_OAEP_SHA_1"}`, false, 400, "InvalidKeyUsageException"},
+		{"grant token", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(dk.CiphertextBlob) + `","GrantTokens":["t"]}`, false, 400, "InvalidGrantTokenException"},
+		{"dry run", "TrentService.Decrypt", ct, `{"CiphertextBlob":"` + b64(dk.CiphertextBlob) + `","DryRun":true}`, false, 400, "DryRunOperationException"},
+		{"huge body", "TrentService.ListKeys", ct, `{"Marker":"` + strings.Repeat("a", MaxRequestBody) + `"}`, false, 413, "ValidationException"},
+		{"bad marker", "TrentService.ListKeys", ct, `{"Marker":"zzz"}`, false, 400, "InvalidMarkerException"},
+		{"asymmetric key", "TrentService.CreateKey", ct, `{"KeySpec":"RSA_2048","KeyUsage":"SIGN_VERIFY"}`, false, 400, "UnsupportedOperationException"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, m := rawPost(t, ts, tc.target, tc.contentType, []byte(tc.body), !tc.unsigned)
+			if status != tc.status || m["__type"] != tc.typ {
+				t.Fatalf("got %d %v, want %d %s", status, m, tc.status, tc.typ)
+			}
+		})
+	}
+	// A blob damaged anywhere is InvalidCiphertextException, never a crash.
+	for i := 0; i < len(dk.CiphertextBlob); i += 7 {
+		bad := bytes.Clone(dk.CiphertextBlob)
+		bad[i] ^= 0x40
+		_, err := alice.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: bad})
+		if i >= 4 && i < 20 {
+			// The key UUID: another (unknown) key.
+			wantAPIError(t, err, "InvalidCiphertextException")
+			continue
+		}
+		wantAPIError(t, err, "InvalidCiphertextException")
+	}
+	for n := 1; n < len(dk.CiphertextBlob); n += 5 {
+		_, err := alice.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: dk.CiphertextBlob[:n]})
+		wantAPIError(t, err, "InvalidCiphertextException")
+	}
+	// No plaintext or data key in the audit log.
+	if log := ts.audit.String(); strings.Contains(log, b64(dk.Plaintext)) || strings.Contains(log, b64(dk.CiphertextBlob)) {
+		t.Fatal("audit log holds key material")
+	}
+}
+
+func TestServerIncorrectKey(t *testing.T) {
+	ts := startTestServer(t)
+	ctx := context.Background()
+	c := ts.client("alice")
+	k1, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k1.KeyMetadata.KeyId, Plaintext: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob, KeyId: k2.KeyMetadata.Arn})
+	wantAPIError(t, err, "IncorrectKeyException")
+}
+
+func TestServeShutdown(t *testing.T) {
+	store, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewServer(store, ServerOptions{}).Serve(ctx, ln) }()
+	resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("listener still open")
+	}
+}
