@@ -184,7 +184,7 @@ func TestServerSession(t *testing.T) {
 	}
 	sd, err := c.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(7)})
 	if err != nil || sd.KeyState != types.KeyStatePendingDeletion || sd.DeletionDate == nil ||
-		sd.DeletionDate.Sub(time.Now()) < 6*24*time.Hour {
+		time.Until(*sd.DeletionDate) < 6*24*time.Hour {
 		t.Fatalf("ScheduleKeyDeletion = %+v, %v", sd, err)
 	}
 	_, err = c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(arn), NumberOfBytes: aws.Int32(16)})
@@ -347,9 +347,9 @@ func TestServerWireErrors(t *testing.T) {
 	b64 := base64.StdEncoding.EncodeToString
 	cases := []struct {
 		name, target, contentType, body string
-		unsigned                         bool
-		status                           int
-		typ                              string
+		unsigned                        bool
+		status                          int
+		typ                             string
 	}{
 		{"unsigned", "TrentService.ListKeys", ct, "{}", true, 400, "MissingAuthenticationTokenException"},
 		{"unknown operation", "TrentService.LaunchMissiles", ct, "{}", false, 400, "UnknownOperationException"},
