@@ -671,3 +671,34 @@ func (s *Store) applyDue(d *keystoreData, now time.Time) bool {
 	}
 	return changed
 }
+
+// KeystoreInfo is what Inspect learns from a keystore directory without
+// any secret.
+type KeystoreInfo struct {
+	Exists     bool // keystore.kms is there
+	Passphrase bool // it is protected by a passphrase (else by root.key)
+	ScryptLogN int  // log2 of the scrypt cost, for passphrase keystores
+}
+
+// Inspect reads the header of dir's keystore.kms, so a command can tell
+// whether to ask for a passphrase before calling Open. A missing file is
+// not an error (Exists is false).
+func Inspect(dir string) (KeystoreInfo, error) {
+	f, err := os.Open(filepath.Join(dir, KeystoreFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return KeystoreInfo{}, nil
+	}
+	if err != nil {
+		return KeystoreInfo{}, fmt.Errorf("open keystore: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxKeystoreSize+1))
+	if err != nil {
+		return KeystoreInfo{}, fmt.Errorf("read keystore: %w", err)
+	}
+	h, _, _, err := parseKeystoreFile(raw)
+	if err != nil {
+		return KeystoreInfo{}, fmt.Errorf("%s: %w", filepath.Join(dir, KeystoreFileName), err)
+	}
+	return KeystoreInfo{Exists: true, Passphrase: h.mode == modePassphrase, ScryptLogN: int(h.logN)}, nil
+}

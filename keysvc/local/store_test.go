@@ -334,3 +334,24 @@ func TestOtherStoreChangesAreSeen(t *testing.T) {
 	_, err := a.GenerateDataKey(ctx, k.KeyID, nil)
 	wantErr(t, "a after b disabled the key", err, keysvc.ErrDisabled)
 }
+
+func TestInspect(t *testing.T) {
+	empty := t.TempDir()
+	if info, err := Inspect(empty); err != nil || info.Exists {
+		t.Fatalf("Inspect(empty) = %+v, %v", info, err)
+	}
+	plain := t.TempDir()
+	openStore(t, plain, newTestClock()).Close()
+	if info, err := Inspect(plain); err != nil || !info.Exists || info.Passphrase {
+		t.Fatalf("Inspect(root.key keystore) = %+v, %v", info, err)
+	}
+	if info, err := Inspect(makePassphraseKeystore(t, 6)); err != nil || !info.Exists || !info.Passphrase || info.ScryptLogN != 6 {
+		t.Fatalf("Inspect(passphrase keystore) = %+v, %v", info, err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, KeystoreFileName), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Inspect(bad)
+	wantErr(t, "Inspect(junk)", err, ErrCorruptKeystore)
+}
