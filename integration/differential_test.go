@@ -13,8 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestDifferential runs a long random sequence of file operations on several
-// files both in the mount and in a plain reference directory and requires
+// TestDifferential runs a long random sequence of file operations (pwrite,
+// pread, write at the file position, lseek, ftruncate, truncate by path,
+// fallocate, fsync, close and reopen with O_APPEND, O_TRUNC, read-only and
+// write-only) on several files both in the mount and in a plain reference
+// directory and requires
 // identical results (byte counts, errnos, sizes, contents) at every step, with
 // a remount half way and a full comparison after a final remount.
 //
@@ -282,7 +285,7 @@ func (d *differ) randomOp(f *diffFile) {
 		if mo != ro || errnoOf(merr) != errnoOf(rerr) {
 			d.mismatch("lseek %s %d: mount (%d, %v), reference (%d, %v)", f.name, off, mo, merr, ro, rerr)
 		}
-	case p < 95: // fstat and stat
+	case p < 93: // fstat and stat
 		d.record("stat %s", f.name)
 		var ms, rs unix.Stat_t
 		if err := unix.Fstat(f.mnt, &ms); err != nil {
@@ -293,6 +296,22 @@ func (d *differ) randomOp(f *diffFile) {
 		}
 		if ms.Size != size || rs.Size != size {
 			d.mismatch("size of %s: fstat %d, stat %d, reference %d", f.name, ms.Size, rs.Size, size)
+		}
+	case p < 96: // fallocate, modes 0 and KEEP_SIZE
+		mode := uint32(0)
+		if d.r.IntN(2) == 0 {
+			mode = unix.FALLOC_FL_KEEP_SIZE
+		}
+		off := d.randOffset(size)
+		n := int64(1 + d.r.IntN(4*d.cs))
+		if size > diffMaxSize {
+			off, n = d.r.Int64N(size), 1
+		}
+		d.record("fallocate %s mode %#x off %d len %d (size %d)", f.name, mode, off, n, size)
+		merr := unix.Fallocate(f.mnt, mode, off, n)
+		rerr := unix.Fallocate(f.ref, mode, off, n)
+		if errnoOf(merr) != errnoOf(rerr) {
+			d.mismatch("fallocate %s mode %#x off %d len %d: mount %v, reference %v", f.name, mode, off, n, merr, rerr)
 		}
 	default: // fsync
 		d.record("fsync %s", f.name)
