@@ -2,16 +2,208 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
-// runKeysvc implements `kmsfs keysvc serve|credentials`. This first version
-// only keeps the command in place: the key server (issue 3) replaces it.
-// It prints its own error and returns an exit code.
-func runKeysvc(_ context.Context, args []string, env *Env) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		_, _ = env.Stdout.Write([]byte(commandHelp("keysvc")))
-		return ExitOK
+// defaultListen is where `kmsfs keysvc serve` listens without --listen.
+const defaultListen = "127.0.0.1:4599"
+
+const keysvcServeHelp = `Usage: kmsfs keysvc serve [flags]
+
+Serve the local keystore over HTTP as the AWS KMS JSON 1.1 protocol, so that
+aws-sdk-go-v2 (kmsfs --kms aws), the AWS CLI and boto3 use it as they would
+AWS KMS. Every request must be SigV4-signed (service "kms", any region) with
+a credential from 'kmsfs keysvc credentials NAME'; key policies decide what
+each credential may do. Once listening, it prints one line
+"kmsfs keysvc: serving the AWS KMS API on URL" on stdout. SIGINT or SIGTERM
+shut it down gracefully.
+
+Flags:
+  --listen ADDR          address to listen on (default ` + defaultListen + `;
+                         port 0 picks a free port)
+  --listen-any-address   allow a non-loopback --listen address
+  --tls-cert FILE        serve HTTPS with this certificate (PEM) ...
+  --tls-key FILE         ... and this private key (PEM)
+  --audit-log FILE       append one JSON line per request (time, caller,
+                         operation, key, encryption context, result)
+  --latency D            delay every answer by D (e.g. 20ms), to test clients
+  --keystore DIR, --passphrase-file FILE   the local keystore
+
+Examples:
+  kmsfs keysvc serve --listen 127.0.0.1:4599 --audit-log ~/kms-audit.jsonl
+  eval "$(kmsfs keysvc credentials alice | sed 's/^/export /')"
+  aws kms create-key --endpoint-url http://127.0.0.1:4599 --region local
+`
+
+const keysvcCredentialsHelp = `Usage: kmsfs keysvc credentials [--keystore DIR] NAME
+
+Create an access key for the principal NAME (arn:aws:iam::000000000000:user/NAME)
+in the local keystore and print exactly two lines:
+  AWS_ACCESS_KEY_ID=…
+  AWS_SECRET_ACCESS_KEY=…
+Keys NAME creates through the server are NAME's by their default policy.
+`
+
+// runKeysvc implements `kmsfs keysvc serve|credentials`. It prints its own
+// error and returns an exit code.
+func runKeysvc(ctx context.Context, args []string, env *Env) int {
+	if len(args) == 0 {
+		return report(env, usageErrorf("keysvc: missing subcommand: serve or credentials"))
 	}
-	return report(env, withKind(errNotImplemented, errors.New("keysvc is not implemented yet (issue 3)")))
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(env.Stdout, commandHelp("keysvc"))
+		return ExitOK
+	case "serve":
+		return report(env, keysvcServe(ctx, args[1:], env))
+	case "credentials":
+		return report(env, keysvcCredentials(ctx, args[1:], env))
+	default:
+		return report(env, usageErrorf("keysvc: unknown subcommand %q: want serve or credentials", args[0]))
+	}
+}
+
+// wantsHelp reports whether args ask for help, printing text if so.
+func wantsHelp(args []string, env *Env, text string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fmt.Fprint(env.Stdout, text)
+			return true
+		}
+	}
+	return false
+}
+
+// checkListenAddress refuses addresses other than loopback unless any is
+// set: the server hands out data keys to whoever holds a credential, and
+// plain HTTP exposes them on the wire.
+func checkListenAddress(addr string, anyAddr bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageErrorf("keysvc serve: --listen %q: want HOST:PORT", addr)
+	}
+	if anyAddr {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return withHint(usageErrorf("keysvc serve: --listen %q is not a loopback address", addr),
+			"add --listen-any-address to serve other hosts (and use --tls-cert/--tls-key)")
+	}
+	return nil
+}
+
+func keysvcServe(ctx context.Context, args []string, env *Env) error {
+	if wantsHelp(args, env, keysvcServeHelp) {
+		return nil
+	}
+	fset := newFlagSet("keysvc serve")
+	var ks keystoreFlags
+	ks.register(fset)
+	listen := fset.String("listen", defaultListen, "address to listen on")
+	anyAddr := fset.Bool("listen-any-address", false, "allow a non-loopback listen address")
+	tlsCert := fset.String("tls-cert", "", "TLS certificate file (PEM)")
+	tlsKey := fset.String("tls-key", "", "TLS private key file (PEM)")
+	auditPath := fset.String("audit-log", "", "audit log file (JSON lines)")
+	latency := fset.Duration("latency", 0, "delay every answer by this much")
+	if _, err := parseArgs(fset, "keysvc", args, env, 0, 0); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := checkListenAddress(*listen, *anyAddr); err != nil {
+		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usageErrorf("keysvc serve: --tls-cert and --tls-key go together")
+	}
+	if *latency < 0 {
+		return usageErrorf("keysvc serve: --latency must not be negative")
+	}
+	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts := local.ServerOptions{Logger: logger, Latency: *latency}
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("keysvc serve: load TLS certificate: %w", err)
+		}
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if *auditPath != "" {
+		f, err := os.OpenFile(*auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("keysvc serve: open audit log: %w", err)
+		}
+		defer f.Close()
+		opts.AuditLog = f
+	}
+	store, err := ks.open(env, logger)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("keysvc serve: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	scheme := "http"
+	if opts.TLSConfig != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(env.Stdout, "kmsfs keysvc: serving the AWS KMS API on %s://%s\n", scheme, ln.Addr())
+	if f, ok := env.Stdout.(*os.File); ok {
+		_ = f.Sync()
+	}
+	start := time.Now()
+	err = local.NewServer(store, opts).Serve(ctx, ln)
+	logger.Info("keysvc serve: stopped", "uptime", time.Since(start))
+	return err
+}
+
+func keysvcCredentials(ctx context.Context, args []string, env *Env) error {
+	if wantsHelp(args, env, keysvcCredentialsHelp) {
+		return nil
+	}
+	fset := newFlagSet("keysvc credentials")
+	var ks keystoreFlags
+	ks.register(fset)
+	pos, err := parseArgs(fset, "keysvc", args, env, 1, 1)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	store, err := ks.open(env, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	c, err := store.CreateCredential(ctx, pos[0])
+	if err != nil {
+		return fmt.Errorf("keysvc credentials: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", c.AccessKeyID, c.SecretAccessKey)
+	return nil
 }
