@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -209,4 +210,51 @@ func TestReEncryptWith(t *testing.T) {
 	}
 	_, err = s.Decrypt(ctx, out.Wrapped.Blob, "", src)
 	wantErr(t, "re-encrypted blob with the old context", err, keysvc.ErrInvalidCiphertext)
+}
+
+func TestCacheInFrontOfStore(t *testing.T) {
+	clk := newTestClock()
+	s := openStore(t, t.TempDir(), clk)
+	ctx := context.Background()
+	k := mustCreateKey(t, s, CreateKeyInput{})
+	c := keysvc.NewCache(s, keysvc.CacheOptions{MaxAge: time.Minute, Now: clk.Now})
+	defer c.Close()
+	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: "fs", keysvc.ContextFileID: "1"}
+	dk, err := c.GenerateDataKey(ctx, k.ARN, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := c.Decrypt(ctx, dk.Wrapped.Blob, dk.Wrapped.KeyID, ec)
+	if err != nil || !bytes.Equal(u.Plaintext, dk.Plaintext) {
+		t.Fatalf("cached Decrypt: %v", err)
+	}
+	if st := c.Stats(); st.KMSCalls != 1 || st.Hits != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := s.DisableKey(ctx, k.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Decrypt(ctx, dk.Wrapped.Blob, dk.Wrapped.KeyID, ec); err != nil {
+		t.Fatalf("within MaxAge the cache still serves: %v", err)
+	}
+	clk.Advance(time.Minute)
+	_, err = c.Decrypt(ctx, dk.Wrapped.Blob, dk.Wrapped.KeyID, ec)
+	wantErr(t, "cached Decrypt after MaxAge of a disabled key", err, keysvc.ErrDisabled)
+}
+
+func TestReloadZeroesDroppedMaterial(t *testing.T) {
+	dir := t.TempDir()
+	clk := newTestClock()
+	a, b := openStore(t, dir, clk), openStore(t, dir, clk)
+	k := mustCreateKey(t, a, CreateKeyInput{})
+	a.mu.RLock()
+	old := a.data.Keys[k.KeyID].Versions[0].Material
+	a.mu.RUnlock()
+	mustCreateKey(t, b, CreateKeyInput{})
+	if _, err := a.ListKeys(context.Background()); err != nil { // reloads
+		t.Fatal(err)
+	}
+	if !bytes.Equal(old, make([]byte, len(old))) {
+		t.Fatal("material of the replaced in-memory keystore was not zeroed")
+	}
 }
