@@ -220,6 +220,7 @@ type fsOptions struct {
 	chunkSize int
 	initArgs  []string
 	mountArgs []string
+	env       []string
 	noMount   bool
 }
 
@@ -237,6 +238,12 @@ func WithMountArgs(args ...string) Option {
 	return func(o *fsOptions) { o.mountArgs = append(o.mountArgs, args...) }
 }
 
+// WithEnv adds environment variables (NAME=value) to every kmsfs
+// invocation of the filesystem.
+func WithEnv(env ...string) Option {
+	return func(o *fsOptions) { o.env = append(o.env, env...) }
+}
+
 // WithoutMount leaves the filesystem initialised but unmounted.
 func WithoutMount() Option { return func(o *fsOptions) { o.noMount = true } }
 
@@ -252,6 +259,7 @@ type testFS struct {
 	t         testing.TB
 	dir       string
 	mountArgs []string
+	env       []string
 	mounted   bool
 	pid       int // the daemon of the current mount, 0 when unknown
 }
@@ -279,6 +287,7 @@ func newFS(t testing.TB, opts ...Option) *testFS {
 		t:         t,
 		dir:       dir,
 		mountArgs: o.mountArgs,
+		env:       o.env,
 	}
 	for _, d := range []string{fs.CipherDir, fs.Mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -340,7 +349,7 @@ func (fs *testFS) Config() fsConfig {
 // Env is the environment every kmsfs invocation of this filesystem gets on
 // top of os.Environ().
 func (fs *testFS) Env() []string {
-	return []string{"KMSFS_KEYSTORE=" + fs.Keystore}
+	return append([]string{"KMSFS_KEYSTORE=" + fs.Keystore}, fs.env...)
 }
 
 // Run runs kmsfs with the filesystem's environment, fails the test unless it

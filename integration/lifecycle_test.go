@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -279,4 +281,102 @@ func TestMountFailures(t *testing.T) {
 	if res := fs.Exec("init", fs.CipherDir); res.Code == 0 {
 		t.Errorf("kmsfs init on an initialised CIPHERDIR succeeded")
 	}
+}
+
+// TestUnmountBusy checks that `kmsfs unmount` refuses a mount in use (exit
+// 7), leaves it working, and succeeds once the file is closed.
+func TestUnmountBusy(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	mustWrite(t, fs.Path("f"), []byte("still here"))
+	f, err := os.Open(fs.Path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := fs.Exec("unmount", fs.Mnt)
+	if res.Code != 7 {
+		t.Errorf("unmount of a busy mount: exit %d (%v), want 7\n%s", res.Code, res.Err, res.Stderr)
+	}
+	if _, live := findMount(fs.Mnt); !live {
+		f.Close()
+		fs.MarkUnmounted()
+		t.Fatalf("a busy mount was unmounted")
+	}
+	buf := make([]byte, 10)
+	if n, err := f.ReadAt(buf, 0); err != nil || string(buf[:n]) != "still here" {
+		t.Errorf("read after a refused unmount: %q, %v", buf[:n], err)
+	}
+	f.Close()
+	fs.Unmount()
+}
+
+// TestForeground runs `kmsfs mount --foreground`, waits for the mount by
+// watching /proc/self/mountinfo (poll wakes up on every change of the mount
+// table, so nothing sleeps), uses it, and stops it with SIGINT: the process
+// must unmount and exit 0.
+func TestForeground(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t, WithoutMount())
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mi.Close()
+	cmd := osexec.Command(binPath, "mount", "--foreground", "--log-file", fs.LogFile, fs.CipherDir, fs.Mnt)
+	cmd.Env = append(os.Environ(), fs.Env()...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// Wake up on a mount table change or on the process's exit.
+	deadline := time.Now().Add(commandTimeout)
+	for {
+		if _, live := findMount(fs.Mnt); live {
+			break
+		}
+		fds := []unix.PollFd{
+			{Fd: int32(mi.Fd()), Events: unix.POLLPRI | unix.POLLERR},
+			{Fd: int32(pidfd), Events: unix.POLLIN},
+		}
+		ms := int(time.Until(deadline).Milliseconds())
+		if ms <= 0 {
+			cmd.Process.Kill()
+			t.Fatalf("no mount after %v", commandTimeout)
+		}
+		if _, err := unix.Poll(fds, ms); err != nil && !errors.Is(err, unix.EINTR) {
+			t.Fatalf("poll: %v", err)
+		}
+		if fds[1].Revents != 0 {
+			if _, live := findMount(fs.Mnt); live {
+				break
+			}
+			t.Fatalf("kmsfs mount --foreground exited before mounting: %v\n%s", <-exited, stderr.String())
+		}
+	}
+	fs.mounted, fs.pid = true, cmd.Process.Pid
+	mustWrite(t, fs.Path("f"), []byte("foreground"))
+	checkContent(t, fs.Path("f"), []byte("foreground"))
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("kmsfs mount --foreground after SIGINT: %v, want exit 0\n%s", err, stderr.String())
+		}
+	case <-time.After(exitTimeout):
+		t.Fatalf("kmsfs mount --foreground still running %v after SIGINT", exitTimeout)
+	}
+	fs.MarkUnmounted()
+	fs.Mount()
+	checkContent(t, fs.Path("f"), []byte("foreground"))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	osexec "os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,4 +199,88 @@ func errName(e syscall.Errno) string {
 		return "none"
 	}
 	return unix.ErrnoName(e)
+}
+
+// asUser runs a shell command as uid/gid 4242 and returns its output.
+func asUser(t testing.TB, script string) (string, error) {
+	t.Helper()
+	cmd := osexec.Command("sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: otherUID, Gid: otherUID}}
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+const otherUID = 4242
+
+// TestAllowOther checks access by another user: none at all without
+// --allow-other; with it, the kernel's default_permissions checks apply, so
+// a root daemon never lets a user read or change what modes forbid, and files
+// the user creates are the user's, with the user's umask applied once.
+func TestAllowOther(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	requireTool(t, "sh")
+	fs := newFS(t)
+	// Let the other user reach the mount point.
+	for _, d := range []string{tempRoot, fs.dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(fs.Path("public"), []byte("public data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fs.Path("private"), []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(fs.Path("shared"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(fs.Path("shared"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asUser(t, "cat "+fs.Path("public")); err == nil {
+		t.Errorf("another user read the mount without --allow-other: %q", out)
+	}
+
+	fs.Remount("--allow-other")
+	if out, err := asUser(t, "cat "+fs.Path("public")); err != nil || out != "public data" {
+		t.Errorf("other user reading a 0644 file: %q, %v", out, err)
+	}
+	for what, script := range map[string]string{
+		"read a 0600 root file":         "cat " + fs.Path("private"),
+		"write a 0644 root file":        "echo x >> " + fs.Path("public"),
+		"create in a 0755 root dir":     "echo x > " + fs.Path("mine"),
+		"chmod a root file":             "chmod 666 " + fs.Path("public"),
+		"truncate a root file":          "truncate -s 0 " + fs.Path("public"),
+		"remove a root file (0755 dir)": "rm -f " + fs.Path("public"),
+	} {
+		if out, err := asUser(t, script); err == nil {
+			t.Errorf("other user could %s: %q", what, out)
+		}
+	}
+	checkContent(t, fs.Path("public"), []byte("public data"))
+	checkContent(t, fs.Path("private"), []byte("root only"))
+
+	if out, err := asUser(t, "umask 027 && echo mine > "+fs.Path("shared", "mine")+" && mkdir "+fs.Path("shared", "d")); err != nil {
+		t.Fatalf("other user creating in a 0777 dir: %v\n%s", err, out)
+	}
+	for name, mode := range map[string]uint32{"mine": 0o640, "d": 0o750} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(fs.Path("shared", name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != otherUID || st.Gid != otherUID || st.Mode&0o7777 != mode {
+			t.Errorf("%s created by uid %d under umask 027: owner %d:%d mode %o; want %d:%d %o",
+				name, otherUID, st.Uid, st.Gid, st.Mode&0o7777, otherUID, otherUID, mode)
+		}
+		var bst syscall.Stat_t
+		if err := syscall.Stat(fs.Backing("shared", name), &bst); err == nil && bst.Uid != otherUID {
+			t.Errorf("backing %s owned by %d, want %d", name, bst.Uid, otherUID)
+		}
+	}
+	if out, err := asUser(t, "cat "+fs.Path("shared", "mine")); err != nil || out != "mine\n" {
+		t.Errorf("other user reading its own file: %q, %v", out, err)
+	}
 }
