@@ -38,7 +38,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 
-demo: build deps
+demo: deps build
 	bash .ci/demo.sh
 
 clean:

@@ -63,6 +63,9 @@ if getfattr -d -m - "$plain/hello.txt" 2>/dev/null | grep -q kmsfs; then
 fi
 
 step "$kmsfs" info --json "$plain/hello.txt"
+echo
+echo "# the key lives in the local KMS keystore, outside CIPHERDIR"
+step "$kmsfs" key list
 step "$kmsfs" unmount "$plain"
 grep -qs " $plain " /proc/mounts && fail "still mounted after unmount"
 
