@@ -180,12 +180,13 @@ Example:
 `,
 	"keysvc": `Usage: kmsfs keysvc serve|credentials ...
 
-Serve the local keystore over HTTP as the AWS KMS JSON 1.1 protocol
-(issue 3). Run 'kmsfs keysvc serve -h' for its flags.
+Serve the local keystore over HTTP as the AWS KMS JSON 1.1 protocol (SigV4
+authenticated), and make credentials for it. Run 'kmsfs keysvc serve -h' and
+'kmsfs keysvc credentials -h' for their flags.
 
 Examples:
-  kmsfs keysvc serve --listen 127.0.0.1:4599
   kmsfs keysvc credentials ci
+  kmsfs keysvc serve --listen 127.0.0.1:4599 --audit-log kms-audit.jsonl
 `,
 }
 
