@@ -178,12 +178,9 @@ func ensureDefaultKey(ctx context.Context, store *local.Store, w io.Writer) erro
 // bytes. It returns the key's ARN, which the config records (an alias may
 // later point elsewhere; the config must not follow it silently).
 func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string, error) {
-	info, err := svc.DescribeKey(ctx, ref)
+	info, err := describeEnabled(ctx, svc, ref)
 	if err != nil {
-		return "", aboutKey(ref, err)
-	}
-	if !info.Enabled {
-		return "", keyStateError(ref, info)
+		return "", err
 	}
 	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: fsID, "kmsfs:purpose": "init-check"}
 	dk, err := svc.GenerateDataKey(ctx, info.ARN, ec)
@@ -202,12 +199,19 @@ func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string
 	return info.ARN, nil
 }
 
-// keyStateError explains why a key that is not enabled cannot be used.
-func keyStateError(ref string, info keysvc.KeyInfo) error {
-	if info.State == "Disabled" {
-		return fmt.Errorf("key %s is disabled: %w", ref, keysvc.ErrDisabled)
+// describeEnabled describes the key ref and fails unless it is enabled.
+func describeEnabled(ctx context.Context, svc keysvc.Service, ref string) (keysvc.KeyInfo, error) {
+	info, err := svc.DescribeKey(ctx, ref)
+	if err != nil {
+		return keysvc.KeyInfo{}, aboutKey(ref, err)
 	}
-	return fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
+	if info.Enabled {
+		return info, nil
+	}
+	if info.State == "Disabled" {
+		return keysvc.KeyInfo{}, fmt.Errorf("key %s is disabled: %w", ref, keysvc.ErrDisabled)
+	}
+	return keysvc.KeyInfo{}, fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
 }
 
 // aboutKey names the key in err unless the backend already did.

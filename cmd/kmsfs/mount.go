@@ -459,14 +459,8 @@ func openKeyService(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env
 func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error {
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
 	defer cancel()
-	info, err := svc.DescribeKey(ctx, keyID)
-	if err != nil {
-		return aboutKey(keyID, err)
-	}
-	if !info.Enabled {
-		return keyStateError(keyID, info)
-	}
-	return nil
+	_, err := describeEnabled(ctx, svc, keyID)
+	return err
 }
 
 // recordMount writes this daemon's state file (see mountState).
