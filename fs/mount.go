@@ -147,20 +147,26 @@ func mountOptions(opts Options) *gofs.Options {
 // until the returned server is unmounted. It returns once the kernel has
 // the mount.
 func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
+	server, _, err := mount(mountpoint, opts)
+	return server, err
+}
+
+// mount is Mount, also returning the mount's shared state (for tests).
+func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 	rn, err := newRoot(opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	server, err := gofs.Mount(mountpoint, rn, mountOptions(opts))
 	if err != nil {
 		rn.r.close()
-		return nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
+		return nil, nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
 	}
 	go func() {
 		server.Wait()
 		rn.r.close()
 	}()
-	return server, nil
+	return server, rn.r, nil
 }
 
 // writable answers EROFS on a read-only mount (the kernel refuses most
