@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # deps.sh: make sure the OS tools the test suite needs are installed.
-#   fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio.
+#   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio
+#   optional: awscli (aws); moto_server is only checked for
 # As root, missing packages are installed with apt-get (after apt-get update).
-# Otherwise the script fails and lists what is missing.
+# Otherwise a missing required package fails the script, with the list.
 set -euo pipefail
 
 # command → Debian package
@@ -27,6 +28,25 @@ if [ ${#missing[@]} -gt 0 ]; then
 		echo "deps: install them as root, e.g.: apt-get update && apt-get install -y ${missing[*]}" >&2
 		exit 1
 	fi
+fi
+
+# Optional: the AWS CLI, for the tests that drive `kmsfs keysvc serve` with
+# it (they skip without it, or fail under CI=true). Installed from Debian as
+# root when missing; otherwise only reported.
+if ! command -v aws >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "deps: installing awscli"
+		export DEBIAN_FRONTEND=noninteractive
+		[ ${#missing[@]} -gt 0 ] || apt-get update -q
+		apt-get install -y -q --no-install-recommends awscli
+	else
+		echo "deps: note: the AWS CLI (Debian package awscli) is missing: its tests will skip (fail under CI=true)" >&2
+	fi
+fi
+# moto_server (the third-party KMS emulator of the conformance suite) is a
+# Python package that Debian does not ship: it cannot be installed here.
+if ! command -v moto_server >/dev/null 2>&1; then
+	echo "deps: note: moto_server is missing (pip package moto[server]); the moto conformance run will skip (fail under CI=true)" >&2
 fi
 
 if [ ! -e /dev/fuse ]; then
