@@ -75,3 +75,38 @@ func TestMmap(t *testing.T) {
 		})
 	}
 }
+
+// TestMmapAppendDescriptor writes through a shared mapping of a descriptor
+// opened with O_APPEND. O_APPEND only moves write(2) to the end of file; the
+// kernel writes dirty mapped pages back at their own offsets, through any
+// writable handle, so the daemon must write where the kernel says and never
+// re-apply O_APPEND itself.
+func TestMmapAppendDescriptor(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	want := bytes.Repeat([]byte("x"), 20000)
+	mustWrite(t, fs.Path("f"), want)
+	f, err := os.OpenFile(fs.Path("f"), os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[5000] = 'A'
+	want[5000] = 'A'
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Errorf("msync: %v", err)
+	}
+	unix.Munmap(m)
+	// write(2) on the same descriptor still appends.
+	if _, err := f.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "tail"...)
+	f.Close()
+	checkContent(t, fs.Path("f"), want)
+	fs.Remount()
+	checkContent(t, fs.Path("f"), want)
+}
