@@ -99,7 +99,7 @@ func (r *root) loadKey(ctx context.Context, f *os.File) (*chunk.Cipher, error) {
 		return nil, nil
 	}
 	var hb [chunk.HeaderSize]byte
-	if _, err := f.ReadAt(hb[:], 0); err != nil {
+	if err := readHeaderNoatime(f, hb[:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: backing size %d is shorter than the header", errBadHeader, fi.Size())
 		}
@@ -342,4 +342,20 @@ func (r *root) allocate(fd *os.File, f *chunk.File, off, length int64, mode uint
 		return f.Truncate(end)
 	}
 	return nil
+}
+
+// readHeaderNoatime reads the header without touching the backing file's
+// access time: opening a file must not look like reading it. O_NOATIME is
+// set on the descriptor for the one read (it needs ownership or
+// CAP_FOWNER; without them the read updates atime as usual).
+func readHeaderNoatime(f *os.File, hb []byte) error {
+	fd := int(f.Fd())
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	noatime := err == nil && fl&unix.O_NOATIME == 0 &&
+		func() bool { _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NOATIME); return err == nil }()
+	_, err = f.ReadAt(hb, 0)
+	if noatime {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	}
+	return err
 }
