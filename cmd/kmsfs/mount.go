@@ -181,8 +181,9 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 }
 
 // startDaemon re-executes kmsfs as `mount --foreground` in a new session
-// with stdin, stdout and stderr on /dev/null, its cwd "/" and a pipe on fd
-// 3, and waits until the daemon writes to the pipe:
+// with stdin and stdout on /dev/null, stderr on /dev/null or the log file,
+// its cwd "/" and a pipe on fd 3, and waits until the daemon writes to the
+// pipe:
 //
 //	ready                      the mount is live
 //	error CODE MESSAGE         it failed; CODE is its exit code
@@ -208,6 +209,18 @@ func startDaemon(f *mountFlags, cfg kfs.Config, env *Env) error {
 	cmd.Env = append(os.Environ(), envDaemonFD+"=3")
 	cmd.ExtraFiles = []*os.File{w} // becomes fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// stdin and stdout are /dev/null. stderr too, unless there is a log
+	// file: then what the daemon cannot log itself (a Go panic, the
+	// fusermount3 helper's complaint) lands there rather than nowhere.
+	if f.logFile != "" {
+		lf, err := os.OpenFile(f.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			w.Close()
+			return withKind(errUsage, fmt.Errorf("log file: %w", err))
+		}
+		defer lf.Close()
+		cmd.Stderr = lf
+	}
 	err = cmd.Start()
 	w.Close() // only the daemon holds the write end now: EOF when it exits
 	if err != nil {
@@ -352,12 +365,8 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		Debug:      f.debug,
 	})
 	if err != nil {
-		hint := ""
-		if f.allowOther && os.Geteuid() != 0 {
-			hint = "--allow-other needs 'user_allow_other' in /etc/fuse.conf"
-		}
 		err = withKind(errMountFailed, err)
-		if hint != "" {
+		if hint := mountHint(f); hint != "" {
 			err = withHint(err, hint)
 		}
 		return fail(err)
@@ -401,6 +410,20 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 			return nil
 		}
 	}
+}
+
+// mountHint guesses why the kernel or fusermount3 refused a mount, for
+// the usual causes of a non-root mount.
+func mountHint(f *mountFlags) string {
+	switch {
+	case os.Geteuid() == 0:
+		return ""
+	case unix.Access("/dev/fuse", unix.R_OK|unix.W_OK) != nil:
+		return "/dev/fuse is not readable and writable for this user: see 'ls -l /dev/fuse'"
+	case f.allowOther:
+		return "--allow-other needs 'user_allow_other' in /etc/fuse.conf"
+	}
+	return ""
 }
 
 // daemonLogger returns the logger of a mount: --log-file if given; else
