@@ -19,11 +19,10 @@ import (
 // hand ciphertext to the reader.
 type handle struct {
 	backingFile
-	raw        int // the backing descriptor, for syscalls
-	r          *root
-	c          *content
-	writable   bool // opened for writing (the backing fd always can, off ro mounts)
-	appendMode bool // O_APPEND: writes go to the plaintext end of file
+	raw      int // the backing descriptor, for syscalls
+	r        *root
+	c        *content
+	writable bool // opened for writing (the backing fd always can, off ro mounts)
 }
 
 // procFD names descriptor fd (and name inside it, when a directory)
@@ -54,11 +53,10 @@ func (r *root) backingOpenFlags(flags uint32) int {
 // newHandle wraps the open backing descriptor fd with content c.
 func (r *root) newHandle(fd int, c *content, flags uint32) *handle {
 	h := &handle{
-		raw:        fd,
-		r:          r,
-		c:          c,
-		writable:   flags&syscall.O_ACCMODE != syscall.O_RDONLY && !r.readOnly,
-		appendMode: flags&syscall.O_APPEND != 0,
+		raw:      fd,
+		r:        r,
+		c:        c,
+		writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY && !r.readOnly,
 	}
 	h.fd = os.NewFile(uintptr(fd), "")
 	return h
@@ -174,12 +172,13 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-// Write encrypts data into the file at off (at the end for O_APPEND).
+// Write encrypts data into the file at off, or at the plaintext end of
+// file for write(2) on an O_APPEND descriptor (see rawFS).
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if !h.writable {
 		return 0, syscall.EBADF
 	}
-	n, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data, off: off, appendMode: h.appendMode})
+	n, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data, off: off, appendMode: h.r.isAppendWrite(ctx)})
 	if err != nil {
 		return uint32(n), h.r.errno("write", err)
 	}

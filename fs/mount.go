@@ -7,6 +7,7 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,10 @@ type root struct {
 	readOnly   bool
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
 
+	// appendWrite marks the WRITE requests of write(2) on a descriptor in
+	// O_APPEND mode (see rawFS); it is never closed.
+	appendWrite chan struct{}
+
 	closeOnce sync.Once
 
 	mu       sync.Mutex
@@ -105,6 +110,8 @@ func newRoot(opts Options) (*node, error) {
 		readOnly:   opts.ReadOnly,
 		asRoot:     os.Geteuid() == 0,
 		contents:   make(map[uint64]*content),
+
+		appendWrite: make(chan struct{}),
 	}
 	return &node{r: r}, nil
 }
@@ -157,8 +164,16 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	server, err := gofs.Mount(mountpoint, rn, mountOptions(opts))
+	o := mountOptions(opts)
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), appendWrite: rn.r.appendWrite}
+	server, err := fuse.NewServer(raw, mountpoint, &o.MountOptions)
 	if err != nil {
+		rn.r.close()
+		return nil, nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
 		rn.r.close()
 		return nil, nil, fmt.Errorf("fs: mount %s: %w", mountpoint, err)
 	}
@@ -176,4 +191,41 @@ func (r *root) writable() syscall.Errno {
 		return syscall.EROFS
 	}
 	return 0
+}
+
+// rawFS sits between the kernel and go-fuse's node bridge to tell the
+// handle which WRITE requests come from write(2) on a descriptor in
+// O_APPEND mode (the request's flags say so; they follow fcntl changes
+// too). Only those are placed at the plaintext end of file. Page-cache
+// writeback (mmap, FUSE_WRITE_CACHE) may use any writable handle of the
+// inode, an O_APPEND one included, and must land where the kernel says.
+// The mark travels as the request's cancel channel, the one value the
+// bridge hands on to the handle; a WRITE is never cancelled midway here.
+type rawFS struct {
+	fuse.RawFileSystem
+	appendWrite chan struct{}
+}
+
+func (w *rawFS) mark(cancel <-chan struct{}, in *fuse.WriteIn) <-chan struct{} {
+	if in.Flags&syscall.O_APPEND != 0 && in.WriteFlags&fuse.WRITE_CACHE == 0 {
+		return w.appendWrite
+	}
+	return cancel
+}
+
+// Write implements fuse.RawFileSystem.
+func (w *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	return w.RawFileSystem.Write(w.mark(cancel, in), in, data)
+}
+
+// Writev implements fuse.RawFileSystem.
+func (w *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	return w.RawFileSystem.Writev(w.mark(cancel, in), in, data)
+}
+
+// isAppendWrite reports whether a WRITE request's context carries rawFS's
+// O_APPEND mark.
+func (r *root) isAppendWrite(ctx context.Context) bool {
+	fc, ok := ctx.(*fuse.Context)
+	return ok && fc.Cancel == (<-chan struct{})(r.appendWrite)
 }

@@ -335,6 +335,14 @@ func TestAppend(t *testing.T) {
 	}
 	f.Close()
 	want = append(want, "five\n"...)
+	// O_APPEND switched on after open with fcntl counts too.
+	f, _ = os.OpenFile(tf.path("log"), os.O_WRONLY, 0)
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, unix.O_APPEND); err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("six\n")
+	f.Close()
+	want = append(want, "six\n"...)
 	if got := readFile(t, tf.path("log")); !bytes.Equal(got, want) {
 		t.Fatalf("append: got %q...", got[:min(len(got), 40)])
 	}
@@ -623,6 +631,13 @@ func TestMmapChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	// An O_APPEND descriptor opened last is the one the kernel picks for
+	// writeback; the mapped write must still land in place.
+	af, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer af.Close()
 	m, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
