@@ -917,3 +917,43 @@ func TestEmptyBackingFile(t *testing.T) {
 		t.Fatalf("file without key record: %v, want EIO", err)
 	}
 }
+
+// TestCallerOwnership checks, with allow_other (and so
+// default_permissions), that entries made by another user belong to that
+// user with the mode asked for after its umask, and that it cannot read a
+// root-only file.
+func TestCallerOwnership(t *testing.T) {
+	tf := mountFS(t, func(o *Options) { o.AllowOther = true })
+	// The test's temporary directories are root-only; open the way.
+	for _, d := range []string{filepath.Dir(tf.mnt), tf.cipher} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(tf.path("private"), []byte("root only"), 0o600)
+	script := `umask 027; cd "$1" && echo hi > f && mkdir d && ln -s target l && mkfifo p && ` +
+		`chmod 0751 d && if cat private 2>/dev/null; then echo READ-PRIVATE; fi`
+	cmd := exec.Command("/bin/sh", "-c", script, "sh", tf.mnt)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4321, Gid: 8765}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "READ-PRIVATE") {
+		t.Fatalf("as uid 4321: %v\n%s", err, out)
+	}
+	for name, mode := range map[string]uint32{"f": 0o640, "d": 0o751, "l": 0o777, "p": 0o640} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(tf.path(name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 4321 || st.Gid != 8765 || st.Mode&0o7777 != mode {
+			t.Errorf("%s: owner %d:%d mode %o, want 4321:8765 %o", name, st.Uid, st.Gid, st.Mode&0o7777, mode)
+		}
+		var bst syscall.Stat_t
+		syscall.Lstat(tf.backing(name), &bst)
+		if bst.Uid != 4321 || bst.Gid != 8765 {
+			t.Errorf("%s: backing owner %d:%d", name, bst.Uid, bst.Gid)
+		}
+	}
+	if string(readFile(t, tf.path("f"))) != "hi\n" {
+		t.Fatal("content")
+	}
+}
