@@ -1,0 +1,469 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+)
+
+// allTargets in their canonical order.
+var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-aws"}
+
+// A target is one filesystem the jobs run on.
+type target struct {
+	Name string `json:"name"`
+	// Dir is where the jobs run: the mount point, or the plain directory.
+	Dir string `json:"dir"`
+	// Status is "ok" or "skipped".
+	Status string `json:"status"`
+	// Note says why a target was skipped, or how it was set up.
+	Note string `json:"note,omitempty"`
+	// pids are the daemons whose CPU time each run records.
+	pids []int
+	// undo tears down what setup made, last first.
+	undo []func() error
+}
+
+// addUndo registers a teardown step.
+func (t *target) addUndo(f func() error) { t.undo = append(t.undo, f) }
+
+// teardown runs the undo steps, last first, and returns the first error.
+func (t *target) teardown() error {
+	var first error
+	for i := len(t.undo) - 1; i >= 0; i-- {
+		if err := t.undo[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	t.undo = nil
+	return first
+}
+
+// env is what target setup needs from the run.
+type env struct {
+	work   string // the run's work directory
+	bin    string // built binaries: kmsfs, fuseceiling
+	logDir string
+}
+
+// setupTarget makes target name ready under e.work. On error the target's
+// undo steps still run (the caller tears down every target).
+func setupTarget(ctx context.Context, e env, t *target) error {
+	base := filepath.Join(e.work, t.Name)
+	backing := filepath.Join(base, "backing")
+	mnt := filepath.Join(base, "mnt")
+	for _, d := range []string{backing, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	switch t.Name {
+	case "plain":
+		t.Dir = backing
+		return nil
+	case "ceiling":
+		return setupCeiling(ctx, e, t, backing, mnt)
+	case "gocryptfs":
+		return setupGocryptfs(ctx, e, t, base, backing, mnt)
+	case "kmsfs":
+		return setupKmsfs(ctx, e, t, base, backing, mnt)
+	case "kmsfs-aws":
+		return setupKmsfsAWS(ctx, e, t, base, backing, mnt)
+	}
+	return fmt.Errorf("unknown target %q", t.Name)
+}
+
+func setupCeiling(ctx context.Context, e env, t *target, backing, mnt string) error {
+	logf, err := os.Create(filepath.Join(e.logDir, "ceiling.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(e.bin, "fuseceiling"), backing, mnt)
+	// Its own process group: a Ctrl-C in the terminal reaches us, and we
+	// unmount in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start fuseceiling: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	t.addUndo(func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		return forceUnmount(mnt)
+	})
+	line, err := readLine(ctx, stdout, 15*time.Second)
+	if err != nil {
+		return fmt.Errorf("fuseceiling did not mount (see %s): %w", logf.Name(), err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	t.Dir, t.pids, t.Note = mnt, []int{cmd.Process.Pid}, strings.TrimPrefix(line, "fuseceiling: ")
+	return nil
+}
+
+func setupGocryptfs(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+	if _, err := exec.LookPath("gocryptfs"); err != nil {
+		return fmt.Errorf("%w: gocryptfs is not installed (apt-get install gocryptfs)", errSkip)
+	}
+	pass := filepath.Join(base, "passfile")
+	if err := os.WriteFile(pass, []byte("kmsfs-bench-password\n"), 0o600); err != nil {
+		return err
+	}
+	if out, err := runCmd(ctx, nil, "gocryptfs", "-init", "-quiet", "-passfile", pass, backing); err != nil {
+		return fmt.Errorf("gocryptfs -init: %w: %s", err, out)
+	}
+	if out, err := runCmd(ctx, nil, "gocryptfs", "-quiet", "-passfile", pass, backing, mnt); err != nil {
+		return fmt.Errorf("gocryptfs mount: %w: %s", err, out)
+	}
+	t.addUndo(func() error {
+		pids := daemonPIDs("gocryptfs", mnt)
+		_, err := runCmd(context.Background(), nil, "fusermount3", "-u", mnt)
+		waitGone(pids, 10*time.Second)
+		if err != nil {
+			return forceUnmount(mnt)
+		}
+		return nil
+	})
+	t.Dir, t.pids = mnt, daemonPIDs("gocryptfs", mnt)
+	return nil
+}
+
+func setupKmsfs(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+	kenv := []string{"KMSFS_KEYSTORE=" + filepath.Join(base, "keystore")}
+	kmsfs := filepath.Join(e.bin, "kmsfs")
+	if out, err := runCmd(ctx, kenv, kmsfs, "init", backing); err != nil {
+		return fmt.Errorf("kmsfs init: %w: %s", err, out)
+	}
+	return mountKmsfs(ctx, e, t, kenv, nil, backing, mnt)
+}
+
+// mountKmsfs mounts with `kmsfs mount` and registers `kmsfs unmount`.
+func mountKmsfs(ctx context.Context, e env, t *target, kenv, extra []string, backing, mnt string) error {
+	kmsfs := filepath.Join(e.bin, "kmsfs")
+	args := append([]string{"mount", "--log-file", filepath.Join(e.logDir, t.Name+".log")}, extra...)
+	args = append(args, backing, mnt)
+	if out, err := runCmd(ctx, kenv, kmsfs, args...); err != nil {
+		return fmt.Errorf("kmsfs mount: %w: %s", err, out)
+	}
+	t.addUndo(func() error {
+		if out, err := runCmd(context.Background(), kenv, kmsfs, "unmount", mnt); err != nil {
+			if ferr := forceUnmount(mnt); ferr != nil {
+				return fmt.Errorf("kmsfs unmount: %w: %s", err, out)
+			}
+		}
+		return nil
+	})
+	t.Dir, t.pids = mnt, daemonPIDs("kmsfs", mnt)
+	return nil
+}
+
+// setupKmsfsAWS starts `kmsfs keysvc serve` on its own keystore, makes a
+// credential and a key through the KMS API, and mounts a CIPHERDIR made
+// with `kmsfs init --kms aws` against it.
+func setupKmsfsAWS(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+	kmsfs := filepath.Join(e.bin, "kmsfs")
+	kenv := []string{"KMSFS_KEYSTORE=" + filepath.Join(base, "keystore")}
+	logf, err := os.Create(filepath.Join(e.logDir, "keysvc.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(kmsfs, "keysvc", "serve", "--listen", "127.0.0.1:0")
+	cmd.Env = childEnv(kenv)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start kmsfs keysvc serve: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	t.addUndo(func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		return nil
+	})
+	line, err := readLine(ctx, stdout, 15*time.Second)
+	if err != nil {
+		_ = cmd.Process.Kill() // harmless when it has exited already
+		<-exited
+		msg, _ := os.ReadFile(logf.Name())
+		if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 6 || bytes.Contains(msg, []byte("not implemented")) {
+			return fmt.Errorf("%w: `kmsfs keysvc serve` is not implemented yet in this build", errSkip)
+		}
+		return fmt.Errorf("kmsfs keysvc serve did not start: %w: %s", err, lastLine(string(msg)))
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	i := strings.Index(line, "http")
+	if i < 0 {
+		return fmt.Errorf("kmsfs keysvc serve: no URL in %q", line)
+	}
+	endpoint := strings.TrimSpace(line[i:])
+
+	out, err := runCmd(ctx, kenv, kmsfs, "keysvc", "credentials", "bench")
+	if err != nil {
+		return fmt.Errorf("kmsfs keysvc credentials: %w: %s", err, out)
+	}
+	awsEnv := append([]string{}, kenv...)
+	var id, secret string
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "AWS_ACCESS_KEY_ID="); ok {
+			id = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(l, "AWS_SECRET_ACCESS_KEY="); ok {
+			secret = strings.TrimSpace(v)
+		}
+	}
+	if id == "" || secret == "" {
+		return errors.New("kmsfs keysvc credentials: no access key in its output")
+	}
+	const region = "us-east-1"
+	awsEnv = append(awsEnv, "AWS_ACCESS_KEY_ID="+id, "AWS_SECRET_ACCESS_KEY="+secret,
+		"AWS_REGION="+region, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+
+	client := kms.NewFromConfig(aws.Config{
+		Region:       region,
+		Credentials:  credentials.NewStaticCredentialsProvider(id, secret, ""),
+		BaseEndpoint: aws.String(endpoint),
+	})
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	key, err := client.CreateKey(cctx, &kms.CreateKeyInput{Description: aws.String("kmsfs bench")})
+	if err != nil {
+		return fmt.Errorf("CreateKey on %s: %w", endpoint, err)
+	}
+	arn := aws.ToString(key.KeyMetadata.Arn)
+	if out, err := runCmd(ctx, awsEnv, kmsfs, "init", "--kms", "aws", "--kms-endpoint", endpoint, "--key", arn, backing); err != nil {
+		return fmt.Errorf("kmsfs init --kms aws: %w: %s", err, out)
+	}
+	if err := mountKmsfs(ctx, e, t, awsEnv, []string{"--kms-endpoint", endpoint}, backing, mnt); err != nil {
+		return err
+	}
+	t.Note = "key server " + endpoint
+	return nil
+}
+
+// childEnv is our environment without kmsfs and AWS settings, plus extra.
+func childEnv(extra []string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "KMSFS_") || strings.HasPrefix(kv, "AWS_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, extra...)
+}
+
+// runCmd runs a command to completion and returns its combined output.
+func runCmd(ctx context.Context, extraEnv []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = childEnv(extraEnv)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// readLine returns the first line r produces within d.
+func readLine(ctx context.Context, r io.Reader, d time.Duration) (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		ch <- result{strings.TrimSpace(line), err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil && res.line == "" {
+			return "", fmt.Errorf("no output: %w", res.err)
+		}
+		return res.line, nil
+	case <-time.After(d):
+		return "", fmt.Errorf("no output within %v", d)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// mounted reports whether path is a mount point, from /proc/self/mountinfo.
+func mounted(path string) bool {
+	for _, m := range mountPoints() {
+		if m.point == path {
+			return true
+		}
+	}
+	return false
+}
+
+type mountEntry struct{ point, fstype, source string }
+
+// mountPoints lists the mounts in /proc/self/mountinfo.
+func mountPoints() []mountEntry {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []mountEntry
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
+			continue
+		}
+		out = append(out, mountEntry{point: unescapeOctal(f[4]), fstype: f[sep+1], source: f[sep+2]})
+	}
+	return out
+}
+
+// unescapeOctal undoes mountinfo's \040-style escapes.
+func unescapeOctal(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// forceUnmount makes sure nothing stays mounted on mnt: a normal unmount,
+// then a lazy one.
+func forceUnmount(mnt string) error {
+	for i := 0; i < 20 && mounted(mnt); i++ {
+		if i < 10 {
+			_ = syscall.Unmount(mnt, 0)
+			if mounted(mnt) {
+				_, _ = runCmd(context.Background(), nil, "fusermount3", "-u", mnt)
+			}
+		} else {
+			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+			_, _ = runCmd(context.Background(), nil, "fusermount3", "-u", "-z", mnt)
+		}
+		if mounted(mnt) {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if mounted(mnt) {
+		return fmt.Errorf("%s is still mounted", mnt)
+	}
+	return nil
+}
+
+// daemonPIDs finds the processes named comm whose command line has mnt as
+// an argument: the FUSE daemon serving mnt.
+func daemonPIDs(comm, mnt string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		cl, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(cl), "\x00") {
+			if arg == mnt {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// waitGone waits until none of pids exists, at most d.
+func waitGone(pids []int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// cpuSeconds is the user+system CPU time of pids so far, in seconds.
+func cpuSeconds(pids []int) float64 {
+	var ticks float64
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name; utime and stime are
+		// fields 14 and 15 of the whole line.
+		s := string(data)
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			s = s[i+1:]
+		}
+		f := strings.Fields(s)
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		ticks += u + st
+	}
+	return ticks / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
