@@ -43,3 +43,16 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# bench runs fio and a metadata job on the plain disk, the go-fuse ceiling,
+# gocryptfs and kmsfs (local and AWS key service), 5 interleaved rounds:
+# about 35 minutes on 2 vCPU. bench-quick is one short round (~3 minutes).
+# Both want root (to drop caches) and an idle machine. See bench/README.md.
+.PHONY: bench bench-quick
+bench:
+	bash bench/deps.sh
+	$(GO) run ./bench
+
+bench-quick:
+	bash bench/deps.sh
+	$(GO) run ./bench -quick
