@@ -3,12 +3,19 @@ package local
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -453,4 +460,151 @@ func TestServeShutdown(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Fatal("listener still open")
 	}
+}
+
+// selfSignedTLS returns a server TLS config for 127.0.0.1 and a pool that
+// trusts it.
+func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "kmsfs test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+}
+
+// TestServerTLSAndLatency serves HTTPS with an added latency and checks
+// that the SDK client gets through and waits.
+func TestServerTLSAndLatency(t *testing.T) {
+	store, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cred, err := store.CreateCredential(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, pool := selfSignedTLS(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- NewServer(store, ServerOptions{TLSConfig: cfg, Latency: 100 * time.Millisecond}).Serve(ctx, ln)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	c := kms.New(kms.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String("https://" + ln.Addr().String()),
+		Credentials:  credentials.NewStaticCredentialsProvider(cred.AccessKeyID, cred.SecretAccessKey, ""),
+		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+	})
+	start := time.Now()
+	if _, err := c.CreateKey(context.Background(), &kms.CreateKeyInput{}); err != nil {
+		t.Fatalf("CreateKey over TLS: %v", err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("answer came after %v, latency is 100ms", d)
+	}
+	// Plain HTTP to the TLS port gets nowhere.
+	if resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}")); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || bytes.Contains(b, []byte("KeyMetadata")) {
+			t.Fatalf("plain HTTP answered: %d %s", resp.StatusCode, b)
+		}
+	}
+}
+
+// TestServerScheduledEvents moves the keystore's clock: automatic rotation
+// happens when due, and a key whose deletion came due is gone.
+func TestServerScheduledEvents(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	store, err := Open(t.TempDir(), Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cred, err := store.CreateCredential(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	// The server's clock (signatures) stays real; the keystore's moves.
+	go func() { done <- NewServer(store, ServerOptions{}).Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	ts := &testServer{store: store, endpoint: "http://" + ln.Addr().String(), creds: map[string]Credential{"alice": cred}}
+	c := ts.client("alice")
+	bg := context.Background()
+
+	k, err := c.CreateKey(bg, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := c.Encrypt(bg, &kms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: []byte("before")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnableKeyRotation(bg, &kms.EnableKeyRotationInput{KeyId: k.KeyMetadata.KeyId, RotationPeriodInDays: aws.Int32(90)}); err != nil {
+		t.Fatal(err)
+	}
+	advance(91 * 24 * time.Hour)
+	rot, err := c.ListKeyRotations(bg, &kms.ListKeyRotationsInput{KeyId: k.KeyMetadata.KeyId})
+	if err != nil || len(rot.Rotations) != 1 || rot.Rotations[0].RotationType != types.RotationTypeAutomatic {
+		t.Fatalf("after 91 days: rotations %+v, %v", rot, err)
+	}
+	dec, err := c.Decrypt(bg, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	if err != nil || string(dec.Plaintext) != "before" {
+		t.Fatalf("decrypt after automatic rotation: %v", err)
+	}
+
+	if _, err := c.ScheduleKeyDeletion(bg, &kms.ScheduleKeyDeletionInput{KeyId: k.KeyMetadata.KeyId, PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	advance(6 * 24 * time.Hour)
+	d, err := c.DescribeKey(bg, &kms.DescribeKeyInput{KeyId: k.KeyMetadata.KeyId})
+	if err != nil || d.KeyMetadata.KeyState != types.KeyStatePendingDeletion {
+		t.Fatalf("6 days into the window: %+v, %v", d, err)
+	}
+	advance(2 * 24 * time.Hour)
+	_, err = c.DescribeKey(bg, &kms.DescribeKeyInput{KeyId: k.KeyMetadata.KeyId})
+	wantAPIError(t, err, "NotFoundException")
+	_, err = c.Decrypt(bg, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob})
+	wantAPIError(t, err, "InvalidCiphertextException")
 }
