@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -37,4 +38,28 @@ func plainName(root bool, backing string) (plain string, ok bool) {
 		return "", false
 	}
 	return backing, true
+}
+
+// BackingPath translates a path relative to the root of a mount
+// ("dir/file", no leading slash; "" or "." for the root) into the path of
+// the same entry relative to CIPHERDIR, name by name through backingName.
+// Tools that map a mount path to its backing file (kmsfs info) use it so
+// they keep working when names get encrypted.
+func BackingPath(rel string) (string, error) {
+	rel = strings.Trim(rel, "/")
+	if rel == "" || rel == "." {
+		return ".", nil
+	}
+	parts := strings.Split(rel, "/")
+	for i, p := range parts {
+		if p == "" || p == "." || p == ".." {
+			return "", fmt.Errorf("path %q: %q is not a plain name", rel, p)
+		}
+		b, err := backingName(i == 0, p)
+		if err != nil {
+			return "", fmt.Errorf("path %q: %w", rel, err)
+		}
+		parts[i] = b
+	}
+	return strings.Join(parts, "/"), nil
 }

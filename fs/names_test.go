@@ -41,3 +41,22 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestBackingPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "."}, {".", "."}, {"/", "."}, {"a", "a"}, {"a/b/c", "a/b/c"}, {"/a/b/", "a/b"},
+		{"sub/kmsfs.conf", "sub/kmsfs.conf"},
+		{"kmsfs.conf", ""}, {"a//b", ""}, {"a/../b", ""}, {"a/./b", ""},
+	} {
+		got, err := BackingPath(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("BackingPath(%q) = %q, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("BackingPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
