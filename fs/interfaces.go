@@ -30,6 +30,7 @@ var (
 	_ gofs.NodeSetxattrer    = (*node)(nil)
 	_ gofs.NodeRemovexattrer = (*node)(nil)
 	_ gofs.NodeListxattrer   = (*node)(nil)
+	_ gofs.NodeFsyncer       = (*node)(nil)
 
 	_ gofs.FileHandle    = (*handle)(nil)
 	_ gofs.FileReader    = (*handle)(nil)

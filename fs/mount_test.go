@@ -511,6 +511,14 @@ func TestMkdirModes(t *testing.T) {
 	if st.Uid != 1234 || st.Gid != 5678 {
 		t.Errorf("chown: %d:%d", st.Uid, st.Gid)
 	}
+	d, err := os.Open(tf.path("sg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Errorf("fsync of a directory: %v", err)
+	}
+	d.Close()
 	if err := os.Remove(tf.path("sg")); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Errorf("rmdir of non-empty: %v", err)
 	}

@@ -522,3 +522,23 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	return h, 0, 0
 }
+
+// Fsync flushes a file through its handle, and a directory (fsync on a
+// directory descriptor, which programs use after a rename to make it
+// durable) by syncing the backing directory.
+func (n *node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	if h, ok := f.(*handle); ok {
+		return h.Fsync(ctx, flags)
+	}
+	d, err := n.r.openDir(&n.Inode)
+	if err != nil {
+		return n.r.errno("fsync", err)
+	}
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	d.close()
+	if err != nil {
+		return n.r.errno("fsync", err)
+	}
+	defer unix.Close(fd)
+	return n.r.errno("fsync", unix.Fsync(fd))
+}
