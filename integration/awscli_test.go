@@ -426,10 +426,38 @@ func TestMountOnKeyServer(t *testing.T) {
 	if !bytes.Contains(audit, []byte(`"operation":"Decrypt"`)) || !bytes.Contains(audit, []byte(`"kmsfs:fs"`)) {
 		t.Fatal("the mount's Decrypt is not in the audit log with the filesystem context")
 	}
-	if err := os.WriteFile(fs.Path("b.txt"), []byte("second"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"b.txt", "d.txt"} {
+		if err := os.WriteFile(fs.Path(name), []byte("second"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fs.Remount()
+
+	// A key server that accepts but never answers (stopped with SIGSTOP):
+	// the open fails once the per-call deadline passes, and works again
+	// when the server comes back.
+	if err := ks.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { _, err := os.ReadFile(fs.Path("d.txt")); errc <- err }()
+	select {
+	case err := <-errc:
+		t.Logf("open with the key server frozen failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+		if err == nil {
+			t.Error("open succeeded with the key server frozen")
+		}
+	case <-time.After(60 * time.Second):
+		_ = ks.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatal("open hangs with the key server frozen")
+	}
+	if err := ks.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(fs.Path("d.txt")); err != nil || string(got) != "second" {
+		t.Fatalf("open after the key server came back: %q, %v", got, err)
+	}
 
 	ks.Stop()
 	for _, tc := range []struct {
