@@ -8,6 +8,9 @@
 // default credential chain, with the endpoint taken from Options.Endpoint,
 // else AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL or the shared config file.
 //
+// A key server speaking HTTPS with a private CA (`kmsfs keysvc serve
+// --tls-cert`) is trusted through the SDK's AWS_CA_BUNDLE.
+//
 // Every call runs under its own deadline (Options.CallTimeout), detached
 // from the caller's cancellation: a FUSE request's context is cancelled by
 // any signal the calling process receives, and half-finished KMS calls would
@@ -124,9 +127,6 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.Credentials != nil {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.Credentials))
-	}
-	if opts.Endpoint != "" {
-		loadOpts = append(loadOpts, config.WithBaseEndpoint(opts.Endpoint))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {

@@ -3,12 +3,15 @@ package awskms
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -453,5 +456,27 @@ func TestNewOptions(t *testing.T) {
 	})
 	if _, err := New(context.Background(), Options{Credentials: failing, Region: "eu-west-1"}); !errors.Is(err, keysvc.ErrAccessDenied) {
 		t.Fatalf("failing credentials: %v", err)
+	}
+}
+
+// TestSDKClientCABundle: an HTTPS endpoint with a private CA is trusted
+// through AWS_CA_BUNDLE, the SDK's standard setting.
+func TestSDKClientCABundle(t *testing.T) {
+	h := &kmsHandler{respond: func(_ int32, w http.ResponseWriter) {
+		fmt.Fprint(w, `{"KeyMetadata":{"KeyId":"k","Arn":"arn:k","Enabled":true,"KeyState":"Enabled"}}`)
+	}}
+	srv := httptest.NewTLSServer(h)
+	defer srv.Close()
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(bundle, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newSDKClient(t, srv.URL, 1).DescribeKey(context.Background(), "k"); !errors.Is(err, keysvc.ErrUnavailable) {
+		t.Fatalf("untrusted certificate: %v, want ErrUnavailable", err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", bundle)
+	if _, err := newSDKClient(t, srv.URL, 1).DescribeKey(context.Background(), "k"); err != nil {
+		t.Fatalf("with AWS_CA_BUNDLE: %v", err)
 	}
 }
