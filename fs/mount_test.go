@@ -1043,3 +1043,27 @@ func TestMountRejectsBadOptions(t *testing.T) {
 		t.Error("mounted a missing CIPHERDIR")
 	}
 }
+
+// TestKeyRecordBoundToFile checks that a key record copied from another
+// file of the same tree is refused: the encryption context names the file
+// ID in the header, so the unwrap fails and the read gives EIO.
+func TestKeyRecordBoundToFile(t *testing.T) {
+	tf := mountFS(t)
+	os.WriteFile(tf.path("a"), []byte("file a"), 0o600)
+	os.WriteFile(tf.path("b"), []byte("file b"), 0o600)
+	tf.waitReleased(t)
+	rec := make([]byte, maxRecordSize)
+	n, err := unix.Lgetxattr(tf.backing("a"), KeyXattr, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(tf.backing("b"), KeyXattr, rec[:n], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(tf.path("b")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("file with another file's key record: %v, want EIO", err)
+	}
+	if string(readFile(t, tf.path("a"))) != "file a" {
+		t.Fatal("the record's own file")
+	}
+}
