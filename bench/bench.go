@@ -24,7 +24,8 @@ type runResult struct {
 	Unit   string  `json:"unit"`
 	// Elapsed is the wall time of the run, setup of fio included.
 	Elapsed float64 `json:"elapsed_s"`
-	// FioRuntime is the time fio measured over, end_fsync included.
+	// FioRuntime is the time fio measured over, end_fsync included
+	// (summed over the jobs of a 2-job run).
 	FioRuntime float64 `json:"fio_runtime_s,omitempty"`
 	// DaemonCPU is the user+system CPU time the FUSE daemon spent in the run
 	// (0 for plain).

@@ -242,7 +242,10 @@ func writeResults(ctx context.Context, rep *report, dir string) error {
 	if err := os.WriteFile(stem+".txt", []byte(table), 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("\nresults: %s.json, %s.txt", stem, stem)
+	if err := os.WriteFile(stem+".md", []byte(formatMarkdown(rep, filepath.Base(stem)+".png")), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nresults: %s.json, %s.txt, %s.md", stem, stem, stem)
 	if err := drawChart(ctx, rep, stem); err != nil {
 		fmt.Printf("\nchart: not drawn: %v\n", err)
 		return nil
@@ -325,4 +328,48 @@ plot for [i=2:%d] %q using i:xtic(1) title columnheader(i)
 		lastErr = fmt.Errorf("gnuplot: %w: %s", err, lastLine(string(out)))
 	}
 	return lastErr
+}
+
+// formatMarkdown renders the results as a Markdown section for the README's
+// Performance section: machine, command, table of medians and ratios, chart.
+func formatMarkdown(rep *report, chart string) string {
+	var b strings.Builder
+	m, s := rep.Machine, rep.Settings
+	cmd := "make bench"
+	if s.Quick {
+		cmd = "make bench-quick"
+	}
+	fmt.Fprintf(&b, "Measured %s with `%s` (kmsfs %s): %d round(s), %s files, random jobs %s, metadata %d files; %s.\n\n",
+		rep.Started.Format("2006-01-02"), cmd, m.GitCommit, s.Rounds, humanBytes(s.Size), s.Runtime, s.MetaFiles,
+		map[bool]string{true: "caches dropped before each run", false: "caches not dropped"}[m.CachesDropped])
+	fmt.Fprintf(&b, "Machine: %d CPU (%s), %d MiB RAM, Linux %s, backing %s; %s, %s, %s; load average %.2f at the start.\n\n",
+		m.NProc, m.CPU, m.MemTotalMiB, m.Kernel, m.BackingFS, m.Fio, m.Gocryptfs, m.Go, m.LoadAvg1)
+	targets := okTargets(rep)
+	var ratios []string
+	for _, p := range tableRatios {
+		if contains(targets, p[0]) && contains(targets, p[1]) {
+			ratios = append(ratios, p[0]+"/"+p[1])
+		}
+	}
+	head := append(append([]string{"job", "unit"}, targets...), ratios...)
+	b.WriteString("| " + strings.Join(head, " | ") + " |\n")
+	b.WriteString("|---|---|" + strings.Repeat("---:|", len(targets)+len(ratios)) + "\n")
+	for _, j := range rep.Jobs {
+		row := []string{j.Name, j.Unit}
+		for _, t := range targets {
+			v, ok := rep.Medians[j.Name][t]
+			row = append(row, formatValue(v, ok))
+		}
+		for _, r := range ratios {
+			if v, ok := rep.Ratios[j.Name][r]; ok {
+				row = append(row, fmt.Sprintf("%.2f", v))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
+	b.WriteString("\nMedians over rounds; ratios are medians of per-round ratios. Higher is better.\n\n")
+	fmt.Fprintf(&b, "![median per job relative to the FUSE ceiling](%s)\n", chart)
+	return b.String()
 }
