@@ -195,7 +195,7 @@ func benchmark(ctx context.Context, s settings) (err error) {
 		if r == 0 && s.Rounds > 1 {
 			per := time.Since(runStart)
 			printf("bench: one round took %s; about %s to go\n", per.Round(time.Second),
-				(per * time.Duration(s.Rounds-1)).Round(time.Minute))
+				(per * time.Duration(s.Rounds-1)).Round(time.Second))
 		}
 	}
 	rep.Finished = time.Now().UTC()
