@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"os"
 	"regexp"
 	"testing"
 )
@@ -85,6 +86,13 @@ func TestInfo(t *testing.T) {
 	}
 	if ids["a"] == ids["b"] || ids["a"] == ids["empty"] || ids["b"] == ids["empty"] {
 		t.Errorf("files share a file ID: %v", ids)
+	}
+	// A hard link is the same file: same file ID and key.
+	if err := os.Link(fs.Path("a"), fs.Path("a-link")); err != nil {
+		t.Fatal(err)
+	}
+	if fi := fs.info(fs.Path("a-link")); fi.FileID != ids["a"] {
+		t.Errorf("hard link: file_id %s, want %s", fi.FileID, ids["a"])
 	}
 	// After remount nothing changes.
 	fs.Remount()

@@ -38,6 +38,12 @@ func TestDirectories(t *testing.T) {
 	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 		t.Errorf("mkdir 0700: got mode %v", fi.Mode())
 	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(fs.Mnt, &sfs); err != nil {
+		t.Errorf("statfs: %v", err)
+	} else if sfs.Bsize <= 0 || sfs.Blocks == 0 || sfs.Bavail > sfs.Blocks || sfs.Namelen < 255 {
+		t.Errorf("statfs: implausible %+v", sfs)
+	}
 	fs.Remount()
 	names, err := os.ReadDir(fs.Mnt)
 	if err != nil {
