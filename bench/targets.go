@@ -58,6 +58,8 @@ type env struct {
 	work   string // the run's work directory
 	bin    string // built binaries: kmsfs, fuseceiling
 	logDir string
+	// buildErr holds the binaries (by name) that did not build.
+	buildErr map[string]error
 }
 
 // setupTarget makes target name ready under e.work. On error the target's
@@ -70,6 +72,10 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+	}
+	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-aws": "kmsfs"}[t.Name]
+	if err := e.buildErr[bin]; err != nil {
+		return fmt.Errorf("%w: %w", errSkip, err)
 	}
 	switch t.Name {
 	case "plain":
