@@ -69,6 +69,11 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		if err != nil {
 			return n.r.errno("getattr", err)
 		}
+	} else if dh, ok := f.(*dirHandle); ok {
+		// An open directory, possibly removed already.
+		if err := statAt(dh.fd, "", &st); err != nil {
+			return n.r.errno("getattr", err)
+		}
 	} else {
 		d, name, err := n.r.locate(&n.Inode)
 		if err != nil {
@@ -180,38 +185,6 @@ func timespec(now bool, sec uint64, nsec uint32) unix.Timespec {
 		return unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
 	return unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
-}
-
-// Opendir allows opening every directory the kernel lets through; the
-// listing itself is read in Readdir.
-func (n *node) Opendir(ctx context.Context) syscall.Errno { return 0 }
-
-// Readdir lists the backing directory, hiding internal names.
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	d, err := n.r.openDir(&n.Inode)
-	if err != nil {
-		return nil, n.r.errno("readdir", err)
-	}
-	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	d.close()
-	if err != nil {
-		return nil, n.r.errno("readdir", err)
-	}
-	defer unix.Close(fd)
-	var entries []fuse.DirEntry
-	buf := make([]byte, 32<<10)
-	isRoot := n.IsRoot()
-	for {
-		nb, err := unix.ReadDirent(fd, buf)
-		if err != nil {
-			return nil, n.r.errno("readdir", err)
-		}
-		if nb <= 0 {
-			break
-		}
-		entries = n.r.parseDirents(buf[:nb], isRoot, entries)
-	}
-	return gofs.NewListDirStream(entries), 0
 }
 
 // parseDirents appends the linux_dirent64 records in b to entries:
@@ -529,6 +502,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (n *node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
 	if h, ok := f.(*handle); ok {
 		return h.Fsync(ctx, flags)
+	}
+	if dh, ok := f.(*dirHandle); ok {
+		return n.r.errno("fsync", unix.Fsync(dh.fd))
 	}
 	d, err := n.r.openDir(&n.Inode)
 	if err != nil {
