@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +77,31 @@ func TestDaemonArgs(t *testing.T) {
 	}
 	if slices.Contains(args, "--keystore") {
 		t.Errorf("aws filesystem got keystore flags: %q", args)
+	}
+}
+
+func TestUnmountRefusesNonKmsfs(t *testing.T) {
+	te := newTestEnv(nil)
+	dir := t.TempDir()
+	if code := runCmd(t, te, "unmount", dir); code != ExitUnmount || !strings.Contains(te.stderr.String(), "is not a kmsfs mount") {
+		t.Errorf("unmount of a plain directory: exit %d, stderr %q", code, te.stderr.String())
+	}
+	if code := runCmd(t, te, "unmount", "--timeout", "0s", dir); code != ExitUsage {
+		t.Errorf("unmount --timeout 0s: exit %d, want %d", code, ExitUsage)
+	}
+	if code := runCmd(t, te, "unmount"); code != ExitUsage {
+		t.Errorf("unmount without MOUNTPOINT: exit %d, want %d", code, ExitUsage)
+	}
+}
+
+func TestMountFailsInOneLine(t *testing.T) {
+	te := newTestEnv(nil)
+	dir := t.TempDir() // not a CIPHERDIR
+	code := runCmd(t, te, "mount", dir, t.TempDir())
+	if code != ExitCipherDir {
+		t.Errorf("mount of a non-CIPHERDIR: exit %d, want %d", code, ExitCipherDir)
+	}
+	if lines := strings.Split(strings.TrimSuffix(te.stderr.String(), "\n"), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "(hint: ") {
+		t.Errorf("stderr %q: want one line with the hint folded in", te.stderr.String())
 	}
 }
