@@ -236,6 +236,23 @@ func TestServerSession(t *testing.T) {
 	if err != nil || !strings.Contains(aws.ToString(pol.Policy), PrincipalARN("alice")) {
 		t.Fatalf("GetKeyPolicy = %v, %v", aws.ToString(pol.Policy), err)
 	}
+	if _, err := c.UntagResource(ctx, &kms.UntagResourceInput{KeyId: aws.String(arn), TagKeys: []string{"team"}}); err != nil {
+		t.Fatal(err)
+	}
+	if tags, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(arn)}); err != nil || len(tags.Tags) != 0 {
+		t.Fatalf("ListResourceTags after UntagResource = %+v, %v", tags, err)
+	}
+	if _, err := c.UpdateKeyDescription(ctx, &kms.UpdateKeyDescriptionInput{KeyId: aws.String(arn), Description: aws.String("renamed")}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(arn)}); err != nil || aws.ToString(d.KeyMetadata.Description) != "renamed" {
+		t.Fatalf("DescribeKey after UpdateKeyDescription = %+v, %v", d, err)
+	}
+	if lp, err := c.ListKeyPolicies(ctx, &kms.ListKeyPoliciesInput{KeyId: aws.String(arn)}); err != nil || len(lp.PolicyNames) != 1 || lp.PolicyNames[0] != "default" {
+		t.Fatalf("ListKeyPolicies = %+v, %v", lp, err)
+	}
+	_, err = c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(arn), PolicyName: aws.String("other")})
+	wantAPIError(t, err, "NotFoundException")
 	keys, err := c.ListKeys(ctx, &kms.ListKeysInput{})
 	if err != nil || len(keys.Keys) != 1 || keys.Truncated {
 		t.Fatalf("ListKeys = %+v, %v", keys, err)
@@ -428,6 +445,16 @@ func TestServerIncorrectKey(t *testing.T) {
 	}
 	_, err = c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob, KeyId: k2.KeyMetadata.Arn})
 	wantAPIError(t, err, "IncorrectKeyException")
+
+	// Pagination: two keys, one per page.
+	p1, err := c.ListKeys(ctx, &kms.ListKeysInput{Limit: aws.Int32(1)})
+	if err != nil || len(p1.Keys) != 1 || !p1.Truncated || p1.NextMarker == nil {
+		t.Fatalf("ListKeys page 1 = %+v, %v", p1, err)
+	}
+	p2, err := c.ListKeys(ctx, &kms.ListKeysInput{Limit: aws.Int32(1), Marker: p1.NextMarker})
+	if err != nil || len(p2.Keys) != 1 || p2.Truncated || aws.ToString(p2.Keys[0].KeyId) == aws.ToString(p1.Keys[0].KeyId) {
+		t.Fatalf("ListKeys page 2 = %+v, %v", p2, err)
+	}
 }
 
 func TestServeShutdown(t *testing.T) {
