@@ -239,6 +239,15 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cipher == nil {
+		// The file was empty at open. Another mount of the tree may have
+		// given it a header since: use that key rather than replace it.
+		ci, err := r.loadKey(ctx, b.fd)
+		if err != nil {
+			return 0, err
+		}
+		c.cipher = ci
+	}
+	if c.cipher == nil {
 		if ch.kind == changeTruncate && ch.size == 0 {
 			return 0, nil // empty stays empty
 		}

@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -118,3 +119,52 @@ func TestContentReleased(t *testing.T) {
 		t.Fatalf("reopen made %d Decrypt calls, want 1", d1-d0)
 	}
 }
+
+// TestEmptyFileKeyedElsewhere: a file empty when this mount opened it got
+// its header and key through another mount of the tree; the first write
+// here must use that key, not replace it (which would make the other
+// mount's data unreadable).
+func TestEmptyFileKeyedElsewhere(t *testing.T) {
+	a := newTestRoot(t)
+	b, err := newRoot(Options{CipherDir: "/proc/self/fd/" + itoa(a.fd), Config: a.cfg, Keys: a.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.r.close()
+	ctx := context.Background()
+	fd, err := syscall.Open("/proc/self/fd/"+itoa(a.fd)+"/f", syscall.O_CREAT|syscall.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	ha, err := a.openFile(ctx, a.fd, "f", syscall.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ha.Release(ctx)
+	hb, err := b.r.openFile(ctx, b.r.fd, "f", syscall.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errno := hb.Write(ctx, []byte("from b"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	hb.Release(ctx)
+	if _, errno := ha.Write(ctx, []byte("A"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	hb, err = b.r.openFile(ctx, b.r.fd, "f", syscall.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Release(ctx)
+	res, errno := hb.Read(ctx, make([]byte, 10), 0)
+	if errno != 0 {
+		t.Fatalf("read through the other mount: %v", errno)
+	}
+	if got, _ := res.Bytes(nil); string(got) != "Arom b" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
