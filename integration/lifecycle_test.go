@@ -380,3 +380,36 @@ func TestForeground(t *testing.T) {
 	fs.Mount()
 	checkContent(t, fs.Path("f"), []byte("foreground"))
 }
+
+// TestDaemonKilled kills the daemon with SIGKILL after writes returned:
+// the mount is dead, `kmsfs unmount` must still clear it, and every byte
+// written before must be there on the next mount (the daemon buffers
+// nothing that write(2) already acknowledged).
+func TestDaemonKilled(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	populate(t, fs.Mnt, 12)
+	want := snapshot(t, fs.Mnt)
+	pid := fs.DaemonPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(pid, exitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fs.Path("docs")); !errors.Is(err, syscall.ENOTCONN) {
+		t.Logf("stat on the dead mount: %v (expected ENOTCONN)", err)
+	}
+	res := fs.Exec("unmount", fs.Mnt)
+	if res.Err != nil {
+		t.Errorf("kmsfs unmount of a mount whose daemon was killed: %v (exit %d)\n%s", res.Err, res.Code, res.Stderr)
+		if _, live := findMount(fs.Mnt); live {
+			if out, err := commandOutput("fusermount3", "-u", fs.Mnt); err != nil {
+				t.Fatalf("fusermount3 -u: %v\n%s", err, out)
+			}
+		}
+	}
+	fs.MarkUnmounted()
+	fs.Mount()
+	diffSnapshots(t, "after SIGKILL and a new mount", want, snapshot(t, fs.Mnt))
+}
