@@ -9,6 +9,10 @@
 //	out := fs.Run("info", "--json", p)    // kmsfs with the keystore of fs
 //	fs.Remount("--ro")
 //	runKmsfs(t, env, args...)             // any kmsfs command, fails on exit != 0
+//
+// KMSFS_BIN=/path/to/kmsfs tests that binary instead of building ./cmd/kmsfs;
+// KMSFS_SEED replays a randomized test; CI=true turns skips for missing tools
+// into failures.
 package integration
 
 import (
@@ -71,11 +75,20 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	tempRoot = root
-	binPath = filepath.Join(root, "kmsfs")
-	if err := buildBinary(binPath); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: %v\n", err)
-		os.RemoveAll(root)
-		return 1
+	if bin := os.Getenv("KMSFS_BIN"); bin != "" {
+		// A binary built elsewhere (say, from a clean checkout).
+		if binPath, err = filepath.Abs(bin); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: KMSFS_BIN: %v\n", err)
+			os.RemoveAll(root)
+			return 1
+		}
+	} else {
+		binPath = filepath.Join(root, "kmsfs")
+		if err := buildBinary(binPath); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: %v\n", err)
+			os.RemoveAll(root)
+			return 1
+		}
 	}
 
 	code := m.Run()
@@ -90,7 +103,16 @@ func testMain(m *testing.M) int {
 			}
 		}
 	}
-	if pids := daemonPIDs(func(int, []string) bool { return true }); len(pids) > 0 {
+	// Only daemons of this run: their command line names a path under root.
+	ours := func(_ int, args []string) bool {
+		for _, a := range args {
+			if strings.HasPrefix(a, root+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	if pids := daemonPIDs(ours); len(pids) > 0 {
 		code = 1
 		for _, pid := range pids {
 			fmt.Fprintf(os.Stderr, "integration: FAIL: kmsfs process %d still running after the tests; killing it\n", pid)
