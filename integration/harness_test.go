@@ -531,7 +531,7 @@ func (fs *testFS) cleanup() {
 		}
 		t.Logf("daemon log %s:\n%s", fs.LogFile, log)
 	}
-	if fs.mounted {
+	if _, live := findMount(fs.Mnt); live || fs.mounted {
 		t.Errorf("cleanup: %s is still mounted; keeping %s", fs.Mnt, fs.dir)
 		return
 	}
