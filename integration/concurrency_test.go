@@ -125,8 +125,9 @@ func TestParallelReaders(t *testing.T) {
 }
 
 // TestParallelWritersOneFile has goroutines write interleaved, non-
-// overlapping stripes of one file, smaller than a chunk, so that every chunk
-// is read-modified-written by several writers at once. The per-inode lock
+// overlapping stripes of one file (through two hard-linked names), smaller
+// than a chunk, so that every chunk is read-modified-written by several
+// writers at once. The per-inode lock
 // must keep every stripe; a lost update shows up as a stripe of old bytes.
 func TestParallelWritersOneFile(t *testing.T) {
 	t.Parallel()
@@ -138,13 +139,22 @@ func TestParallelWritersOneFile(t *testing.T) {
 			size := 64*cs + 123
 			want := make([]byte, size)
 			mustWrite(t, fs.Path("f"), want)
+			// Half of the writers go through a hard link: the content lock
+			// belongs to the inode, not to a name.
+			if err := os.Link(fs.Path("f"), fs.Path("link")); err != nil {
+				t.Fatal(err)
+			}
 			var wg sync.WaitGroup
 			errs := make(chan error, writers)
 			for w := 0; w < writers; w++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					f, err := os.OpenFile(fs.Path("f"), os.O_RDWR, 0)
+					name := "f"
+					if w%2 == 1 {
+						name = "link"
+					}
+					f, err := os.OpenFile(fs.Path(name), os.O_RDWR, 0)
 					if err != nil {
 						errs <- err
 						return
@@ -262,4 +272,60 @@ func TestConcurrentWriteTruncate(t *testing.T) {
 	checkContent(t, fs.Path("f"), want)
 	fs.Remount()
 	checkContent(t, fs.Path("f"), want)
+}
+
+// TestWriteWhileRenaming writes a file through an open descriptor while
+// another goroutine renames it back and forth between directories: every
+// write must land in the one file.
+func TestWriteWhileRenaming(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	for _, d := range []string{"x", "y"} {
+		if err := os.Mkdir(fs.Path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := randomBytes(newRand(77), 3<<20)
+	f, err := os.Create(fs.Path("x", "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	renamed := make(chan error, 1)
+	go func() {
+		names := []string{fs.Path("x", "f"), fs.Path("y", "g")}
+		i := 0
+		for {
+			select {
+			case <-stop:
+				renamed <- nil
+				return
+			default:
+			}
+			if err := os.Rename(names[i%2], names[(i+1)%2]); err != nil {
+				renamed <- err
+				return
+			}
+			i++
+		}
+	}()
+	for off := 0; off < len(data); off += 10000 {
+		end := min(off+10000, len(data))
+		if _, err := f.WriteAt(data[off:end], int64(off)); err != nil {
+			t.Errorf("write at %d: %v", off, err)
+			break
+		}
+	}
+	close(stop)
+	if err := <-renamed; err != nil {
+		t.Errorf("rename: %v", err)
+	}
+	f.Close()
+	name := fs.Path("x", "f")
+	if _, err := os.Stat(name); err != nil {
+		name = fs.Path("y", "g")
+	}
+	checkContent(t, name, data)
+	fs.Remount()
+	checkContent(t, name, data)
 }
