@@ -17,7 +17,7 @@ import (
 // pread, write at the file position, lseek, ftruncate, truncate by path,
 // fallocate, reads and writes through shared mappings, fsync, close and reopen with O_APPEND, O_TRUNC, read-only and
 // write-only) on several files both in the mount and in a plain reference
-// directory and requires
+// directory (one file also through a hard link) and requires
 // identical results (byte counts, errnos, sizes, contents) at every step, with
 // a remount half way and a full comparison after a final remount.
 //
@@ -92,6 +92,18 @@ func (d *differ) run(ops int) {
 		d.files = append(d.files, f)
 		d.open(f, unix.O_RDWR|unix.O_CREAT)
 	}
+	// A second name for f0: operations through either name must agree.
+	link := &diffFile{name: "f0-link", mnt: -1, ref: -1}
+	mp, rp := d.paths(d.files[0])
+	lm, lr := d.paths(link)
+	if err := os.Link(mp, lm); err != nil {
+		d.t.Fatalf("link in the mount: %v", err)
+	}
+	if err := os.Link(rp, lr); err != nil {
+		d.t.Fatal(err)
+	}
+	d.files = append(d.files, link)
+	d.open(link, unix.O_RDWR)
 	for d.step = 0; d.step < ops; d.step++ {
 		if d.step == ops/2 {
 			d.closeAll()
@@ -111,7 +123,7 @@ func (d *differ) run(ops int) {
 	d.compareAll("at the end")
 	d.fs.Remount()
 	d.compareAll("after the final remount")
-	d.t.Logf("%d operations on %d files, zero mismatches (seed %d)", ops, diffFiles, d.seed)
+	d.t.Logf("%d operations on %d files (one with a second name), zero mismatches (seed %d)", ops, diffFiles, d.seed)
 }
 
 // record remembers an operation for the failure report.
