@@ -258,16 +258,27 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 	f := b.file(c)
 	switch ch.kind {
 	case changeWrite:
+		size, err := f.Size()
+		if err != nil {
+			return 0, err
+		}
 		off := ch.off
 		if ch.appendMode {
-			size, err := f.Size()
-			if err != nil {
-				return 0, err
-			}
 			off = size
+		}
+		// Space first, so a full disk cannot tear a chunk (reserve.go).
+		if err := r.reserveWrite(b.fd, size, off, len(ch.data)); err != nil {
+			return 0, err
 		}
 		return f.WriteAt(ch.data, off)
 	case changeTruncate:
+		size, err := f.Size()
+		if err != nil {
+			return 0, err
+		}
+		if err := r.reserveTruncate(b.fd, size, ch.size); err != nil {
+			return 0, err
+		}
 		return 0, f.Truncate(ch.size)
 	case changeAllocate:
 		return 0, r.allocate(b.fd, f, ch.off, ch.size, ch.mode)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +71,10 @@ type root struct {
 	appendWrite chan struct{}
 
 	closeOnce sync.Once
+
+	// noReserve is set once the backing filesystem answers fallocate with
+	// EOPNOTSUPP: writes then go unreserved (reserve.go).
+	noReserve atomic.Bool
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
