@@ -20,22 +20,60 @@ import (
 // chunk fails authentication. It deliberately says nothing about why.
 var ErrAuthentication = errors.New("chunk: authentication failed")
 
-// AuthError reports which part of which file failed authentication. It
-// matches ErrAuthentication with errors.Is.
+// AuthError reports which part of which file failed authentication, and
+// how. It matches ErrAuthentication with errors.Is.
 type AuthError struct {
 	FileID FileID
 	// Chunk is the index of the chunk that failed, or HeaderChunk for the header.
 	Chunk uint64
+	// Reason says what was wrong; the zero value is ReasonTag.
+	Reason AuthReason
 }
 
 // HeaderChunk is the AuthError.Chunk value that designates the header.
 const HeaderChunk = math.MaxUint64
 
-func (e *AuthError) Error() string {
-	if e.Chunk == HeaderChunk {
-		return fmt.Sprintf("chunk: authentication failed: file %s header", e.FileID)
+// AuthReason classifies an authentication failure. It never carries key
+// material or plaintext.
+type AuthReason uint8
+
+const (
+	// ReasonTag: the tag did not verify (bit flip, chunks swapped, a chunk
+	// or header from another file or key, a cut or torn chunk).
+	ReasonTag AuthReason = iota
+	// ReasonTruncated: chunks are missing at the end. Either the last chunk
+	// (AuthError.Chunk) verifies only as a middle chunk, so the file was cut
+	// at a chunk boundary, or the backing file holds only a header that says
+	// the file has data (AuthError.Chunk is 0: the file was truncated to
+	// empty).
+	ReasonTruncated
+	// ReasonHole: an all-zero chunk where no hole may be: in a file whose
+	// header lacks FlagSparse, or as the last chunk of any file.
+	ReasonHole
+)
+
+// String returns the reason in a few words.
+func (r AuthReason) String() string {
+	switch r {
+	case ReasonTag:
+		return "tag mismatch"
+	case ReasonTruncated:
+		return "truncated"
+	case ReasonHole:
+		return "unexpected hole"
 	}
-	return fmt.Sprintf("chunk: authentication failed: file %s chunk %d", e.FileID, e.Chunk)
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+func (e *AuthError) Error() string {
+	where := fmt.Sprintf("chunk %d", e.Chunk)
+	if e.Chunk == HeaderChunk {
+		where = "header"
+	}
+	if e.Reason == ReasonTag {
+		return fmt.Sprintf("chunk: authentication failed: file %s %s", e.FileID, where)
+	}
+	return fmt.Sprintf("chunk: authentication failed: file %s %s: %s", e.FileID, where, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrAuthentication) true for an *AuthError.
@@ -47,8 +85,9 @@ const (
 	chunkDomain  = 'C'
 )
 
-// chunkAADSize is the size of a chunk's AAD: "C" ‖ header fields ‖ uint64 index.
-const chunkAADSize = 1 + headerFieldsSize + 8
+// chunkAADSize is the size of a chunk's AAD: "C" ‖ immutable header fields ‖
+// uint64 index ‖ final byte.
+const chunkAADSize = 1 + immutableSize + 8 + 1
 
 // Cipher seals and opens the header and the chunks of one file under the
 // file's DEK. It is safe for concurrent use.
@@ -59,11 +98,13 @@ const chunkAADSize = 1 + headerFieldsSize + 8
 // puts the limit at 2^32 chunk writes per file: 16 TiB written into one file
 // with 4096-byte chunks. The Cipher does not count seals.
 type Cipher struct {
-	aead      cipher.AEAD
-	header    Header
-	headerAAD [1 + headerFieldsSize]byte
-	// chunkAAD is the chunk AAD with a zero index; Seal and Open copy it and
-	// fill in the index.
+	aead   cipher.AEAD
+	header Header
+	// fields are the header fields of c.header; the immutable ones start
+	// every header of the file and every chunk AAD.
+	fields [headerFieldsSize]byte
+	// chunkAAD is the chunk AAD with a zero index and final byte; Seal and
+	// Open copy it and fill them in.
 	chunkAAD [chunkAADSize]byte
 	// aads recycles *[chunkAADSize]byte: an AAD passed to the AEAD interface
 	// escapes to the heap, and one allocation per chunk adds up.
@@ -90,75 +131,109 @@ func NewCipher(dek []byte, h Header) (*Cipher, error) {
 	}
 	c := &Cipher{aead: aead, header: h}
 	f := h.fields()
-	c.headerAAD[0] = headerDomain
-	copy(c.headerAAD[1:], f[:])
+	c.fields = f
 	c.chunkAAD[0] = chunkDomain
-	copy(c.chunkAAD[1:], f[:])
+	copy(c.chunkAAD[1:], f[:immutableSize])
 	return c, nil
 }
 
-// Header returns the header the Cipher was built for.
+// Header returns the header the Cipher was built for. Its Flags are those
+// the header had then; the backing file's flags may have changed since
+// (read them with [Cipher.OpenHeader]).
 func (c *Cipher) Header() Header { return c.header }
 
 // ChunkSize returns the plaintext size of a full chunk.
 func (c *Cipher) ChunkSize() int { return int(c.header.ChunkSize) }
 
-// MarshalHeader returns the HeaderSize-byte header: the header fields, a
-// fresh random nonce and the tag over them.
+// MarshalHeader returns the HeaderSize-byte header with the flags of
+// c.Header(): the header fields, a fresh random nonce and the tag over them.
+// A new file's header (from NewHeader) has no flags set.
 func (c *Cipher) MarshalHeader() ([]byte, error) {
-	return c.marshalHeader(rand.Reader)
+	return c.marshalHeader(c.header.Flags, rand.Reader)
 }
 
-// marshalHeader is MarshalHeader with the nonce source as a parameter, for
-// known-answer tests; production code always passes crypto/rand.Reader.
-func (c *Cipher) marshalHeader(random io.Reader) ([]byte, error) {
+// MarshalHeaderFlags is MarshalHeader with the given flags instead of those
+// of c.Header(). Unknown flag bits are a caller bug and panic.
+func (c *Cipher) MarshalHeaderFlags(flags uint8) ([]byte, error) {
+	return c.marshalHeader(flags, rand.Reader)
+}
+
+// marshalHeader is MarshalHeaderFlags with the nonce source as a parameter,
+// for known-answer tests; production code always passes crypto/rand.Reader.
+func (c *Cipher) marshalHeader(flags uint8, random io.Reader) ([]byte, error) {
+	if flags&^knownFlags != 0 {
+		panic(fmt.Sprintf("chunk: internal error: unknown header flags %#x", flags))
+	}
 	b := make([]byte, headerFieldsSize, HeaderSize)
-	copy(b, c.headerAAD[1:])
+	copy(b, c.fields[:])
+	b[flagsOffset] = flags
 	nonce := b[headerFieldsSize : headerFieldsSize+NonceSize]
 	b = b[:headerFieldsSize+NonceSize]
 	if _, err := io.ReadFull(random, nonce); err != nil {
 		return nil, fmt.Errorf("chunk: generating header nonce: %w", err)
 	}
-	return c.aead.Seal(b, nonce, nil, c.headerAAD[:]), nil
+	var aad [1 + headerFieldsSize]byte
+	aad[0] = headerDomain
+	copy(aad[1:], b[:headerFieldsSize])
+	return c.aead.Seal(b, nonce, nil, aad[:]), nil
 }
 
-// VerifyHeader checks that b starts with a header whose fields equal
-// c.Header() and whose tag verifies under the DEK. A malformed header gives
-// an error wrapping ErrCorrupt; any other mismatch an *AuthError for the
-// header.
+// VerifyHeader checks that b starts with a header of this file: its
+// immutable fields (magic, version, algorithm, chunk size, file ID) equal
+// those of c.Header(), its flags are valid, and its tag verifies under the
+// DEK. The flags may differ from c.Header().Flags: they change over the
+// file's life. A malformed header gives an error wrapping ErrCorrupt; any
+// other mismatch an *AuthError for the header.
 func (c *Cipher) VerifyHeader(b []byte) error {
+	_, err := c.OpenHeader(b)
+	return err
+}
+
+// OpenHeader is VerifyHeader that also returns the verified header, with
+// the flags b carries.
+func (c *Cipher) OpenHeader(b []byte) (Header, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
-		return err
+		return Header{}, err
 	}
-	authErr := &AuthError{FileID: h.FileID, Chunk: HeaderChunk}
-	if subtle.ConstantTimeCompare(b[:headerFieldsSize], c.headerAAD[1:]) != 1 {
-		return authErr
+	authErr := &AuthError{FileID: c.header.FileID, Chunk: HeaderChunk}
+	if subtle.ConstantTimeCompare(b[:immutableSize], c.fields[:immutableSize]) != 1 {
+		return Header{}, authErr
 	}
+	var aad [1 + headerFieldsSize]byte
+	aad[0] = headerDomain
+	copy(aad[1:], b[:headerFieldsSize])
 	nonce := b[headerFieldsSize : headerFieldsSize+NonceSize]
 	tag := b[headerFieldsSize+NonceSize : HeaderSize]
-	if _, err := c.aead.Open(nil, nonce, tag, c.headerAAD[:]); err != nil {
-		return authErr
+	if _, err := c.aead.Open(nil, nonce, tag, aad[:]); err != nil {
+		return Header{}, authErr
 	}
-	return nil
+	return h, nil
 }
 
 // SealedSize returns the stored size of a chunk with plain bytes of plaintext.
 func SealedSize(plain int) int { return plain + Overhead }
 
-// Seal encrypts plain as chunk index of the file and appends nonce ‖
-// ciphertext ‖ tag (len(plain)+Overhead bytes) to dst, returning the updated
-// slice. The nonce is fresh from crypto/rand. plain must hold 1 to
-// ChunkSize() bytes; anything else is a caller bug and panics. To reuse
-// plain's storage for the output, plain must be exactly NonceSize bytes
-// past the end of dst; otherwise dst and plain must not overlap.
+// Seal is SealChunk for a chunk that is not the last of its file.
 func (c *Cipher) Seal(dst, plain []byte, index uint64) []byte {
-	return c.seal(dst, plain, index, rand.Reader)
+	return c.seal(dst, plain, index, false, rand.Reader)
 }
 
-// seal is Seal with the nonce source as a parameter, for known-answer tests;
-// production code always passes crypto/rand.Reader.
-func (c *Cipher) seal(dst, plain []byte, index uint64, random io.Reader) []byte {
+// SealChunk encrypts plain as chunk index of the file and appends nonce ‖
+// ciphertext ‖ tag (len(plain)+Overhead bytes) to dst, returning the updated
+// slice. final says whether the chunk is the last of the file; it is
+// authenticated (FORMAT.md, "Final chunk"). The nonce is fresh from
+// crypto/rand. plain must hold 1 to ChunkSize() bytes; anything else is a
+// caller bug and panics. To reuse plain's storage for the output, plain must
+// be exactly NonceSize bytes past the end of dst; otherwise dst and plain
+// must not overlap.
+func (c *Cipher) SealChunk(dst, plain []byte, index uint64, final bool) []byte {
+	return c.seal(dst, plain, index, final, rand.Reader)
+}
+
+// seal is SealChunk with the nonce source as a parameter, for known-answer
+// tests; production code always passes crypto/rand.Reader.
+func (c *Cipher) seal(dst, plain []byte, index uint64, final bool, random io.Reader) []byte {
 	if len(plain) == 0 || len(plain) > c.ChunkSize() {
 		panic(fmt.Sprintf("chunk: internal error: sealing %d bytes with chunk size %d", len(plain), c.ChunkSize()))
 	}
@@ -169,23 +244,30 @@ func (c *Cipher) seal(dst, plain []byte, index uint64, random io.Reader) []byte 
 		// in production.
 		panic("chunk: internal error: reading nonce: " + err.Error())
 	}
-	aad := c.aad(index)
+	aad := c.aad(index, final)
 	c.aead.Seal(out[NonceSize:NonceSize], nonce, plain, aad[:])
 	c.aads.Put(aad)
 	return ret
 }
 
-// Open authenticates and decrypts sealed, which must be chunk index of the
-// file, and appends the plaintext (len(sealed)-Overhead bytes) to dst,
-// returning the updated slice. On failure, including a sealed length outside
-// Overhead+1 to ChunkSize()+Overhead, it returns an *AuthError and dst
-// unchanged. Open does not treat all-zero input as a hole; File does. dst
-// and sealed must not overlap.
+// Open is OpenChunk for a chunk that is not the last of its file.
 func (c *Cipher) Open(dst, sealed []byte, index uint64) ([]byte, error) {
+	return c.OpenChunk(dst, sealed, index, false)
+}
+
+// OpenChunk authenticates and decrypts sealed, which must be chunk index of
+// the file sealed with the same final flag, and appends the plaintext
+// (len(sealed)-Overhead bytes) to dst, returning the updated slice. On
+// failure, including a sealed length outside Overhead+1 to
+// ChunkSize()+Overhead, it returns an *AuthError (ReasonTag) and dst
+// unchanged. OpenChunk does not treat all-zero input as a hole and knows
+// nothing of a file's size; File applies those rules. dst and sealed must
+// not overlap.
+func (c *Cipher) OpenChunk(dst, sealed []byte, index uint64, final bool) ([]byte, error) {
 	if len(sealed) <= Overhead || len(sealed) > c.ChunkSize()+Overhead {
 		return dst, &AuthError{FileID: c.header.FileID, Chunk: index}
 	}
-	aad := c.aad(index)
+	aad := c.aad(index, final)
 	out, err := c.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], aad[:])
 	c.aads.Put(aad)
 	if err != nil {
@@ -196,13 +278,16 @@ func (c *Cipher) Open(dst, sealed []byte, index uint64) ([]byte, error) {
 
 // aad returns the AAD of chunk index in a pooled buffer; the caller puts it
 // back into c.aads.
-func (c *Cipher) aad(index uint64) *[chunkAADSize]byte {
+func (c *Cipher) aad(index uint64, final bool) *[chunkAADSize]byte {
 	aad, ok := c.aads.Get().(*[chunkAADSize]byte)
 	if !ok {
 		aad = new([chunkAADSize]byte)
 	}
 	*aad = c.chunkAAD
-	binary.BigEndian.PutUint64(aad[1+headerFieldsSize:], index)
+	binary.BigEndian.PutUint64(aad[1+immutableSize:], index)
+	if final {
+		aad[chunkAADSize-1] = 1
+	}
 	return aad
 }
 

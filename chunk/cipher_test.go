@@ -25,16 +25,22 @@ type vectorFile struct {
 }
 
 type vectorSet struct {
-	Key         string        `json:"key"`
-	ChunkSize   int           `json:"chunk_size"`
-	FileID      string        `json:"file_id"`
-	HeaderNonce string        `json:"header_nonce"`
-	Header      string        `json:"header"`
-	Chunks      []vectorChunk `json:"chunks"`
+	Key       string         `json:"key"`
+	ChunkSize int            `json:"chunk_size"`
+	FileID    string         `json:"file_id"`
+	Headers   []vectorHeader `json:"headers"`
+	Chunks    []vectorChunk  `json:"chunks"`
+}
+
+type vectorHeader struct {
+	Flags  uint8  `json:"flags"`
+	Nonce  string `json:"nonce"`
+	Header string `json:"header"`
 }
 
 type vectorChunk struct {
 	Index     uint64 `json:"index"`
+	Final     bool   `json:"final"`
 	Plaintext string `json:"plaintext"`
 	Nonce     string `json:"nonce"`
 	Sealed    string `json:"sealed"`
@@ -77,27 +83,31 @@ func generateVectors(t *testing.T) vectorFile {
 		"Regenerate only for a new format version: go test ./chunk -run TestVectors -update"}
 	for _, cs := range []int{MinChunkSize, DefaultChunkSize} {
 		c := newTestCipher(t, cs)
-		hn := pattern(NonceSize, 0x10)
-		hb, err := c.marshalHeader(bytes.NewReader(hn))
-		if err != nil {
-			t.Fatal(err)
-		}
 		set := vectorSet{
-			Key:         hex.EncodeToString(seqKey()),
-			ChunkSize:   cs,
-			FileID:      c.Header().FileID.String(),
-			HeaderNonce: hex.EncodeToString(hn),
-			Header:      hex.EncodeToString(hb),
+			Key:       hex.EncodeToString(seqKey()),
+			ChunkSize: cs,
+			FileID:    c.Header().FileID.String(),
+		}
+		for k, flags := range []uint8{0, FlagHasData, FlagHasData | FlagSparse} {
+			hn := pattern(NonceSize, byte(0x10+k))
+			hb, err := c.marshalHeader(flags, bytes.NewReader(hn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			set.Headers = append(set.Headers, vectorHeader{
+				Flags: flags, Nonce: hex.EncodeToString(hn), Header: hex.EncodeToString(hb),
+			})
 		}
 		for k, ch := range []struct {
 			index uint64
 			n     int
-		}{{0, 1}, {1, cs - 1}, {2, cs}, {1 << 40, 17}, {math.MaxUint64 - 1, cs}} {
+			final bool
+		}{{0, 1, true}, {1, cs - 1, true}, {2, cs, false}, {2, cs, true}, {1 << 40, 17, true}, {math.MaxUint64 - 1, cs, false}} {
 			pt := pattern(ch.n, byte(k))
 			nonce := pattern(NonceSize, byte(0x30+k))
-			sealed := c.seal(nil, pt, ch.index, bytes.NewReader(nonce))
+			sealed := c.seal(nil, pt, ch.index, ch.final, bytes.NewReader(nonce))
 			set.Chunks = append(set.Chunks, vectorChunk{
-				Index: ch.index, Plaintext: hex.EncodeToString(pt),
+				Index: ch.index, Final: ch.final, Plaintext: hex.EncodeToString(pt),
 				Nonce: hex.EncodeToString(nonce), Sealed: hex.EncodeToString(sealed),
 			})
 		}
@@ -149,47 +159,62 @@ func TestVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantHeader := unhex(t, set.Header)
 
 		// Independent construction straight from FORMAT.md.
 		block, _ := aes.NewCipher(key)
 		gcm, _ := cipher.NewGCM(block)
-		fields := make([]byte, 0, 28)
-		fields = append(fields, "KMSF"...)
-		fields = binary.BigEndian.AppendUint16(fields, 1)
-		fields = append(fields, 1, 0)
-		fields = binary.BigEndian.AppendUint32(fields, uint32(set.ChunkSize))
-		fields = append(fields, id[:]...)
-		hn := unhex(t, set.HeaderNonce)
-		spec := append(append(append([]byte{}, fields...), hn...), gcm.Seal(nil, hn, nil, append([]byte("H"), fields...))...)
-		if !bytes.Equal(spec, wantHeader) {
-			t.Errorf("cs %d: header vector disagrees with FORMAT.md:\n got %x\nwant %x", set.ChunkSize, wantHeader, spec)
+		immutable := make([]byte, 0, 27)
+		immutable = append(immutable, "KMSF"...)
+		immutable = binary.BigEndian.AppendUint16(immutable, 1)
+		immutable = append(immutable, 1)
+		immutable = binary.BigEndian.AppendUint32(immutable, uint32(set.ChunkSize))
+		immutable = append(immutable, id[:]...)
+		if len(set.Headers) == 0 || len(set.Chunks) == 0 {
+			t.Fatal("empty vector set")
 		}
-
-		got, err := c.marshalHeader(bytes.NewReader(hn))
-		if err != nil || !bytes.Equal(got, wantHeader) {
-			t.Errorf("cs %d: marshalHeader = %x, %v\nwant %x", set.ChunkSize, got, err, wantHeader)
-		}
-		if err := c.VerifyHeader(wantHeader); err != nil {
-			t.Errorf("cs %d: VerifyHeader(vector): %v", set.ChunkSize, err)
-		}
-		if ph, err := ParseHeader(wantHeader); err != nil || ph != h {
-			t.Errorf("cs %d: ParseHeader(vector) = %+v, %v", set.ChunkSize, ph, err)
+		for _, vh := range set.Headers {
+			want := unhex(t, vh.Header)
+			hn := unhex(t, vh.Nonce)
+			fields := append(append([]byte{}, immutable...), vh.Flags)
+			spec := append(append(append([]byte{}, fields...), hn...), gcm.Seal(nil, hn, nil, append([]byte("H"), fields...))...)
+			if !bytes.Equal(spec, want) {
+				t.Errorf("cs %d flags %#x: header vector disagrees with FORMAT.md:\n got %x\nwant %x", set.ChunkSize, vh.Flags, want, spec)
+			}
+			got, err := c.marshalHeader(vh.Flags, bytes.NewReader(hn))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("cs %d flags %#x: marshalHeader = %x, %v\nwant %x", set.ChunkSize, vh.Flags, got, err, want)
+			}
+			wh := h
+			wh.Flags = vh.Flags
+			if oh, err := c.OpenHeader(want); err != nil || oh != wh {
+				t.Errorf("cs %d flags %#x: OpenHeader(vector) = %+v, %v", set.ChunkSize, vh.Flags, oh, err)
+			}
+			if ph, err := ParseHeader(want); err != nil || ph != wh {
+				t.Errorf("cs %d flags %#x: ParseHeader(vector) = %+v, %v", set.ChunkSize, vh.Flags, ph, err)
+			}
 		}
 
 		for _, ch := range set.Chunks {
 			pt, nonce, sealed := unhex(t, ch.Plaintext), unhex(t, ch.Nonce), unhex(t, ch.Sealed)
-			aad := append([]byte("C"), fields...)
+			aad := append([]byte("C"), immutable...)
 			aad = binary.BigEndian.AppendUint64(aad, ch.Index)
+			final := byte(0)
+			if ch.Final {
+				final = 1
+			}
+			aad = append(aad, final)
 			spec := append(append([]byte{}, nonce...), gcm.Seal(nil, nonce, pt, aad)...)
 			if !bytes.Equal(spec, sealed) {
 				t.Errorf("cs %d chunk %d: vector disagrees with FORMAT.md", set.ChunkSize, ch.Index)
 			}
-			if got := c.seal(nil, pt, ch.Index, bytes.NewReader(nonce)); !bytes.Equal(got, sealed) {
+			if got := c.seal(nil, pt, ch.Index, ch.Final, bytes.NewReader(nonce)); !bytes.Equal(got, sealed) {
 				t.Errorf("cs %d chunk %d: seal = %x\nwant %x", set.ChunkSize, ch.Index, got, sealed)
 			}
-			if got, err := c.Open(nil, sealed, ch.Index); err != nil || !bytes.Equal(got, pt) {
-				t.Errorf("cs %d chunk %d: Open(vector) = %x, %v", set.ChunkSize, ch.Index, got, err)
+			if got, err := c.OpenChunk(nil, sealed, ch.Index, ch.Final); err != nil || !bytes.Equal(got, pt) {
+				t.Errorf("cs %d chunk %d: OpenChunk(vector) = %x, %v", set.ChunkSize, ch.Index, got, err)
+			}
+			if _, err := c.OpenChunk(nil, sealed, ch.Index, !ch.Final); !errors.Is(err, ErrAuthentication) {
+				t.Errorf("cs %d chunk %d: opened with the wrong final flag: %v", set.ChunkSize, ch.Index, err)
 			}
 		}
 	}
@@ -356,22 +381,43 @@ func TestChunkBitFlips(t *testing.T) {
 	}
 }
 
-// TestAADFieldsBound checks, with the raw AEAD, that the header fields
-// which cannot differ in a valid Header (magic, version, algorithm, flags)
-// are part of the chunk AAD too, and that header and chunk tags are
-// separated by domain.
+// TestAADFieldsBound checks, with the raw AEAD, that every byte of the
+// chunk AAD (domain, immutable header fields, index, final byte) is bound,
+// that the header flags are not (so rewriting them keeps chunks valid), and
+// that header and chunk tags are separated by domain.
 func TestAADFieldsBound(t *testing.T) {
 	c := newTestCipher(t, MinChunkSize)
 	pt := pattern(40, 2)
 	for pos := 0; pos < len(c.chunkAAD); pos++ {
 		for bit := 0; bit < 8; bit++ {
 			aad := c.chunkAAD
-			binary.BigEndian.PutUint64(aad[1+headerFieldsSize:], 3)
+			binary.BigEndian.PutUint64(aad[1+immutableSize:], 3)
 			aad[pos] ^= 1 << bit
 			nonce := pattern(NonceSize, 9)
 			sealed := append(append([]byte{}, nonce...), c.aead.Seal(nil, nonce, pt, aad[:])...)
-			if _, err := c.Open(nil, sealed, 3); !errors.Is(err, ErrAuthentication) {
+			// Sealed as a middle chunk (final byte 0) with one AAD bit
+			// flipped; flipping the low bit of the final byte gives final 1.
+			if _, err := c.OpenChunk(nil, sealed, 3, false); !errors.Is(err, ErrAuthentication) {
 				t.Fatalf("chunk sealed with AAD byte %d bit %d flipped opened", pos, bit)
+			}
+			_, err := c.OpenChunk(nil, sealed, 3, true)
+			if isFinalBit := pos == chunkAADSize-1 && bit == 0; isFinalBit != (err == nil) {
+				t.Fatalf("AAD byte %d bit %d flipped: OpenChunk(final) = %v", pos, bit, err)
+			}
+		}
+	}
+	// A Cipher built from a header with other flags opens the same chunks.
+	for _, flags := range []uint8{FlagHasData, FlagSparse, FlagHasData | FlagSparse} {
+		h := c.Header()
+		h.Flags = flags
+		other, err := NewCipher(seqKey(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, final := range []bool{false, true} {
+			sealed := c.SealChunk(nil, pt, 7, final)
+			if _, err := other.OpenChunk(nil, sealed, 7, final); err != nil {
+				t.Errorf("flags %#x: chunk no longer opens: %v", flags, err)
 			}
 		}
 	}
@@ -381,6 +427,50 @@ func TestAADFieldsBound(t *testing.T) {
 	copy(hb[headerFieldsSize+NonceSize:], c.aead.Seal(nil, hb[headerFieldsSize:headerFieldsSize+NonceSize], nil, aad))
 	if err := c.VerifyHeader(hb); !errors.Is(err, ErrAuthentication) {
 		t.Errorf("header tag in the chunk domain verified: %v", err)
+	}
+}
+
+// TestHeaderFlags checks that the flags are authenticated by the header tag
+// but may differ from the Cipher's, and that unknown bits are rejected.
+func TestHeaderFlags(t *testing.T) {
+	c := newTestCipher(t, DefaultChunkSize)
+	for _, flags := range []uint8{0, FlagHasData, FlagSparse, FlagHasData | FlagSparse} {
+		hb, err := c.MarshalHeaderFlags(flags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := c.OpenHeader(hb)
+		if err != nil || h.Flags != flags || h.FileID != c.Header().FileID {
+			t.Fatalf("OpenHeader(flags %#x) = %+v, %v", flags, h, err)
+		}
+		if err := c.VerifyHeader(hb); err != nil {
+			t.Errorf("VerifyHeader(flags %#x): %v", flags, err)
+		}
+		// Editing the flags without the key is detected.
+		for _, other := range []uint8{0, FlagHasData, FlagSparse, FlagHasData | FlagSparse} {
+			if other == flags {
+				continue
+			}
+			b := append([]byte{}, hb...)
+			b[flagsOffset] = other
+			var ae *AuthError
+			if err := c.VerifyHeader(b); !errors.As(err, &ae) || ae.Chunk != HeaderChunk {
+				t.Errorf("flags %#x edited to %#x: VerifyHeader = %v", flags, other, err)
+			}
+		}
+	}
+	for bit := 2; bit < 8; bit++ {
+		hb, _ := c.MarshalHeader()
+		hb[flagsOffset] = 1 << bit
+		if _, err := ParseHeader(hb); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("flag bit %d: ParseHeader = %v, want ErrCorrupt", bit, err)
+		}
+		h := c.Header()
+		h.Flags = 1 << bit
+		if _, err := NewCipher(seqKey(), h); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("flag bit %d: NewCipher = %v, want ErrCorrupt", bit, err)
+		}
+		mustPanic(t, "MarshalHeaderFlags(unknown)", func() { c.MarshalHeaderFlags(1 << bit) })
 	}
 }
 
@@ -396,12 +486,13 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"version 2", func(b []byte) { binary.BigEndian.PutUint16(b[4:], 2) }},
 		{"algorithm 0", func(b []byte) { b[6] = 0 }},
 		{"algorithm 2", func(b []byte) { b[6] = 2 }},
-		{"flags", func(b []byte) { b[7] = 1 }},
-		{"chunk size 0", func(b []byte) { binary.BigEndian.PutUint32(b[8:], 0) }},
-		{"chunk size 256", func(b []byte) { binary.BigEndian.PutUint32(b[8:], 256) }},
-		{"chunk size 4097", func(b []byte) { binary.BigEndian.PutUint32(b[8:], 4097) }},
-		{"chunk size 2 MiB", func(b []byte) { binary.BigEndian.PutUint32(b[8:], 2<<20) }},
-		{"chunk size max", func(b []byte) { binary.BigEndian.PutUint32(b[8:], math.MaxUint32) }},
+		{"flags reserved bit", func(b []byte) { b[27] = 4 }},
+		{"flags compression nibble", func(b []byte) { b[27] = 0x10 }},
+		{"chunk size 0", func(b []byte) { binary.BigEndian.PutUint32(b[7:], 0) }},
+		{"chunk size 256", func(b []byte) { binary.BigEndian.PutUint32(b[7:], 256) }},
+		{"chunk size 4097", func(b []byte) { binary.BigEndian.PutUint32(b[7:], 4097) }},
+		{"chunk size 2 MiB", func(b []byte) { binary.BigEndian.PutUint32(b[7:], 2<<20) }},
+		{"chunk size max", func(b []byte) { binary.BigEndian.PutUint32(b[7:], math.MaxUint32) }},
 	}
 	for _, tt := range tests {
 		b := append([]byte{}, good...)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Backing is what a File needs of the backing (ciphertext) file. *os.File
@@ -22,7 +23,8 @@ const (
 	// batchBytes bounds the plaintext handled by one backing ReadAt or
 	// WriteAt (and so the buffer a call allocates): 4 MiB, well above the
 	// 128 KiB to 1 MiB of a FUSE request, which therefore costs one backing
-	// call.
+	// call. It is at least 4 chunks of the largest chunk size, which the
+	// write path relies on (see WriteAt).
 	batchBytes = 4 << 20
 	// parallelSealChunks is the number of chunks from which a write seals on
 	// two goroutines instead of one.
@@ -33,19 +35,29 @@ const (
 //
 // ReadAt and Size may be called concurrently with each other. WriteAt and
 // Truncate are not serialised: the caller must hold a per-file lock that
-// excludes them from each other and from ReadAt.
+// excludes them from each other and from ReadAt. Several File values may
+// share one backing file (one per open handle) under that lock: a File keeps
+// no state about the backing file across calls except that FlagSparse was
+// seen, which is never cleared.
 //
-// File trusts the backing file's header: the caller verifies it with
-// [Cipher.VerifyHeader] before creating the File (or the backing file is
-// empty, and the first WriteAt or Truncate writes it). Everything after the
-// header is untrusted: a damaged backing file gives errors, never a panic or
-// an allocation larger than a few chunks beyond the request.
+// File trusts the immutable header fields: the caller verifies the header
+// with [Cipher.VerifyHeader] before creating the File (or the backing file
+// is empty, and the first WriteAt or Truncate writes it). When a decision
+// needs the header flags (an empty file, a hole, a flag transition), File
+// reads the header again and verifies its tag. Everything after the header
+// is untrusted: a damaged backing file gives errors, never a panic or an
+// allocation larger than a few chunks beyond the request.
 type File struct {
 	backing    Backing
 	cipher     *Cipher
 	chunkSize  int64
 	sealedSize int64
 	batch      int64 // chunks per backing call
+
+	// sparse records that a verified header had FlagSparse. Writers never
+	// clear the flag, so this cannot go stale; an unset flag is never
+	// cached.
+	sparse atomic.Bool
 
 	// scratch holds *[]byte of capacity sealedSize, for edge chunks.
 	scratch sync.Pool
@@ -56,26 +68,34 @@ type File struct {
 // NewFile returns a File over b whose chunks are sealed and opened by c.
 func NewFile(b Backing, c *Cipher) *File {
 	cs := int64(c.ChunkSize())
-	return &File{
+	f := &File{
 		backing:    b,
 		cipher:     c,
 		chunkSize:  cs,
 		sealedSize: cs + Overhead,
-		batch:      max(1, batchBytes/cs),
+		batch:      max(4, batchBytes/cs),
 	}
+	if c.header.Flags&FlagSparse != 0 {
+		f.sparse.Store(true)
+	}
+	return f
 }
 
 // Size returns the plaintext size, computed from the backing file's size.
+// A backing file holding only a header with FlagHasData gives an
+// *AuthError (ReasonTruncated, chunk 0): it was truncated to empty.
 func (f *File) Size() (int64, error) {
-	_, size, err := f.sizes()
-	return size, err
+	st, err := f.stat()
+	return st.size, err
 }
 
 // ReadAt reads len(p) plaintext bytes at offset off, with io.ReaderAt
 // semantics: fewer bytes only at the end of the file, with io.EOF. Every
 // chunk touched is authenticated, and all of them are read with one backing
 // ReadAt (per 4 MiB); a chunk that fails gives an error wrapping an
-// *AuthError. All-zero stored chunks (holes) read as zeros.
+// *AuthError. The last chunk of the file must be sealed as final, and an
+// all-zero stored chunk (a hole) reads as zeros only in the middle of a file
+// with FlagSparse (FORMAT.md, "Reading").
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("chunk: file %s: negative read offset %d", f.id(), off)
@@ -83,10 +103,11 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	_, size, err := f.sizes()
+	st, err := f.stat()
 	if err != nil {
 		return 0, err
 	}
+	size := st.size
 	if off >= size {
 		return 0, io.EOF
 	}
@@ -123,6 +144,7 @@ func (f *File) readRun(dst []byte, pos, first, last, size int64) error {
 	if err := f.readFull(buf, start); err != nil {
 		return err
 	}
+	fileLast := (size - 1) / f.chunkSize
 	var plain []byte // scratch for chunks read in part
 	for i := first; i <= last; i++ {
 		cStart := i * f.chunkSize
@@ -131,38 +153,97 @@ func (f *File) readRun(dst []byte, pos, first, last, size int64) error {
 		sealed := buf[s : s+l+Overhead]
 		from, to := max(pos, cStart), min(pos+int64(len(dst)), cStart+l)
 		out := dst[from-pos : to-pos]
-		switch {
-		case isZero(sealed):
-			clear(out)
-		case from == cStart && to == cStart+l:
+		if from == cStart && to == cStart+l {
 			// The whole chunk is wanted: decrypt straight into dst.
-			if _, err := f.cipher.Open(out[:0:len(out)], sealed, uint64(i)); err != nil {
+			if _, _, err := f.openStored(out[:0:len(out)], sealed, i, fileLast); err != nil {
+				clear(out)
 				return err
 			}
-		default:
-			if plain == nil {
-				sp := f.getScratch()
-				defer f.scratch.Put(sp)
-				plain = *sp
-			}
-			pt, err := f.cipher.Open(plain[:0], sealed, uint64(i))
-			if err != nil {
-				return err
-			}
-			copy(out, pt[from-cStart:])
+			continue
 		}
+		if plain == nil {
+			sp := f.getScratch()
+			defer f.scratch.Put(sp)
+			plain = *sp
+		}
+		pt, _, err := f.openStored(plain[:0], sealed, i, fileLast)
+		if err != nil {
+			return err
+		}
+		copy(out, pt[from-cStart:])
 	}
 	return nil
+}
+
+// openStored applies the reader rules of FORMAT.md to the stored bytes of
+// chunk i of a file whose last chunk is last, and appends the plaintext to
+// dst. It reports whether the chunk is a hole. On error dst's spare capacity
+// may hold garbage; the caller clears what it exposes.
+//
+//   - The last chunk must open as final. One that opens only as a middle
+//     chunk means the file was cut after it (ReasonTruncated); an all-zero
+//     last chunk is never a hole (ReasonHole).
+//   - A middle chunk opens as non-final or, as the remnant of an extending
+//     write that crashed before re-sealing it, as final.
+//   - An all-zero middle chunk is a hole only if the header has FlagSparse.
+func (f *File) openStored(dst, sealed []byte, i, last int64) (plain []byte, hole bool, err error) {
+	c := f.cipher
+	if isZero(sealed) {
+		if i == last {
+			return dst, false, f.authErr(i, ReasonHole)
+		}
+		ok, err := f.holesAllowed()
+		if err != nil {
+			return dst, false, err
+		}
+		if !ok {
+			return dst, false, f.authErr(i, ReasonHole)
+		}
+		plain, _ = sliceForAppend(dst, len(sealed)-Overhead)
+		clear(plain[len(dst):])
+		return plain, true, nil
+	}
+	if i == last {
+		out, err := c.OpenChunk(dst, sealed, uint64(i), true)
+		if err == nil {
+			return out, false, nil
+		}
+		if _, err2 := c.OpenChunk(dst, sealed, uint64(i), false); err2 == nil {
+			return dst, false, f.authErr(i, ReasonTruncated)
+		}
+		return dst, false, err
+	}
+	out, err := c.OpenChunk(dst, sealed, uint64(i), false)
+	if err != nil {
+		out, err = c.OpenChunk(dst, sealed, uint64(i), true)
+	}
+	return out, false, err
+}
+
+// holesAllowed reports whether the header has FlagSparse, reading it unless
+// the flag was seen before.
+func (f *File) holesAllowed() (bool, error) {
+	if f.sparse.Load() {
+		return true, nil
+	}
+	flags, err := f.readFlags()
+	return flags&FlagSparse != 0, err
 }
 
 // WriteAt writes p at plaintext offset off, which may lie anywhere,
 // including far past the end. It writes the header if the backing file is
 // empty, reads, modifies and re-seals partial chunks at the edges, and
-// seals every chunk it writes with a fresh nonce. When the write starts
-// beyond the chunk holding the end of the file, that chunk, if short, is
-// first padded with zeros to a full chunk; whole chunks between the old end
-// and off are not written and stay holes. Consecutive chunks go to the
-// backing file in one WriteAt (per 4 MiB).
+// seals every chunk it writes with a fresh nonce, the new last chunk of the
+// file as final. Consecutive chunks go to the backing file in one WriteAt
+// (per 4 MiB).
+//
+// Extending the file re-seals the old last chunk as a middle chunk. When p
+// starts in or right after it, it joins p's run and costs no extra backing
+// call; when p leaves a gap, FlagSparse is set first, the old last chunk is
+// padded (if short) before and re-sealed after the new chunks, and the
+// chunks in the gap are not written (holes). The writes are ordered so that
+// a crash between any two backing calls leaves a file that reads without
+// error (FORMAT.md, "Writing").
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("chunk: file %s: negative write offset %d", f.id(), off)
@@ -173,29 +254,107 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if limit := MaxPlaintextSize(int(f.chunkSize)); off > limit || int64(len(p)) > limit-off {
 		return 0, fmt.Errorf("chunk: file %s: write of %d bytes at offset %d: %w", f.id(), len(p), off, ErrFileTooLarge)
 	}
-	bsize, oldSize, err := f.sizes()
+	st, err := f.stat()
 	if err != nil {
 		return 0, err
 	}
-	if bsize == 0 {
-		if err := f.writeHeader(); err != nil {
-			return 0, err
-		}
-	}
+	return f.write(p, off, st)
+}
+
+// write is WriteAt after the argument checks, on a file in state st.
+func (f *File) write(p []byte, off int64, st state) (int, error) {
+	cs := f.chunkSize
 	end := off + int64(len(p))
-	first, last := off/f.chunkSize, (end-1)/f.chunkSize
-	runFirst := first
-	if oldLast := oldSize / f.chunkSize; oldSize%f.chunkSize != 0 && oldLast < first {
-		if oldLast == first-1 {
-			runFirst = oldLast // the padded chunk joins the run
-		} else if err := f.padLastChunk(oldSize); err != nil {
+	oldSize := st.size
+	oldLast := (oldSize+cs-1)/cs - 1 // -1 for an empty file
+	first, last := off/cs, (end-1)/cs
+	newLast := (max(end, oldSize) - 1) / cs
+	gap := first > oldLast+1 // chunks oldLast+1 .. first-1 stay holes
+
+	// Header: write it if missing, and set FlagSparse before the first gap.
+	flags, flagsKnown := st.flags, st.backing <= HeaderSize
+	switch {
+	case st.backing == 0:
+		if gap {
+			flags |= FlagSparse
+		}
+		if err := f.writeFlags(flags); err != nil {
 			return 0, err
 		}
+	case gap && !f.sparse.Load():
+		if !flagsKnown {
+			var err error
+			if flags, err = f.readFlags(); err != nil {
+				return 0, err
+			}
+		}
+		if flags&FlagSparse == 0 {
+			if err := f.writeFlags(flags | FlagSparse); err != nil {
+				return 0, err
+			}
+			flags |= FlagSparse
+		}
 	}
+
+	// The old last chunk joins the run when p starts in it or right after
+	// it. Across a gap it is handled on its own: padded (still final) before
+	// the run if short, re-sealed as a middle chunk after it.
+	runFirst := first
+	var oldTail []byte // plaintext of a separate old last chunk, padded
+	if oldLast >= 0 && oldLast < first {
+		if oldLast == first-1 {
+			runFirst = oldLast
+		} else {
+			sp := f.getScratch()
+			defer f.scratch.Put(sp)
+			plain, _, err := f.readChunk((*sp)[:0], oldLast, oldSize)
+			if err != nil {
+				return 0, err
+			}
+			if int64(len(plain)) < cs {
+				n := len(plain)
+				plain = plain[:cs]
+				clear(plain[n:])
+				if err := f.sealAndWrite(plain, oldLast, true); err != nil {
+					return 0, err
+				}
+			}
+			oldTail = plain
+		}
+	}
+
+	// Chunks go out batch by batch. A batch that ends at or past the old
+	// last chunk, before the new last one, makes its own last chunk the end
+	// of the backing file until the next batch lands, so that chunk is
+	// sealed as final and re-sealed as a middle chunk afterwards.
+	var reseal []int64
 	for a := runFirst; a <= last; a += f.batch {
 		b := min(last, a+f.batch-1)
-		if err := f.writeRun(p, off, a, b, oldSize); err != nil {
-			return int(max(0, min(end, a*f.chunkSize)-off)), err
+		tempFinal := b != newLast && b >= oldLast
+		if err := f.writeRun(p, off, a, b, oldSize, newLast, tempFinal); err != nil {
+			return int(max(0, min(end, a*cs)-off)), err
+		}
+		if tempFinal {
+			reseal = append(reseal, b)
+		}
+	}
+	for _, i := range reseal {
+		// A batch end lies strictly inside p (batches hold at least 4
+		// chunks), so p covers its whole plaintext.
+		if err := f.sealAndWrite(p[i*cs-off:(i+1)*cs-off], i, false); err != nil {
+			return len(p), err
+		}
+	}
+	if oldTail != nil {
+		if err := f.sealAndWrite(oldTail, oldLast, false); err != nil {
+			return len(p), err
+		}
+	}
+	// First data since creation or the last truncate to 0: record it, after
+	// the data, so that a crash in between leaves a readable file.
+	if oldSize == 0 && flags&FlagHasData == 0 {
+		if err := f.writeFlags(flags | FlagHasData); err != nil {
+			return len(p), err
 		}
 	}
 	return len(p), nil
@@ -203,7 +362,8 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 
 // writeRun seals chunks first to last after writing p at offset off into
 // a file of plaintext size oldSize, and writes them with one backing WriteAt.
-func (f *File) writeRun(p []byte, off, first, last, oldSize int64) error {
+// Chunk newLast, and chunk last when tempFinal, are sealed as final.
+func (f *File) writeRun(p []byte, off, first, last, oldSize, newLast int64, tempFinal bool) error {
 	end := off + int64(len(p))
 	newEnd := max(end, oldSize)
 	// covered reports whether p covers the whole new plaintext of chunk i.
@@ -266,7 +426,8 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize int64) error {
 		for i := a; i <= b; i++ {
 			plain := plainOf(i)
 			s := (i - first) * f.sealedSize
-			f.cipher.Seal(buf[s:s:s+int64(len(plain))+Overhead], plain, uint64(i))
+			final := i == newLast || (tempFinal && i == last)
+			f.cipher.SealChunk(buf[s:s:s+int64(len(plain))+Overhead], plain, uint64(i), final)
 		}
 	}
 	if n >= parallelSealChunks {
@@ -281,38 +442,22 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize int64) error {
 	return f.writeBacking(buf, f.chunkOffset(first))
 }
 
-// padLastChunk pads the short last chunk of a file of plaintext size
-// oldSize with zeros to a full chunk, unless it is a hole (the backing
-// file's zero fill then makes it a full hole).
-func (f *File) padLastChunk(oldSize int64) error {
-	return f.resizeChunk(oldSize/f.chunkSize, oldSize, f.chunkSize)
-}
-
-// resizeChunk re-seals chunk i of a file of plaintext size size with
-// plaintext length newLen, cutting it or extending it with zeros. A hole
-// stays a hole and is left alone.
-func (f *File) resizeChunk(i, size, newLen int64) error {
-	sp := f.getScratch()
-	defer f.scratch.Put(sp)
-	plain, hole, err := f.readChunk((*sp)[:0], i, size)
-	if err != nil || hole {
-		return err
-	}
-	old := int64(len(plain))
-	plain = plain[:newLen]
-	if newLen > old {
-		clear(plain[old:])
-	}
-	bp := f.getRun(int(newLen + Overhead))
+// sealAndWrite seals plain as chunk i, final or not, and writes it in place.
+func (f *File) sealAndWrite(plain []byte, i int64, final bool) error {
+	bp := f.getRun(len(plain) + Overhead)
 	defer f.runs.Put(bp)
-	sealed := f.cipher.Seal((*bp)[:0], plain, uint64(i))
+	sealed := f.cipher.SealChunk((*bp)[:0], plain, uint64(i), final)
 	return f.writeBacking(sealed, f.chunkOffset(i))
 }
 
-// Truncate changes the plaintext size to size. Shrinking re-seals the new
-// last chunk if it is short and cuts the backing file; growing pads the old
-// last chunk if it is short and extends the backing file, so the new chunks
-// are holes. Truncating to 0 keeps the header.
+// Truncate changes the plaintext size to size.
+//
+// Growing writes the zeros of the new last chunk like WriteAt (so the new
+// last chunk is sealed as final, and chunks between the old and the new
+// last one are holes, which sets FlagSparse). Shrinking re-seals the new
+// last chunk, cut to its new length, as final and then cuts the backing
+// file. Truncating to 0 clears FlagHasData first and keeps the header; it
+// also succeeds on a file found truncated to empty, which it then is.
 func (f *File) Truncate(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("chunk: file %s: negative size %d", f.id(), size)
@@ -320,31 +465,41 @@ func (f *File) Truncate(size int64) error {
 	if size > MaxPlaintextSize(int(f.chunkSize)) {
 		return fmt.Errorf("chunk: file %s: truncate to %d: %w", f.id(), size, ErrFileTooLarge)
 	}
-	bsize, oldSize, err := f.sizes()
+	if size == 0 {
+		return f.truncateToZero()
+	}
+	st, err := f.stat()
 	if err != nil {
 		return err
 	}
-	if size == oldSize {
-		return nil
-	}
-	if bsize == 0 {
-		if err := f.writeHeader(); err != nil {
-			return err
-		}
-	}
 	cs := f.chunkSize
 	switch {
-	case size < oldSize && size%cs != 0:
-		// The new last chunk is short: re-seal it at its new length.
-		if err := f.resizeChunk(size/cs, oldSize, size%cs); err != nil {
-			return err
-		}
-	case size > oldSize && oldSize%cs != 0:
-		// The old last chunk is short: pad it, up to where the new size ends.
-		k := oldSize / cs
-		if err := f.resizeChunk(k, oldSize, min(cs, size-k*cs)); err != nil {
-			return err
-		}
+	case size == st.size:
+		return nil
+	case size > st.size:
+		// Only the new last chunk is written: from the old end if it lies in
+		// the same chunk, else from the chunk's start.
+		off := max(st.size, (size-1)/cs*cs)
+		zp := f.getScratch()
+		defer f.scratch.Put(zp)
+		zeros := (*zp)[:size-off]
+		clear(zeros)
+		_, err := f.write(zeros, off, st)
+		return err
+	}
+	// Shrink: re-seal the new last chunk j as final, then cut. When j keeps
+	// its length (a cut at a chunk boundary), a crash in between leaves the
+	// old file with j as a crash remnant; when it gets shorter, the cut
+	// cannot be atomic (FORMAT.md, "Writing").
+	j := (size - 1) / cs
+	sp := f.getScratch()
+	defer f.scratch.Put(sp)
+	plain, _, err := f.readChunk((*sp)[:0], j, st.size)
+	if err != nil {
+		return err
+	}
+	if err := f.sealAndWrite(plain[:size-j*cs], j, true); err != nil {
+		return err
 	}
 	if err := f.backing.Truncate(CiphertextSize(size, int(cs))); err != nil {
 		return fmt.Errorf("chunk: file %s: truncating backing file: %w", f.id(), err)
@@ -352,9 +507,38 @@ func (f *File) Truncate(size int64) error {
 	return nil
 }
 
-// readChunk reads and authenticates chunk i of a file of plaintext size
-// size and appends its plaintext to dst. A hole appends zeros and reports
-// hole.
+// truncateToZero empties the file, keeping the header: FlagHasData is
+// cleared before the chunks go, so a crash in between leaves the old
+// content, still readable.
+func (f *File) truncateToZero() error {
+	backing, err := f.backingSize()
+	if err != nil || backing == 0 {
+		return err // empty stays empty (no header yet)
+	}
+	if _, err := PlaintextSize(backing, int(f.chunkSize)); err != nil {
+		return fmt.Errorf("chunk: file %s: impossible backing size %d: %w", f.id(), backing, ErrCorrupt)
+	}
+	flags, err := f.readFlags()
+	if err != nil {
+		return err
+	}
+	if flags&FlagHasData != 0 {
+		if err := f.writeFlags(flags &^ FlagHasData); err != nil {
+			return err
+		}
+	}
+	if backing == HeaderSize {
+		return nil
+	}
+	if err := f.backing.Truncate(HeaderSize); err != nil {
+		return fmt.Errorf("chunk: file %s: truncating backing file: %w", f.id(), err)
+	}
+	return nil
+}
+
+// readChunk reads chunk i of a file of plaintext size size, applies the
+// reader rules (see openStored) and appends its plaintext to dst. A hole
+// appends zeros and reports hole.
 func (f *File) readChunk(dst []byte, i, size int64) (plain []byte, hole bool, err error) {
 	l := f.chunkLen(i, size)
 	sp := f.getScratch()
@@ -363,35 +547,82 @@ func (f *File) readChunk(dst []byte, i, size int64) (plain []byte, hole bool, er
 	if err := f.readFull(sealed, f.chunkOffset(i)); err != nil {
 		return dst, false, err
 	}
-	if isZero(sealed) {
-		plain, _ = sliceForAppend(dst, l)
-		clear(plain[len(dst):])
-		return plain, true, nil
-	}
-	plain, err = f.cipher.Open(dst, sealed, uint64(i))
-	return plain, false, err
+	return f.openStored(dst, sealed, i, (size-1)/f.chunkSize)
 }
 
-// sizes returns the backing and the plaintext size.
-func (f *File) sizes() (backing, plain int64, err error) {
+// state is what a File knows of its backing file at the start of a call.
+type state struct {
+	backing int64 // backing size
+	size    int64 // plaintext size
+	// flags are the header flags, read (and verified) only when the backing
+	// file holds no chunk; 0 otherwise.
+	flags uint8
+}
+
+// stat returns the backing and plaintext sizes. A backing file holding only
+// a header has its header read: with FlagHasData it was truncated to empty.
+func (f *File) stat() (state, error) {
+	backing, err := f.backingSize()
+	if err != nil {
+		return state{}, err
+	}
+	plain, err := PlaintextSize(backing, int(f.chunkSize))
+	if err != nil {
+		return state{}, fmt.Errorf("chunk: file %s: impossible backing size %d: %w", f.id(), backing, ErrCorrupt)
+	}
+	st := state{backing: backing, size: plain}
+	if backing == HeaderSize {
+		if st.flags, err = f.readFlags(); err != nil {
+			return state{}, err
+		}
+		if st.flags&FlagHasData != 0 {
+			return state{}, f.authErr(0, ReasonTruncated)
+		}
+	}
+	return st, nil
+}
+
+func (f *File) backingSize() (int64, error) {
 	fi, err := f.backing.Stat()
 	if err != nil {
-		return 0, 0, fmt.Errorf("chunk: file %s: %w", f.id(), err)
+		return 0, fmt.Errorf("chunk: file %s: %w", f.id(), err)
 	}
-	backing = fi.Size()
-	plain, err = PlaintextSize(backing, int(f.chunkSize))
-	if err != nil {
-		return 0, 0, fmt.Errorf("chunk: file %s: impossible backing size %d: %w", f.id(), backing, ErrCorrupt)
-	}
-	return backing, plain, nil
+	return fi.Size(), nil
 }
 
-func (f *File) writeHeader() error {
-	h, err := f.cipher.MarshalHeader()
+// readFlags reads and verifies the header and returns its flags.
+func (f *File) readFlags() (uint8, error) {
+	var hb [HeaderSize]byte
+	if err := f.readFull(hb[:], 0); err != nil {
+		return 0, err
+	}
+	h, err := f.cipher.OpenHeader(hb[:])
+	if err != nil {
+		return 0, fmt.Errorf("chunk: file %s: reading header: %w", f.id(), err)
+	}
+	if h.Flags&FlagSparse != 0 {
+		f.sparse.Store(true)
+	}
+	return h.Flags, nil
+}
+
+// writeFlags writes the header with the given flags.
+func (f *File) writeFlags(flags uint8) error {
+	hb, err := f.cipher.MarshalHeaderFlags(flags)
 	if err != nil {
 		return err
 	}
-	return f.writeBacking(h, 0)
+	if err := f.writeBacking(hb, 0); err != nil {
+		return err
+	}
+	if flags&FlagSparse != 0 {
+		f.sparse.Store(true)
+	}
+	return nil
+}
+
+func (f *File) authErr(i int64, r AuthReason) *AuthError {
+	return &AuthError{FileID: f.id(), Chunk: uint64(i), Reason: r}
 }
 
 // readFull reads len(buf) bytes at backing offset off; a short read means

@@ -46,10 +46,36 @@ const (
 	DEKSize = 32
 )
 
-// headerFieldsSize is the size of the header fields: everything before the
-// header nonce. They are authenticated by the header tag and bound into the
-// AAD of every chunk.
-const headerFieldsSize = 28
+// Header layout (see FORMAT.md): the immutable fields (magic, version,
+// algorithm, chunk size, file ID) come first, then the flags byte, the header
+// nonce and the header tag.
+const (
+	// immutableSize is the size of the immutable fields, bytes 0-26: they
+	// never change over a file's life and are bound into every chunk's AAD.
+	immutableSize = 27
+	// flagsOffset is the offset of the mutable flags byte.
+	flagsOffset = immutableSize
+	// headerFieldsSize is the size of the header fields: the immutable fields
+	// and the flags, everything the header tag authenticates.
+	headerFieldsSize = immutableSize + 1
+)
+
+// Header flags (FORMAT.md, "Flags"). Writers change them only on the
+// transitions described there; the header tag covers them, chunk AADs do not.
+const (
+	// FlagHasData says the file has had at least one chunk since it was
+	// created or last truncated to 0: a backing file holding only a header
+	// with this flag set has been truncated by someone else.
+	FlagHasData uint8 = 1 << 0
+	// FlagSparse says the file may contain holes (all-zero chunks that read
+	// as zeros). It is set before the first write or truncate that leaves a
+	// gap and never cleared. Without it, an all-zero chunk is tampering.
+	FlagSparse uint8 = 1 << 1
+	// knownFlags are the flags of format version 1. Bits 2-3 are reserved;
+	// bits 4-7 are reserved for a future compression algorithm. A reader
+	// rejects a header with any other bit set.
+	knownFlags = FlagHasData | FlagSparse
+)
 
 // magic starts every header.
 const magic = "KMSF"
@@ -77,8 +103,9 @@ type FileID [FileIDSize]byte
 // String returns the file ID as 32 lower-case hex digits.
 func (id FileID) String() string { return hex.EncodeToString(id[:]) }
 
-// Header is the decoded, fixed part of a backing file's header: everything
-// except the header nonce and tag.
+// Header is the decoded part of a backing file's header: everything except
+// the header nonce and tag. Flags is the only field that changes over a
+// file's life (see FlagHasData and FlagSparse).
 type Header struct {
 	Version   uint16
 	Algorithm Algorithm
@@ -116,7 +143,7 @@ func newHeader(chunkSize int, random io.Reader) (Header, error) {
 
 // ParseHeader decodes the header at the start of b, which must hold at least
 // HeaderSize bytes; bytes after the header are ignored. It checks the
-// structure only (magic, version, algorithm, flags, chunk size): the header
+// structure only (magic, version, algorithm, chunk size, flags): the header
 // tag needs the DEK and is checked by [Cipher.VerifyHeader]. Errors wrap
 // ErrCorrupt.
 func ParseHeader(b []byte) (Header, error) {
@@ -129,10 +156,10 @@ func ParseHeader(b []byte) (Header, error) {
 	h := Header{
 		Version:   binary.BigEndian.Uint16(b[4:6]),
 		Algorithm: Algorithm(b[6]),
-		Flags:     b[7],
-		ChunkSize: binary.BigEndian.Uint32(b[8:12]),
+		ChunkSize: binary.BigEndian.Uint32(b[7:11]),
+		Flags:     b[flagsOffset],
 	}
-	copy(h.FileID[:], b[12:28])
+	copy(h.FileID[:], b[11:immutableSize])
 	if err := h.validate(); err != nil {
 		return Header{}, err
 	}
@@ -147,22 +174,23 @@ func (h Header) validate() error {
 	if h.Algorithm != AES256GCM {
 		return fmt.Errorf("chunk: unsupported algorithm %s: %w", h.Algorithm, ErrCorrupt)
 	}
-	if h.Flags != 0 {
+	if h.Flags&^knownFlags != 0 {
 		return fmt.Errorf("chunk: unsupported header flags %#x: %w", h.Flags, ErrCorrupt)
 	}
 	return checkChunkSize(int64(h.ChunkSize))
 }
 
 // fields returns the 28 header fields, the part of the header covered by
-// the header tag and bound into every chunk's AAD.
+// the header tag; the first immutableSize of them are bound into every
+// chunk's AAD.
 func (h Header) fields() [headerFieldsSize]byte {
 	var f [headerFieldsSize]byte
 	copy(f[0:4], magic)
 	binary.BigEndian.PutUint16(f[4:6], h.Version)
 	f[6] = byte(h.Algorithm)
-	f[7] = h.Flags
-	binary.BigEndian.PutUint32(f[8:12], h.ChunkSize)
-	copy(f[12:28], h.FileID[:])
+	binary.BigEndian.PutUint32(f[7:11], h.ChunkSize)
+	copy(f[11:immutableSize], h.FileID[:])
+	f[flagsOffset] = h.Flags
 	return f
 }
 
