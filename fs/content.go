@@ -48,6 +48,8 @@ type content struct {
 	mu     sync.RWMutex
 	loaded bool          // the backing file has been examined
 	cipher *chunk.Cipher // nil while the backing file is empty (no header yet)
+
+	check keyCheck // when the key was last confirmed with the key service (revalidate.go)
 }
 
 // kmsContext returns the context of one key service call: the FUSE
@@ -153,8 +155,18 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 
 	c.mu.RLock()
 	loaded := c.loaded
+	var err error
+	if loaded {
+		// Another handle holds the key: a revoked key must still refuse
+		// this open.
+		err = r.revalidate(ctx, c, f)
+	}
 	c.mu.RUnlock()
 	if loaded {
+		if err != nil {
+			r.release(c)
+			return nil, err
+		}
 		return c, nil
 	}
 	c.mu.Lock()
@@ -166,6 +178,10 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 			return nil, err
 		}
 		c.cipher, c.loaded = ci, true
+		c.check.fresh(r.keyRecheck)
+	} else if err := r.revalidate(ctx, c, f); err != nil {
+		r.releaseLocked(c)
+		return nil, err
 	}
 	return c, nil
 }
@@ -184,6 +200,7 @@ func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
 	// c.mu is taken only after r.mu is let go.
 	c.mu.Lock()
 	c.cipher, c.loaded = ci, true
+	c.check.fresh(r.keyRecheck)
 	c.mu.Unlock()
 	return c
 }
@@ -254,6 +271,9 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		if err := r.initialize(ctx, c, b.fd); err != nil {
 			return 0, err
 		}
+	}
+	if err := r.revalidate(ctx, c, b.fd); err != nil {
+		return 0, err
 	}
 	f := b.file(c)
 	switch ch.kind {

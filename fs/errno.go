@@ -86,7 +86,10 @@ func (r *root) errno(op string, err error) syscall.Errno {
 		return e
 	}
 	var ae *chunk.AuthError
+	var revoked *revokedError
 	switch {
+	case errors.As(err, &revoked):
+		// revalidate logged the refusal when it began.
 	case errors.As(err, &ae):
 		attrs := []slog.Attr{slog.String("op", op), slog.String("file_id", ae.FileID.String())}
 		if ae.Chunk == chunk.HeaderChunk {

@@ -165,6 +165,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if h.c.cipher == nil {
 		return fuse.ReadResultData(nil), 0 // empty backing file
 	}
+	if err := h.r.revalidate(ctx, h.c, h.fd); err != nil {
+		return nil, h.r.errno("read", err)
+	}
 	n, err := h.file(h.c).ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.r.errno("read", err)

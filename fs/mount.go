@@ -53,6 +53,11 @@ type Options struct {
 	KMSTimeout time.Duration
 	// Debug logs every FUSE request (go-fuse's debug output).
 	Debug bool
+	// KeyRecheck is how long an open file's data key is used before the
+	// key service is asked again (through Keys, so give the DEK cache the
+	// same MaxAge): the bound within which a disabled key stops reads and
+	// writes of files already open. 0 means DefaultKeyRecheck.
+	KeyRecheck time.Duration
 }
 
 // root is the state shared by every node of one mount.
@@ -63,6 +68,7 @@ type root struct {
 	keys       keysvc.Service
 	log        *slog.Logger
 	kmsTimeout time.Duration
+	keyRecheck time.Duration // see Options.KeyRecheck
 	readOnly   bool
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
 
@@ -105,7 +111,12 @@ func newRoot(opts Options) (*node, error) {
 	if timeout <= 0 {
 		timeout = DefaultKMSTimeout
 	}
+	recheck := opts.KeyRecheck
+	if recheck <= 0 {
+		recheck = DefaultKeyRecheck
+	}
 	r := &root{
+		keyRecheck: recheck,
 		fd:         fd,
 		dev:        st.Dev,
 		cfg:        opts.Config,
