@@ -58,6 +58,7 @@ type kmsAPI interface {
 	GenerateDataKey(ctx context.Context, in *kms.GenerateDataKeyInput, optFns ...func(*kms.Options)) (*kms.GenerateDataKeyOutput, error)
 	Decrypt(ctx context.Context, in *kms.DecryptInput, optFns ...func(*kms.Options)) (*kms.DecryptOutput, error)
 	ReEncrypt(ctx context.Context, in *kms.ReEncryptInput, optFns ...func(*kms.Options)) (*kms.ReEncryptOutput, error)
+	Encrypt(ctx context.Context, in *kms.EncryptInput, optFns ...func(*kms.Options)) (*kms.EncryptOutput, error)
 	DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, optFns ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 }
 
@@ -271,6 +272,32 @@ func (c *Client) ReEncrypt(ctx context.Context, blob []byte, ec keysvc.Encryptio
 		KeyMaterialID: aws.ToString(out.DestinationKeyMaterialId),
 		Blob:          out.CiphertextBlob,
 	}, nil
+}
+
+// Encrypt wraps plaintext (1..4096 bytes) under keyID's current key
+// material. kmsfs uses it only to move a data key from another key service
+// (`kmsfs rewrap --to-kms aws`), the one case where a data key passes
+// through kmsfs's memory on its way into KMS.
+func (c *Client) Encrypt(ctx context.Context, keyID string, plaintext []byte, ec keysvc.EncryptionContext) (keysvc.WrappedKey, error) {
+	if len(plaintext) == 0 || len(plaintext) > 4096 {
+		return keysvc.WrappedKey{}, fmt.Errorf("awskms: Encrypt: plaintext of %d bytes, want 1..4096: %w", len(plaintext), keysvc.ErrInvalidArgument)
+	}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	out, err := c.api.Encrypt(ctx, &kms.EncryptInput{
+		KeyId:             aws.String(keyID),
+		Plaintext:         plaintext,
+		EncryptionContext: contextMap(ec),
+	})
+	if err != nil {
+		return keysvc.WrappedKey{}, classify("Encrypt", err)
+	}
+	if len(out.CiphertextBlob) == 0 || len(out.CiphertextBlob) > maxCiphertextBlob {
+		return keysvc.WrappedKey{}, fmt.Errorf("awskms: Encrypt: malformed response (%d-byte blob): %w",
+			len(out.CiphertextBlob), keysvc.ErrUnavailable)
+	}
+	// EncryptOutput does not name the key material.
+	return keysvc.WrappedKey{KeyID: aws.ToString(out.KeyId), Blob: out.CiphertextBlob}, nil
 }
 
 // DescribeKey returns the key's ID, ARN, state and current key material.

@@ -256,6 +256,23 @@ func (f *fakeKMS) ReEncrypt(ctx context.Context, in *kms.ReEncryptInput, _ ...fu
 	}, nil
 }
 
+func (f *fakeKMS) Encrypt(ctx context.Context, in *kms.EncryptInput, _ ...func(*kms.Options)) (*kms.EncryptOutput, error) {
+	if err := f.enter(ctx, "Encrypt"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, err := f.lookupLocked(aws.ToString(in.KeyId))
+	if err != nil {
+		return nil, err
+	}
+	if err := f.usableLocked(i); err != nil {
+		return nil, err
+	}
+	blob, _ := f.sealLocked(i, in.Plaintext, in.EncryptionContext)
+	return &kms.EncryptOutput{CiphertextBlob: blob, KeyId: aws.String(f.keys[i].arn)}, nil
+}
+
 func (f *fakeKMS) DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
 	if err := f.enter(ctx, "DescribeKey"); err != nil {
 		return nil, err
