@@ -35,6 +35,10 @@ const (
 	// ExitUnmount: unmount failed (not a kmsfs mount, busy), or the daemon
 	// did not exit within the wait bound.
 	ExitUnmount = 7
+	// ExitIncomplete: rewrap or rekey failed for some files (each is
+	// named on stderr); the others were done. Running the same command
+	// again finishes the job.
+	ExitIncomplete = 8
 	// Codes 10..19 are reserved for fsck findings (issue 4).
 )
 
@@ -48,6 +52,7 @@ var (
 	errMountFailed    = errors.New("mount failed")
 	errUnmountFailed  = errors.New("unmount failed")
 	errNotImplemented = errors.New("not implemented yet")
+	errIncomplete     = errors.New("some files failed")
 )
 
 // exitCode maps an error to its documented exit code. It is the only place
@@ -66,6 +71,8 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, errNotImplemented):
 		return ExitNotImplemented
+	case errors.Is(err, errIncomplete):
+		return ExitIncomplete
 	case errors.Is(err, keysvc.ErrNotFound),
 		errors.Is(err, keysvc.ErrDisabled),
 		errors.Is(err, keysvc.ErrInvalidState),

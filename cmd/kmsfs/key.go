@@ -20,7 +20,7 @@ const keyCommandTimeout = 60 * time.Second
 // runKey implements `kmsfs key SUBCOMMAND …` on the local keystore.
 func runKey(ctx context.Context, args []string, env *Env) error {
 	if len(args) == 0 {
-		return usageErrorf("key: missing subcommand (create, list, describe, rotate, enable, disable, alias)")
+		return usageErrorf("key: missing subcommand (create, list, describe, rotate, enable, disable, schedule-deletion, cancel-deletion, alias)")
 	}
 	sub, rest := args[0], args[1:]
 	if sub == "-h" || sub == "--help" || sub == "help" {
@@ -62,6 +62,17 @@ func runKey(ctx context.Context, args []string, env *Env) error {
 		})
 	case "alias":
 		return keyAlias(ctx, rest, env)
+	case "schedule-deletion":
+		return keyScheduleDeletion(ctx, rest, env)
+	case "cancel-deletion":
+		return withStore(ctx, "key cancel-deletion", rest, env, 1, 1, func(s *local.Store, pos []string) error {
+			m, err := s.CancelKeyDeletion(ctx, pos[0])
+			if err != nil {
+				return fmt.Errorf("cancel deletion of %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(env.Stdout, "deletion of %s cancelled; the key is %s (enable it to use it again)\n", m.KeyID, m.State)
+			return nil
+		})
 	}
 	return usageErrorf("key: unknown subcommand %q", sub)
 }
@@ -116,6 +127,35 @@ func keyCreate(ctx context.Context, args []string, env *Env) error {
 			return fmt.Errorf("key %s was created, but alias %s was not: %w", m.KeyID, *alias, err)
 		}
 	}
+	return nil
+}
+
+// keyScheduleDeletion implements `kmsfs key schedule-deletion [--days N]
+// KEY`: the key is refused at once (KMSInvalidStateException) and deleted
+// with all its key material after N days (7..30, default 30) unless the
+// deletion is cancelled.
+func keyScheduleDeletion(ctx context.Context, args []string, env *Env) error {
+	fset := newFlagSet("key schedule-deletion")
+	days := fset.Int("days", local.DefaultPendingWindowDays, "waiting period in days (7..30)")
+	var ks keystoreFlags
+	ks.register(fset)
+	pos, err := parseArgs(fset, "key", args, env, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *days < local.MinPendingWindowDays || *days > local.MaxPendingWindowDays {
+		return usageErrorf("key schedule-deletion: --days must be %d..%d", local.MinPendingWindowDays, local.MaxPendingWindowDays)
+	}
+	store, err := ks.open(env, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	m, err := store.ScheduleKeyDeletion(ctx, pos[0], *days)
+	if err != nil {
+		return fmt.Errorf("schedule deletion of %s: %w", pos[0], err)
+	}
+	fmt.Fprintf(env.Stdout, "key %s is pending deletion; it will be deleted on %s\n", m.KeyID, m.DeletionDate.UTC().Format(time.RFC3339))
 	return nil
 }
 

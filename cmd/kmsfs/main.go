@@ -58,6 +58,8 @@ func run(ctx context.Context, args []string, env *Env) int {
 		err = runFsck(ctx, rest, env)
 	case "rewrap":
 		err = runRewrap(ctx, rest, env)
+	case "rekey":
+		err = runRekey(ctx, rest, env)
 	case "keysvc":
 		// Owned by the key-service work (issue 3); it reports its own errors.
 		return runKeysvc(ctx, rest, env)

@@ -348,7 +348,12 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		return fail(err)
 	}
 	keys := svc
+	// Open files re-validate their data key as often as the cache keeps
+	// one, so revocation reaches them within --cache-max-age; without a
+	// cache, every second.
+	recheck := time.Second
 	if f.cacheMaxAge > 0 {
+		recheck = f.cacheMaxAge
 		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge})
 		// Zero every cached data key however we leave.
 		defer cache.Close()
@@ -363,6 +368,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		AllowOther: f.allowOther,
 		Logger:     logger,
 		Debug:      f.debug,
+		KeyRecheck: recheck,
 	})
 	if err != nil {
 		err = withKind(errMountFailed, err)

@@ -14,13 +14,3 @@ func runFsck(_ context.Context, args []string, env *Env) error {
 	}
 	return withKind(errNotImplemented, errors.New("fsck is not implemented yet (issue 4); nothing was checked"))
 }
-
-// runRewrap is reserved for issue 5; like runFsck it changes nothing.
-func runRewrap(_ context.Context, args []string, env *Env) error {
-	fs := newFlagSet("rewrap")
-	fs.String("key", "", "key to re-wrap under")
-	if _, err := parseArgs(fs, "rewrap", args, env, 1, 1); err != nil {
-		return err
-	}
-	return withKind(errNotImplemented, errors.New("rewrap is not implemented yet (issue 5); nothing was changed"))
-}

@@ -18,7 +18,8 @@ Usage:
   kmsfs key     create|list|describe|rotate|enable|disable|alias ...
   kmsfs keysvc  serve|credentials ...
   kmsfs fsck    CIPHERDIR                  (not implemented yet)
-  kmsfs rewrap  [--key KEY] CIPHERDIR      (not implemented yet)
+  kmsfs rewrap  [--key KEY] [--dry-run] [--jobs N] CIPHERDIR
+  kmsfs rekey   PATH...
   kmsfs help    [COMMAND]
   kmsfs version
 
@@ -37,7 +38,8 @@ Environment:
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 CIPHERDIR/config/backing file,
 4 key service or keystore, 5 mount failed, 6 not implemented yet,
-7 unmount failed, 10-19 reserved for fsck findings.
+7 unmount failed, 8 rewrap/rekey failed for some files, 10-19 reserved for
+fsck findings.
 
 Run 'kmsfs COMMAND -h' for a command's flags and examples.
 `
@@ -147,6 +149,10 @@ Subcommands:
                           old ones still unwrap
   enable KEY | disable KEY
                           a disabled key wraps and unwraps nothing
+  schedule-deletion [--days N] KEY | cancel-deletion KEY
+                          refuse the key at once and delete it after N days
+                          (7..30, default 30) | stop that (the key stays
+                          disabled until enabled)
   alias create alias/NAME KEY | alias update alias/NAME KEY |
   alias delete alias/NAME | alias list
 
@@ -169,14 +175,57 @@ Not implemented yet (issue 4): exits 6 without reading anything.
 Example:
   kmsfs fsck /srv/data.enc
 `,
-	"rewrap": `Usage: kmsfs rewrap [--key KEY] CIPHERDIR
+	"rewrap": `Usage: kmsfs rewrap [flags] CIPHERDIR
 
-Re-wrap every file's data key under the newest version of its key (or under
-KEY) with the KMS re-encrypt call, leaving file contents untouched.
-Not implemented yet (issue 5): exits 6 without changing anything.
+Re-wrap every file's data key under the current key material of its key (or
+under --key) with the KMS ReEncrypt call, and replace the key xattr in one
+setxattr. File contents are not touched and the plaintext data key never
+leaves the KMS. Files already wrapped under the current key material are
+skipped, so the command can be run again after an interruption. Safe while
+the tree is mounted and in use. Progress goes to stderr (a bar on a
+terminal), a summary line to stdout; exit 8 if any file failed.
 
-Example:
-  kmsfs rewrap /srv/data.enc
+With --to-kms naming the other key service (and --key one of its keys) the
+data keys are moved: each is unwrapped by the current service and wrapped
+by the other, so it passes through this process's memory. The tree must be
+unmounted; kmsfs.conf is updated once every file has moved. With --key, too,
+kmsfs.conf names the new key once every file is under it.
+
+Flags:
+  --key KEY               wrap under KEY instead of each file's own key
+  --to-kms local|aws      move the keys to this key service (needs --key)
+  --dry-run               count what would be re-wrapped; change nothing
+  --force                 re-wrap files that look current too (AWS KMS does
+                          not always report the current key material)
+  --jobs N                files re-wrapped at once (default 4)
+  --kms-endpoint URL      AWS KMS endpoint (for the aws side)
+  --keystore DIR          local keystore (see 'kmsfs help')
+  --passphrase-file F     keystore passphrase file
+
+Examples:
+  kmsfs key rotate alias/kmsfs-default && kmsfs rewrap /srv/data.enc
+  kmsfs rewrap --dry-run /srv/data.enc
+  kmsfs rewrap --key alias/new-key --jobs 16 /srv/data.enc
+  kmsfs rewrap --to-kms aws --key alias/kmsfs --kms-endpoint http://127.0.0.1:4599 /srv/data.enc
+`,
+	"rekey": `Usage: kmsfs rekey [flags] PATH...
+
+Give each file a new data key and file ID (after a suspected exposure of
+its data key): the content is re-encrypted into a temporary file beside it,
+which is fsynced and renamed over the file, so a reader sees the old or the
+new file, never a mix. Mode, owner, times, extended attributes and hard
+links inside the CIPHERDIR are kept. PATH is a file in a kmsfs mount or a
+backing file in a CIPHERDIR. A file written to while it is re-encrypted is
+left as it is (run rekey again). Exit 8 if any file failed.
+
+Flags:
+  --kms-endpoint URL      AWS KMS endpoint (for aws file systems)
+  --keystore DIR          local keystore (see 'kmsfs help')
+  --passphrase-file F     keystore passphrase file
+
+Examples:
+  kmsfs rekey /srv/data/report.pdf
+  kmsfs rekey /srv/data.enc/a /srv/data.enc/b
 `,
 	"keysvc": `Usage: kmsfs keysvc serve|credentials ...
 
