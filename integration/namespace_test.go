@@ -366,7 +366,7 @@ func TestAttributes(t *testing.T) {
 func TestCreateModes(t *testing.T) {
 	fs := newFS(t)
 	old := unix.Umask(0o027)
-	fd, err := unix.Open(fs.Path("created"), unix.O_CREAT|unix.O_WRONLY, 0o666)
+	fd, err := unix.Open(fs.Path("created"), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o666)
 	if err == nil {
 		unix.Close(fd)
 	}

@@ -23,7 +23,7 @@ func TestDeepPaths(t *testing.T) {
 	fs := newFS(t)
 	const depth = 30
 	name := strings.Repeat("d", 200)
-	dirfd, err := unix.Open(fs.Mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	dirfd, err := unix.Open(fs.Mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,14 +37,14 @@ func TestDeepPaths(t *testing.T) {
 		if err := unix.Mkdirat(dirfd, name, 0o755); err != nil {
 			t.Fatalf("mkdirat at depth %d (path length %d): %v", i, (i+1)*201, err)
 		}
-		dirfd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		dirfd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatalf("openat at depth %d (path length %d): %v", i, (i+1)*201, err)
 		}
 		fds = append(fds, dirfd)
 	}
 	data := bytes.Repeat([]byte("deep "), 2000)
-	fd, err := unix.Openat(dirfd, "file", unix.O_CREAT|unix.O_RDWR, 0o644)
+	fd, err := unix.Openat(dirfd, "file", unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		t.Fatalf("create at path length %d: %v", depth*201+5, err)
 	}
@@ -61,7 +61,7 @@ func TestDeepPaths(t *testing.T) {
 	if err := unix.Setxattr("/proc/self/fd/"+strconv.Itoa(dirfd)+"/renamed", "user.deep", []byte("v"), 0); err != nil {
 		t.Errorf("setxattr deep: %v", err)
 	}
-	fd, err = unix.Openat(dirfd, "link", unix.O_RDONLY, 0)
+	fd, err = unix.Openat(dirfd, "link", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("open deep file through a symlink: %v", err)
 	}

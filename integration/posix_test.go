@@ -17,8 +17,9 @@ var posixSkips = map[string]string{
 	// EAGAIN. POSIX record locks belong to the process, so on ext4 itself
 	// the second lock succeeds (checked on this machine); only a filesystem
 	// that implements locks as open-file-description locks (go-fuse's
-	// loopback with EnableLocks) passes. gocryptfs leaves locking to the
-	// kernel, as kmsfs does, and fails it the same way.
+	// loopback with EnableLocks) passes. gocryptfs does not forward locks
+	// (rfjakob/gocryptfs#39, open), so the kernel handles them locally, as
+	// for kmsfs, and it fails the case the same way.
 	"FcntlFlockLocksFile": "same-process POSIX locks do not conflict; fails on ext4 and gocryptfs alike",
 }
 

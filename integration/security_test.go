@@ -31,7 +31,7 @@ func TestNoPassthrough(t *testing.T) {
 	checkContent(t, fs.Path("p"), want)
 
 	// O_DIRECT bypasses the page cache; with an aligned buffer.
-	fd, err := unix.Open(fs.Path("p"), unix.O_RDONLY|unix.O_DIRECT, 0)
+	fd, err := unix.Open(fs.Path("p"), unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, syscall.EINVAL):
 		t.Logf("O_DIRECT not supported: %v", err)
