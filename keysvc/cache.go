@@ -143,6 +143,7 @@ func (c *Cache) Decrypt(ctx context.Context, blob []byte, keyID string, ec Encry
 				c.lru.MoveToFront(e.elem)
 				c.stats.Hits++
 				u := cloneUnwrapped(e.value)
+				u.Fetched = e.fetched
 				c.mu.Unlock()
 				return u, nil
 			}
@@ -175,8 +176,12 @@ func (c *Cache) lead(ctx context.Context, key cacheKey, f *flight, blob []byte, 
 	if err != nil {
 		f.err = err
 	} else {
+		now := c.now()
+		if u.Fetched.IsZero() {
+			u.Fetched = now
+		}
 		f.value = cloneUnwrapped(u)
-		c.insertLocked(key, cloneUnwrapped(u), c.now())
+		c.insertLocked(key, cloneUnwrapped(u), now)
 	}
 	if f.refs == 0 {
 		Zero(f.value.Plaintext)

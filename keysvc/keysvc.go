@@ -12,6 +12,7 @@ package keysvc
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // DataKeySize is the size in bytes of every data encryption key (DEK) kmsfs
@@ -88,6 +89,11 @@ type Unwrapped struct {
 	Plaintext     []byte
 	KeyID         string
 	KeyMaterialID string
+	// Fetched is when the KMS gave this answer: set by Cache (a cached
+	// answer is as old as its entry); the zero time means just now.
+	// Callers that must bound how long a key is used without the KMS's
+	// word (revocation of open files) count from it.
+	Fetched time.Time
 }
 
 // KeyInfo describes a KMS key, as much as kmsfs needs of DescribeKey.
