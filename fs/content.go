@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -93,51 +94,62 @@ func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
 // unwraps the data key and verifies the header. It returns a nil cipher
 // for an empty backing file (header not yet written).
 func (r *root) loadKey(ctx context.Context, f *os.File) (*chunk.Cipher, error) {
+	c, _, err := r.loadKeyConfirmed(ctx, f)
+	return c, err
+}
+
+// loadKeyConfirmed is loadKey that also returns when the key service last
+// vouched for the key (a DEK cache answer is as old as its entry).
+func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Cipher, confirmed time.Time, _ error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if fi.Size() == 0 {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
 	var hb [chunk.HeaderSize]byte
 	if err := readHeaderNoatime(f, hb[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: backing size %d is shorter than the header", errBadHeader, fi.Size())
+			return nil, time.Time{}, fmt.Errorf("%w: backing size %d is shorter than the header", errBadHeader, fi.Size())
 		}
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	h, err := chunk.ParseHeader(hb[:])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBadHeader, err)
+		return nil, time.Time{}, fmt.Errorf("%w: %w", errBadHeader, err)
 	}
 	if int(h.ChunkSize) != r.cfg.ChunkSize {
-		return nil, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
+		return nil, time.Time{}, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
 	}
 	buf := make([]byte, maxRecordSize)
 	n, err := unix.Fgetxattr(int(f.Fd()), KeyXattr, buf)
 	if err != nil {
-		return nil, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+		return nil, time.Time{}, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
 	}
 	wk, err := keysvc.ParseRecord(buf[:n])
 	if err != nil {
-		return nil, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+		return nil, time.Time{}, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
 	}
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
 	uw, err := r.keys.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
-		return nil, fmt.Errorf("unwrap data key of file %s: %w", h.FileID, err)
+		return nil, time.Time{}, fmt.Errorf("unwrap data key of file %s: %w", h.FileID, err)
+	}
+	confirmed = uw.Fetched
+	if confirmed.IsZero() {
+		confirmed = time.Now()
 	}
 	c, err := chunk.NewCipher(uw.Plaintext, h)
 	keysvc.Zero(uw.Plaintext)
 	if err != nil {
-		return nil, fmt.Errorf("file %s: %w", h.FileID, err)
+		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
 	if err := c.VerifyHeader(hb[:]); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return c, nil
+	return c, confirmed, nil
 }
 
 // acquire returns the content of the open backing file f (inode ino),
@@ -172,13 +184,13 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.loaded {
-		ci, err := r.loadKey(ctx, f)
+		ci, confirmed, err := r.loadKeyConfirmed(ctx, f)
 		if err != nil {
 			r.releaseLocked(c)
 			return nil, err
 		}
 		c.cipher, c.loaded = ci, true
-		c.check.fresh(r.keyRecheck)
+		c.check.confirmedAt(confirmed, r.keyRecheck)
 	} else if err := r.revalidate(ctx, c, f); err != nil {
 		r.releaseLocked(c)
 		return nil, err
@@ -200,7 +212,7 @@ func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
 	// c.mu is taken only after r.mu is let go.
 	c.mu.Lock()
 	c.cipher, c.loaded = ci, true
-	c.check.fresh(r.keyRecheck)
+	c.check.confirmedAt(time.Now(), r.keyRecheck)
 	c.mu.Unlock()
 	return c
 }

@@ -58,6 +58,11 @@ type Options struct {
 	// same MaxAge): the bound within which a disabled key stops reads and
 	// writes of files already open. 0 means DefaultKeyRecheck.
 	KeyRecheck time.Duration
+	// KeyCheck is the key service open files re-validate their data key
+	// with: the uncached service behind Keys, so that a check always
+	// reaches the KMS and the bound is KeyRecheck, not KeyRecheck plus the
+	// age of a cache entry. nil means Keys.
+	KeyCheck keysvc.Service
 }
 
 // root is the state shared by every node of one mount.
@@ -68,7 +73,8 @@ type root struct {
 	keys       keysvc.Service
 	log        *slog.Logger
 	kmsTimeout time.Duration
-	keyRecheck time.Duration // see Options.KeyRecheck
+	keyRecheck time.Duration  // see Options.KeyRecheck
+	keyCheck   keysvc.Service // see Options.KeyCheck
 	readOnly   bool
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
 
@@ -115,8 +121,13 @@ func newRoot(opts Options) (*node, error) {
 	if recheck <= 0 {
 		recheck = DefaultKeyRecheck
 	}
+	check := opts.KeyCheck
+	if check == nil {
+		check = opts.Keys
+	}
 	r := &root{
 		keyRecheck: recheck,
+		keyCheck:   check,
 		fd:         fd,
 		dev:        st.Dev,
 		cfg:        opts.Config,

@@ -21,12 +21,10 @@ import (
 // working for open files until they are closed. Every content operation
 // (read, every content change, and the open of a file another handle
 // already holds) first calls revalidate, which at most once per recheck
-// interval asks the key service, through the DEK cache, to unwrap the key
-// record the backing file carries now. With a cache MaxAge equal to the
-// interval the cache entry has expired by then, so the question reaches
-// the KMS: a disabled key, one pending deletion, or a caller no longer
-// allowed to decrypt, stops the file's reads and writes within one
-// interval. Outages (keysvc.ErrUnavailable, timeouts) do not revoke
+// interval asks the key service (Options.KeyCheck: the KMS itself, not the
+// DEK cache) to unwrap the key record the backing file carries now: a
+// disabled key, one pending deletion, or a caller no longer allowed to
+// decrypt, stops the file's reads and writes within one interval. Outages (keysvc.ErrUnavailable, timeouts) do not revoke
 // anything: the cipher keeps serving and the check is retried one interval
 // later.
 
@@ -50,11 +48,13 @@ type keyCheck struct {
 	revoked error     // the refusal in force, nil while the key is usable
 }
 
-// fresh marks the key as confirmed now: it was just unwrapped (open) or
-// generated (create).
-func (k *keyCheck) fresh(interval time.Duration) {
+// confirmedAt records that the key service vouched for the key at t (when
+// it unwrapped it, possibly through the DEK cache, or generated it): the
+// next check is due one interval after t, not after now, so a key served
+// from an old cache entry is not trusted for longer than the interval.
+func (k *keyCheck) confirmedAt(t time.Time, interval time.Duration) {
 	k.mu.Lock()
-	k.next = time.Now().Add(interval)
+	k.next = t.Add(interval)
 	k.mu.Unlock()
 }
 
@@ -138,7 +138,7 @@ func (r *root) confirmKey(ctx context.Context, c *content, fd interface{ Fd() ui
 	h := c.cipher.Header()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
-	uw, err := r.keys.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
+	uw, err := r.keyCheck.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
 		return wk.KeyID, fmt.Errorf("re-validate data key of file %s: %w", h.FileID, err)
 	}
@@ -167,7 +167,7 @@ func (r *root) keyState(ctx context.Context, keyID string, refusal error) string
 	if keyID != "" {
 		kctx, cancel := r.kmsContext(ctx)
 		defer cancel()
-		if info, err := r.keys.DescribeKey(kctx, keyID); err == nil && info.State != "" {
+		if info, err := r.keyCheck.DescribeKey(kctx, keyID); err == nil && info.State != "" {
 			return info.State
 		}
 	}

@@ -369,6 +369,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		Logger:     logger,
 		Debug:      f.debug,
 		KeyRecheck: recheck,
+		KeyCheck:   svc,
 	})
 	if err != nil {
 		err = withKind(errMountFailed, err)
