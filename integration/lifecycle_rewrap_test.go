@@ -397,3 +397,46 @@ func keyRecord(t testing.TB, backing string) []byte {
 	}
 	return buf[:n]
 }
+
+// TestRewrapMoveLocalToAWS moves every data key of a local-KMS tree to a
+// key of the key server (through the AWS backend) with --to-kms aws: it is
+// refused while mounted, then moves every file, rewrites kmsfs.conf, and
+// the tree mounts and reads through the AWS backend; a second run finds
+// nothing to do.
+func TestRewrapMoveLocalToAWS(t *testing.T) {
+	t.Parallel()
+	ks := slowKeyServer(t, 0)
+	awsKey := strings.TrimSpace(runKmsfs(t, ks.kmsfsEnv(), "key", "create", "--description", "move target"))
+	fs := newFS(t, WithEnv(ks.AWSEnv()...))
+	files := map[string][]byte{}
+	rng := newRand(testSeed(t))
+	for i := range 5 {
+		p := fs.Path(fmt.Sprintf("f%d", i))
+		files[p] = randomBytes(rng, 1+rng.IntN(9000))
+		mustWrite(t, p, files[p])
+	}
+	move := []string{"rewrap", "--to-kms", "aws", "--key", awsKey, "--kms-endpoint", ks.Endpoint, fs.CipherDir}
+	if res := fs.Exec(move...); res.Code != 3 || !strings.Contains(res.Stderr, "unmount") {
+		t.Errorf("a move while mounted: exit %d, stderr %q; want 3 asking to unmount", res.Code, res.Stderr)
+	}
+	fs.Unmount()
+	sum := parseRewrapSummary(t, fs.Run(move...))
+	if sum.rewrapped != len(files) || sum.failed != 0 {
+		t.Errorf("move: %+v, want %d rewrapped", sum, len(files))
+	}
+	cfg := fs.Config()
+	if cfg.KMS != "aws" || !strings.HasSuffix(cfg.KeyID, awsKey) {
+		t.Errorf("after the move kmsfs.conf names %s %s, want aws and key %s", cfg.KMS, cfg.KeyID, awsKey)
+	}
+	fs.Mount("--kms-endpoint", ks.Endpoint)
+	for p, data := range files {
+		if fi := fs.info(p); fi.KeyID != cfg.KeyID {
+			t.Errorf("%s names key %s after the move, want %s", p, fi.KeyID, cfg.KeyID)
+		}
+		checkContent(t, p, data)
+	}
+	again := parseRewrapSummary(t, fs.Run("rewrap", "--kms-endpoint", ks.Endpoint, fs.CipherDir))
+	if again.current != len(files) || again.failed != 0 {
+		t.Errorf("a plain rewrap after the move: %+v, want everything current", again)
+	}
+}
