@@ -549,3 +549,54 @@ func checkCrashState(t *testing.T, tc crashCase, after int, b, oldRef, newRef []
 		}
 	}
 }
+
+// TestConcurrentSparseRead reads holes of a sparse file from several
+// goroutines through a fresh File, which reads the header for FlagSparse
+// and caches it; run with -race.
+func TestConcurrentSparseRead(t *testing.T) {
+	const cs = MinChunkSize
+	tf := newTestFile(t, cs)
+	tf.write([]byte("start"), 0)
+	tf.write([]byte("end"), 40*cs)
+	f := reopen(t, tf.mem.bytes())
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			p := make([]byte, 3*cs)
+			_, err := f.ReadAt(p, int64((g*5+2)*cs+1))
+			if err == nil && !allZero(p) {
+				err = fmt.Errorf("hole read as non-zero")
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestAuthErrorString(t *testing.T) {
+	var id FileID
+	id[0] = 0xab
+	for _, tt := range []struct {
+		e    *AuthError
+		want string
+	}{
+		{&AuthError{FileID: id, Chunk: 3}, "chunk: authentication failed: file ab000000000000000000000000000000 chunk 3"},
+		{&AuthError{FileID: id, Chunk: HeaderChunk}, "chunk: authentication failed: file ab000000000000000000000000000000 header"},
+		{&AuthError{FileID: id, Chunk: 7, Reason: ReasonTruncated}, "chunk: authentication failed: file ab000000000000000000000000000000 chunk 7: truncated"},
+		{&AuthError{FileID: id, Chunk: 2, Reason: ReasonHole}, "chunk: authentication failed: file ab000000000000000000000000000000 chunk 2: unexpected hole"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+		if !errors.Is(fmt.Errorf("x: %w", tt.e), ErrAuthentication) {
+			t.Errorf("%v does not match ErrAuthentication", tt.e)
+		}
+	}
+	if AuthReason(9).String() != "reason(9)" || ReasonTag.String() != "tag mismatch" {
+		t.Error("AuthReason.String")
+	}
+}
