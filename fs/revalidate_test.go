@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -145,10 +146,39 @@ func TestRevalidate(t *testing.T) {
 		t.Errorf("key enabled again: %v", err)
 	}
 
+	// A re-wrapped record (what rewrap writes: the same data key in a new
+	// blob) is confirmed and adopted.
+	buf := make([]byte, maxRecordSize)
+	n, err := unix.Fgetxattr(int(f.Fd()), KeyXattr, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk, err := keysvc.ParseRecord(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := r.encryptionContext(c.cipher.Header().FileID)
+	uw, err := keys.Decrypt(ctx, wk.Blob, wk.KeyID, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, keys.aead.NonceSize())
+	nonce[0] = 1
+	wk.Blob = keys.aead.Seal(nonce, nonce, uw.Plaintext, keys.aad(ec))
+	if err := unix.Fsetxattr(int(f.Fd()), KeyXattr, wk.MarshalRecord(), 0); err != nil {
+		t.Fatal(err)
+	}
+	due()
+	if err := r.revalidate(ctx, c, f); err != nil {
+		t.Errorf("a re-wrapped record: %v", err)
+	}
+	if !bytes.Equal(c.check.blob, wk.Blob) {
+		t.Errorf("the re-wrapped record was not adopted")
+	}
+
 	// Another file's key record (valid, but for another file ID) is not
 	// this file's key.
-	buf := make([]byte, maxRecordSize)
-	n, err := unix.Fgetxattr(int(other.Fd()), KeyXattr, buf)
+	n, err = unix.Fgetxattr(int(other.Fd()), KeyXattr, buf)
 	if err != nil {
 		t.Fatal(err)
 	}

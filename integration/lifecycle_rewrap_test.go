@@ -440,3 +440,31 @@ func TestRewrapMoveLocalToAWS(t *testing.T) {
 		t.Errorf("a plain rewrap after the move: %+v, want everything current", again)
 	}
 }
+
+// TestRotateOnDemandAWS rotates a key of the key server through the AWS
+// API (`kmsfs key rotate --kms aws`): the key gains a version, a mounted
+// AWS tree puts new files on it, and rewrap moves the old ones.
+func TestRotateOnDemandAWS(t *testing.T) {
+	t.Parallel()
+	ks := slowKeyServer(t, 0)
+	id := strings.TrimSpace(runKmsfs(t, ks.kmsfsEnv(), "key", "create"))
+	fs := newFS(t, WithInitArgs("--kms", "aws", "--key", id, "--kms-endpoint", ks.Endpoint),
+		WithMountArgs("--kms-endpoint", ks.Endpoint), WithEnv(ks.AWSEnv()...))
+	mustWrite(t, fs.Path("old"), []byte("old"))
+	out := fs.Run("key", "rotate", "--kms", "aws", "--kms-endpoint", ks.Endpoint, id)
+	if !strings.Contains(out, "rotated ") {
+		t.Errorf("key rotate --kms aws printed %q", out)
+	}
+	if desc := runKmsfs(t, ks.kmsfsEnv(), "key", "describe", id); !regexp.MustCompile(`versions:\s+2`).MatchString(desc) {
+		t.Errorf("after an on-demand rotation through the AWS API the key has not 2 versions:\n%s", desc)
+	}
+	mustWrite(t, fs.Path("new"), []byte("new"))
+	if o, n := fs.info(fs.Path("old")), fs.info(fs.Path("new")); o.KeyMaterialID == n.KeyMaterialID {
+		t.Errorf("a file written after the rotation uses the old key material %s", o.KeyMaterialID)
+	}
+	sum := parseRewrapSummary(t, fs.Run("rewrap", "--kms-endpoint", ks.Endpoint, fs.CipherDir))
+	if sum.rewrapped != 1 || sum.current != 1 {
+		t.Errorf("rewrap after the rotation: %+v, want 1 rewrapped, 1 current", sum)
+	}
+	checkContent(t, fs.Path("old"), []byte("old"))
+}

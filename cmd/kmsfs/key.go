@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	kfs "github.com/kmsfs/kmsfs/fs"
+	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -41,6 +44,9 @@ func runKey(ctx context.Context, args []string, env *Env) error {
 			return keyDescribe(ctx, s, pos[0], env.Stdout)
 		})
 	case "rotate":
+		if slices.Contains(rest, "--kms") || slices.Contains(rest, "-kms") || hasFlagPrefix(rest, "--kms=") {
+			return keyRotateAWS(ctx, rest, env)
+		}
 		return withStore(ctx, "key rotate", rest, env, 1, 1, func(s *local.Store, pos []string) error {
 			m, err := s.RotateKey(ctx, pos[0])
 			if err != nil {
@@ -128,6 +134,65 @@ func keyCreate(ctx context.Context, args []string, env *Env) error {
 		}
 	}
 	return nil
+}
+
+// hasFlagPrefix reports whether an argument starts with prefix.
+func hasFlagPrefix(args []string, prefix string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyRotateAWS implements `kmsfs key rotate --kms aws [--kms-endpoint URL]
+// KEY`: an on-demand rotation through the AWS KMS API (AWS KMS or `kmsfs
+// keysvc serve`), then the key's new current key material.
+func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
+	fset := newFlagSet("key rotate")
+	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
+	var ks keystoreFlags
+	ks.register(fset)
+	pos, err := parseArgs(fset, "key", args, env, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *kms == kfs.KMSLocal {
+		return runKey(ctx, append([]string{"rotate"}, withoutKMSFlag(args)...), env)
+	}
+	if *kms != kfs.KMSAWS {
+		return usageErrorf("key rotate: --kms must be local or aws, got %q", *kms)
+	}
+	client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
+	if err != nil {
+		return err
+	}
+	if err := client.RotateKeyOnDemand(ctx, pos[0]); err != nil {
+		return fmt.Errorf("rotate %s: %w", pos[0], err)
+	}
+	info, err := client.DescribeKey(ctx, pos[0])
+	if err != nil {
+		return fmt.Errorf("rotate %s: the rotation was started, but: %w", pos[0], err)
+	}
+	fmt.Fprintf(env.Stdout, "rotated %s: key material %s is now current\n", info.ARN, orDash(info.CurrentKeyMaterialID))
+	return nil
+}
+
+// withoutKMSFlag drops --kms and its value from args.
+func withoutKMSFlag(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "--kms" || args[i] == "-kms":
+			i++
+		case strings.HasPrefix(args[i], "--kms=") || strings.HasPrefix(args[i], "-kms="):
+		default:
+			out = append(out, args[i])
+		}
+	}
+	return out
 }
 
 // keyScheduleDeletion implements `kmsfs key schedule-deletion [--days N]

@@ -147,6 +147,9 @@ Subcommands:
   describe KEY            all metadata of one key
   rotate KEY              add a backing-key version; new data keys use it,
                           old ones still unwrap
+  rotate --kms aws [--kms-endpoint URL] KEY
+                          on-demand rotation of an AWS KMS key (or a key of
+                          'kmsfs keysvc serve') through the AWS API
   enable KEY | disable KEY
                           a disabled key wraps and unwraps nothing
   schedule-deletion [--days N] KEY | cancel-deletion KEY

@@ -59,6 +59,7 @@ type kmsAPI interface {
 	Decrypt(ctx context.Context, in *kms.DecryptInput, optFns ...func(*kms.Options)) (*kms.DecryptOutput, error)
 	ReEncrypt(ctx context.Context, in *kms.ReEncryptInput, optFns ...func(*kms.Options)) (*kms.ReEncryptOutput, error)
 	Encrypt(ctx context.Context, in *kms.EncryptInput, optFns ...func(*kms.Options)) (*kms.EncryptOutput, error)
+	RotateKeyOnDemand(ctx context.Context, in *kms.RotateKeyOnDemandInput, optFns ...func(*kms.Options)) (*kms.RotateKeyOnDemandOutput, error)
 	DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, optFns ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 }
 
@@ -298,6 +299,18 @@ func (c *Client) Encrypt(ctx context.Context, keyID string, plaintext []byte, ec
 	}
 	// EncryptOutput does not name the key material.
 	return keysvc.WrappedKey{KeyID: aws.ToString(out.KeyId), Blob: out.CiphertextBlob}, nil
+}
+
+// RotateKeyOnDemand starts an on-demand rotation of keyID (`kmsfs key
+// rotate --kms aws`): new data keys get new key material, old ones still
+// unwrap. KMS caps on-demand rotations per key (keysvc.ErrLimitExceeded).
+func (c *Client) RotateKeyOnDemand(ctx context.Context, keyID string) error {
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	if _, err := c.api.RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: aws.String(keyID)}); err != nil {
+		return classify("RotateKeyOnDemand", err)
+	}
+	return nil
 }
 
 // DescribeKey returns the key's ID, ARN, state and current key material.

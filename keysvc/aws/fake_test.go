@@ -273,6 +273,20 @@ func (f *fakeKMS) Encrypt(ctx context.Context, in *kms.EncryptInput, _ ...func(*
 	return &kms.EncryptOutput{CiphertextBlob: blob, KeyId: aws.String(f.keys[i].arn)}, nil
 }
 
+func (f *fakeKMS) RotateKeyOnDemand(ctx context.Context, in *kms.RotateKeyOnDemandInput, _ ...func(*kms.Options)) (*kms.RotateKeyOnDemandOutput, error) {
+	if err := f.enter(ctx, "RotateKeyOnDemand"); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, err := f.lookupLocked(aws.ToString(in.KeyId))
+	if err != nil {
+		return nil, err
+	}
+	f.rotateLocked(i)
+	return &kms.RotateKeyOnDemandOutput{KeyId: aws.String(f.keys[i].arn)}, nil
+}
+
 func (f *fakeKMS) DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
 	if err := f.enter(ctx, "DescribeKey"); err != nil {
 		return nil, err
