@@ -207,8 +207,9 @@ func TestCiphertextOnly(t *testing.T) {
 	checkContent(t, tfs.Path("truncated"), repeat("truncated", 4*cs)[:2*cs+cs/2])
 }
 
-// fileIDOf returns the hex file ID from the header of a backing file:
-// magic(4) version(2) algorithm(1) flags(1) chunk size(4) file ID(16).
+// fileIDOf returns the hex file ID from the header of a backing file, laid
+// out as chunk/FORMAT.md specifies: magic(4) version(2) algorithm(1) chunk
+// size(4) file ID(16) flags(1).
 func fileIDOf(t testing.TB, backing string) string {
 	t.Helper()
 	f, err := os.Open(backing)
@@ -220,7 +221,10 @@ func fileIDOf(t testing.TB, backing string) string {
 	if _, err := f.ReadAt(h, 0); err != nil {
 		t.Fatalf("reading header of %s: %v", backing, err)
 	}
-	return hex.EncodeToString(h[12:28])
+	if string(h[:4]) != headerMagic {
+		t.Fatalf("%s: no kmsfs header", backing)
+	}
+	return hex.EncodeToString(h[11:27])
 }
 
 // listXattrNoFollow lists the xattr names of path itself.

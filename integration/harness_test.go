@@ -435,7 +435,7 @@ func (fs *testFS) Unmount() {
 	if !fs.mounted {
 		fs.t.Fatalf("Unmount: %s is not mounted", fs.Mnt)
 	}
-	res := fs.Exec("unmount", fs.Mnt)
+	res := fs.unmountRetryBusy()
 	_, live := findMount(fs.Mnt)
 	fs.mounted = live
 	if res.Err != nil {
@@ -452,6 +452,25 @@ func (fs *testFS) Unmount() {
 			fs.t.Errorf("kmsfs unmount returned but daemon %d: %v", pid, err)
 		}
 	}
+}
+
+// exitBusy is kmsfs's documented exit code for "unmount failed" (the mount
+// is in use).
+const exitBusy = 7
+
+// unmountRetryBusy runs `kmsfs unmount` and retries a few times, with a
+// short growing pause, while it reports the mount busy. Between fork and
+// exec, a child process started by any goroutine of this test process holds
+// copies of all our descriptors (close-on-exec or not), so a file closed just
+// before the unmount can keep the mount busy for a moment.
+func (fs *testFS) unmountRetryBusy() cmdResult {
+	res := fs.Exec("unmount", fs.Mnt)
+	for i, pause := 0, 20*time.Millisecond; i < 6 && res.Code == exitBusy; i, pause = i+1, pause*2 {
+		fs.t.Logf("kmsfs unmount: busy (%s); retrying", strings.TrimSpace(res.Stderr))
+		time.Sleep(pause)
+		res = fs.Exec("unmount", fs.Mnt)
+	}
+	return res
 }
 
 // Remount unmounts and mounts again (a new daemon process), with extra mount
@@ -501,7 +520,7 @@ func (fs *testFS) Log() string {
 func (fs *testFS) cleanup() {
 	t := fs.t
 	if fs.mounted {
-		res := fs.Exec("unmount", fs.Mnt)
+		res := fs.unmountRetryBusy()
 		if res.Err != nil {
 			t.Errorf("cleanup: kmsfs unmount %s: %v (exit %d)\nstderr:\n%s", fs.Mnt, res.Err, res.Code, res.Stderr)
 		}

@@ -374,7 +374,20 @@ func TestForeground(t *testing.T) {
 			t.Errorf("kmsfs mount --foreground after SIGINT: %v, want exit 0\n%s", err, stderr.String())
 		}
 	case <-time.After(exitTimeout):
-		t.Fatalf("kmsfs mount --foreground still running %v after SIGINT", exitTimeout)
+		// Ask the Go runtime for a goroutine dump (SIGQUIT prints every
+		// stack to stderr and exits) to show where the daemon is stuck.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		dump := "(no dump)"
+		select {
+		case <-exited:
+			dump = stderr.String()
+			if len(dump) > 32<<10 {
+				dump = dump[:32<<10] + "…"
+			}
+		case <-time.After(10 * time.Second):
+		}
+		fs.pid = 0
+		t.Fatalf("kmsfs mount --foreground still running %v after SIGINT; goroutines:\n%s", exitTimeout, dump)
 	}
 	fs.MarkUnmounted()
 	fs.Mount()
