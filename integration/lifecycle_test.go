@@ -374,8 +374,11 @@ func TestForeground(t *testing.T) {
 			t.Errorf("kmsfs mount --foreground after SIGINT: %v, want exit 0\n%s", err, stderr.String())
 		}
 	case <-time.After(exitTimeout):
-		// Ask the Go runtime for a goroutine dump (SIGQUIT prints every
-		// stack to stderr and exits) to show where the daemon is stuck.
+		// Show where it is stuck: the kernel stacks of its threads (a
+		// daemon killed while it has a file of its own mount open hangs
+		// in fuse_flush on exit), then a Go goroutine dump (SIGQUIT prints
+		// every stack to stderr and exits).
+		t.Logf("kernel stacks of %d:\n%s", cmd.Process.Pid, kernelStacks(cmd.Process.Pid))
 		cmd.Process.Signal(syscall.SIGQUIT)
 		dump := "(no dump)"
 		select {
@@ -425,4 +428,19 @@ func TestDaemonKilled(t *testing.T) {
 	fs.MarkUnmounted()
 	fs.Mount()
 	diffSnapshots(t, "after SIGKILL and a new mount", want, snapshot(t, fs.Mnt))
+}
+
+// kernelStacks returns the kernel stack of every thread of pid (root only).
+func kernelStacks(pid int) string {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	var b strings.Builder
+	for _, task := range tasks {
+		stack, err := os.ReadFile(task + "/stack")
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", task, err)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:\n%s", task, stack)
+	}
+	return b.String()
 }
