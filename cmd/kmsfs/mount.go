@@ -324,6 +324,15 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 	// The kernel applies the caller's umask to the modes it sends; ours
 	// must not apply a second time.
 	unix.Umask(0)
+	// Catch signals before mounting: while go-fuse's Mount waits for the
+	// kernel it holds a file open inside the new mount, and dying there by
+	// the default action leaves a dead mount or a daemon stuck in its own
+	// flush. A signal that arrives early is handled once the mount is up,
+	// by unmounting. SIGHUP too: a --foreground mount whose terminal goes
+	// away must not leave a dead mount behind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	logger, closeLog, err := daemonLogger(f, env, ready != nil)
 	if err != nil {
 		return err
@@ -379,14 +388,8 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		return fail(err)
 	}
 
-	// Signals first, state file next, readiness last: once the parent
-	// returns, `kmsfs unmount` must find the state and a signal must
-	// unmount cleanly.
-	sigs := make(chan os.Signal, 1)
-	// SIGHUP too: a --foreground mount whose terminal goes away must not
-	// leave a dead mount behind.
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	// State file next, readiness last: once the parent returns,
+	// `kmsfs unmount` must find the state.
 	statePath, err := recordMount(f, cfg, env)
 	if err != nil {
 		_ = server.Unmount()
