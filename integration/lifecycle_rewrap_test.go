@@ -152,6 +152,7 @@ func TestRotateRewrapWhileReading(t *testing.T) {
 	rd := startReader(t, map[string][]byte{fs.Path("gen0-0"): files[fs.Path("gen0-0")], fs.Path("d", "gen0"): files[fs.Path("d", "gen0")]})
 	for gen := 1; gen <= 3; gen++ {
 		fs.Run("key", "rotate", cfg.KeyID)
+		waitNewMaterial(t, fs, fs.info(fs.Path(fmt.Sprintf("gen%d-0", gen-1))).KeyMaterialID)
 		write(gen)
 	}
 	materials := map[string]int{}
@@ -206,6 +207,27 @@ func TestRotateRewrapWhileReading(t *testing.T) {
 	fs.Remount()
 	for p, data := range files {
 		checkContent(t, p, data)
+	}
+}
+
+// waitNewMaterial waits until a file created in the mount gets a key
+// material other than old: at once, unless the mount hands out data keys
+// it generated before the rotation (a key pool bounds their age).
+func waitNewMaterial(t testing.TB, fs *testFS, old string) {
+	t.Helper()
+	probe := fs.Path(".probe")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mustWrite(t, probe, []byte("probe"))
+		m := fs.info(probe).KeyMaterialID
+		if err := os.Remove(probe); err != nil {
+			t.Fatal(err)
+		}
+		if m != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after a rotation new files still get key material %s", old)
+		}
 	}
 }
 
@@ -458,6 +480,7 @@ func TestRotateOnDemandAWS(t *testing.T) {
 	if desc := runKmsfs(t, ks.kmsfsEnv(), "key", "describe", id); !regexp.MustCompile(`versions:\s+2`).MatchString(desc) {
 		t.Errorf("after an on-demand rotation through the AWS API the key has not 2 versions:\n%s", desc)
 	}
+	waitNewMaterial(t, fs, fs.info(fs.Path("old")).KeyMaterialID)
 	mustWrite(t, fs.Path("new"), []byte("new"))
 	if o, n := fs.info(fs.Path("old")), fs.info(fs.Path("new")); o.KeyMaterialID == n.KeyMaterialID {
 		t.Errorf("a file written after the rotation uses the old key material %s", o.KeyMaterialID)
