@@ -272,13 +272,13 @@ func (f *File) write(p []byte, off int64, st state) (int, error) {
 	gap := first > oldLast+1 // chunks oldLast+1 .. first-1 stay holes
 
 	// Header: write it if missing, and set FlagSparse before the first gap.
-	flags, flagsKnown := st.flags, st.backing <= HeaderSize
+	flags, flagsKnown := st.flags, st.backing <= DataOffset
 	switch {
 	case st.backing == 0:
 		if gap {
 			flags |= FlagSparse
 		}
-		if err := f.writeFlags(flags); err != nil {
+		if err := f.writeHeaderAndSlot(flags); err != nil {
 			return 0, err
 		}
 	case gap && !f.sparse.Load():
@@ -507,9 +507,9 @@ func (f *File) Truncate(size int64) error {
 	return nil
 }
 
-// truncateToZero empties the file, keeping the header: FlagHasData is
-// cleared before the chunks go, so a crash in between leaves the old
-// content, still readable.
+// truncateToZero empties the file, keeping the header and the key-record
+// slot: FlagHasData is cleared before the chunks go, so a crash in between
+// leaves the old content, still readable.
 func (f *File) truncateToZero() error {
 	backing, err := f.backingSize()
 	if err != nil || backing == 0 {
@@ -527,10 +527,10 @@ func (f *File) truncateToZero() error {
 			return err
 		}
 	}
-	if backing == HeaderSize {
+	if backing == DataOffset {
 		return nil
 	}
-	if err := f.backing.Truncate(HeaderSize); err != nil {
+	if err := f.backing.Truncate(DataOffset); err != nil {
 		return fmt.Errorf("chunk: file %s: truncating backing file: %w", f.id(), err)
 	}
 	return nil
@@ -560,7 +560,8 @@ type state struct {
 }
 
 // stat returns the backing and plaintext sizes. A backing file holding only
-// a header has its header read: with FlagHasData it was truncated to empty.
+// a header and slot has its header read: with FlagHasData it was truncated
+// to empty.
 func (f *File) stat() (state, error) {
 	backing, err := f.backingSize()
 	if err != nil {
@@ -571,7 +572,7 @@ func (f *File) stat() (state, error) {
 		return state{}, fmt.Errorf("chunk: file %s: impossible backing size %d: %w", f.id(), backing, ErrCorrupt)
 	}
 	st := state{backing: backing, size: plain}
-	if backing == HeaderSize {
+	if backing == DataOffset {
 		if st.flags, err = f.readFlags(); err != nil {
 			return state{}, err
 		}
@@ -606,7 +607,28 @@ func (f *File) readFlags() (uint8, error) {
 	return h.Flags, nil
 }
 
-// writeFlags writes the header with the given flags.
+// writeHeaderAndSlot starts an empty (0-byte) backing file: the header with
+// the given flags and an empty key-record slot, in one write, so that the
+// file is DataOffset bytes. Callers that have a key record write it
+// themselves before handing the file over (see MarshalSlot).
+func (f *File) writeHeaderAndSlot(flags uint8) error {
+	hb, err := f.cipher.MarshalHeaderFlags(flags)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, DataOffset)
+	copy(b, hb)
+	if err := f.writeBacking(b, 0); err != nil {
+		return err
+	}
+	if flags&FlagSparse != 0 {
+		f.sparse.Store(true)
+	}
+	return nil
+}
+
+// writeFlags writes the header with the given flags. It never touches the
+// key-record slot after it.
 func (f *File) writeFlags(flags uint8) error {
 	hb, err := f.cipher.MarshalHeaderFlags(flags)
 	if err != nil {
@@ -646,7 +668,7 @@ func (f *File) writeBacking(buf []byte, off int64) error {
 }
 
 // chunkOffset returns the backing offset of chunk i.
-func (f *File) chunkOffset(i int64) int64 { return HeaderSize + i*f.sealedSize }
+func (f *File) chunkOffset(i int64) int64 { return DataOffset + i*f.sealedSize }
 
 // chunkLen returns the plaintext length of chunk i of a file of plaintext
 // size size; the chunk must exist.

@@ -186,7 +186,7 @@ func TestEmptyFile(t *testing.T) {
 		t.Errorf("header written by WriteAt: %v", err)
 	}
 	tf.truncate(0)
-	if b := tf.mem.bytes(); len(b) != HeaderSize || tf.f.cipher.VerifyHeader(b) != nil {
+	if b := tf.mem.bytes(); len(b) != DataOffset || tf.f.cipher.VerifyHeader(b) != nil {
 		t.Errorf("truncate to 0 left %d bytes", len(b))
 	}
 	tf.check()
@@ -214,7 +214,7 @@ func TestSparse(t *testing.T) {
 	writes := tf.mem.resetWrites()
 	// FlagSparse is set, the old short chunk 0 padded (still final), chunk
 	// 1000 written, and chunk 0 re-sealed as a middle chunk.
-	want := []span{{0, HeaderSize}, {HeaderSize, int64(cs + Overhead)}, {tf.f.chunkOffset(1000), 8 + Overhead}, {HeaderSize, int64(cs + Overhead)}}
+	want := []span{{0, HeaderSize}, {DataOffset, int64(cs + Overhead)}, {tf.f.chunkOffset(1000), 8 + Overhead}, {DataOffset, int64(cs + Overhead)}}
 	if fmt.Sprint(writes) != fmt.Sprint(want) {
 		t.Fatalf("writes = %v, want %v", writes, want)
 	}
@@ -261,7 +261,7 @@ func TestWriteCalls(t *testing.T) {
 	tf := newTestFile(t, cs)
 	rng := rand.New(rand.NewPCG(1, 2))
 	tf.write(fill(rng, 10*cs+100), 0)
-	if w := tf.mem.resetWrites(); len(w) != 3 || w[0].off != 0 || w[1].off != HeaderSize || w[2].off != 0 {
+	if w := tf.mem.resetWrites(); len(w) != 3 || w[0].off != 0 || w[1].off != DataOffset || w[2].off != 0 {
 		t.Fatalf("first write: %v, want header, one run, header with FlagHasData", w)
 	}
 	// Unaligned overwrite spanning 5 chunks: one write.
@@ -383,7 +383,7 @@ func TestTamper(t *testing.T) {
 	const cs = MinChunkSize
 	const s = cs + Overhead
 	tf, orig := buildFile(t, cs, 4)
-	at := func(i int) int { return HeaderSize + i*s }
+	at := func(i int) int { return DataOffset + i*s }
 	chunkBytes := func(b []byte, i int) []byte { return append([]byte{}, b[at(i):min(at(i)+s, len(b))]...) }
 
 	t.Run("swap", func(t *testing.T) {
@@ -399,7 +399,7 @@ func TestTamper(t *testing.T) {
 		}
 	})
 	t.Run("reorder", func(t *testing.T) {
-		b := append([]byte{}, orig[:HeaderSize]...)
+		b := append([]byte{}, orig[:DataOffset]...)
 		b = append(b, chunkBytes(orig, 2)...)
 		b = append(b, chunkBytes(orig, 0)...)
 		b = append(b, chunkBytes(orig, 1)...)
@@ -451,7 +451,7 @@ func TestTamper(t *testing.T) {
 			b := append([]byte{}, orig...)
 			b[pos] ^= 0x80
 			tf.mem.set(b)
-			i := uint64((pos - HeaderSize) / s)
+			i := uint64((pos - DataOffset) / s)
 			wantAuthErr(t, fmt.Sprint("flip at ", pos), readErr(tf.f, 0, 4*cs), i)
 			// Writes that need the damaged chunk fail too.
 			_, err := tf.f.WriteAt([]byte{1}, int64(i)*cs+1)
@@ -468,7 +468,7 @@ func TestTamper(t *testing.T) {
 // must fail cleanly.
 func TestHostileBacking(t *testing.T) {
 	tf, orig := buildFile(t, MinChunkSize, 3)
-	for _, size := range []int{1, HeaderSize - 1, HeaderSize + 1, HeaderSize + Overhead} {
+	for _, size := range []int{1, HeaderSize, DataOffset - 1, DataOffset + 1, DataOffset + Overhead} {
 		tf.mem.set(orig[:size])
 		if _, err := tf.f.Size(); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("size %d: Size = %v", size, err)
@@ -485,7 +485,7 @@ func TestHostileBacking(t *testing.T) {
 	}
 	// Random garbage after a valid header.
 	rng := rand.New(rand.NewPCG(5, 5))
-	garbage := append(append([]byte{}, orig[:HeaderSize]...), fill(rng, 3*(MinChunkSize+Overhead))...)
+	garbage := append(append([]byte{}, orig[:DataOffset]...), fill(rng, 3*(MinChunkSize+Overhead))...)
 	tf.mem.set(garbage)
 	wantAuthErr(t, "garbage", readErr(tf.f, 0, 10), 0)
 	wantAuthErr(t, "garbage truncate", tf.f.Truncate(MinChunkSize+5), 1)

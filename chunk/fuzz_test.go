@@ -39,11 +39,24 @@ func fuzzSeeds(t testing.TB) map[string][][]any {
 	}
 	ordinary := plainMem.bytes()
 	zeroed := append([]byte{}, ordinary...)
-	clear(zeroed[HeaderSize+MinChunkSize+Overhead : HeaderSize+2*(MinChunkSize+Overhead)])
+	clear(zeroed[DataOffset+MinChunkSize+Overhead : DataOffset+2*(MinChunkSize+Overhead)])
 	flipped := append([]byte{}, file...)
-	flipped[HeaderSize+5] ^= 1
+	flipped[DataOffset+5] ^= 1
 	s := int64(MinChunkSize + Overhead)
+	slot, err := MarshalSlot(pattern(300, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return map[string][][]any{
+		"FuzzParseSlot": {
+			{slot},
+			{append(slot, 1, 2, 3)},
+			{make([]byte, SlotSize)},
+			{slot[:SlotSize-1]},
+			{append([]byte{0x01, 0xc6}, make([]byte, SlotSize-2)...)},
+			{append([]byte{0x01, 0xc7}, make([]byte, SlotSize-2)...)},
+			{func() []byte { b := append([]byte{}, slot...); b[SlotSize-1] = 1; return b }()},
+		},
 		"FuzzParseHeader": {
 			{hb},
 			{hb[:HeaderSize-1]},
@@ -53,10 +66,10 @@ func fuzzSeeds(t testing.TB) map[string][][]any {
 		},
 		"FuzzPlaintextSize": {
 			{int64(0), DefaultChunkSize},
-			{int64(HeaderSize), DefaultChunkSize},
-			{int64(5112), DefaultChunkSize},
-			{int64(HeaderSize + Overhead), MinChunkSize},
-			{int64(HeaderSize + 3*s + 29), MinChunkSize},
+			{int64(DataOffset), DefaultChunkSize},
+			{int64(5568), DefaultChunkSize},
+			{int64(DataOffset + Overhead), MinChunkSize},
+			{int64(DataOffset + 3*s + 29), MinChunkSize},
 			{int64(math.MaxInt64), MaxChunkSize},
 			{int64(-1), DefaultChunkSize},
 			{int64(100), 1000},
@@ -67,10 +80,11 @@ func fuzzSeeds(t testing.TB) map[string][][]any {
 			{file[:len(file)-1], int64(2 * MinChunkSize), uint16(50)},
 			{flipped, int64(0), uint16(20)},
 			{hb, int64(0), uint16(1)},
-			{append(hb, make([]byte, 3*s)...), int64(600), uint16(1000)},
+			{append(hb, make([]byte, SlotSize+3*s)...), int64(600), uint16(1000)},
+			{append(hb, make([]byte, SlotSize)...), int64(0), uint16(1)},
 			{[]byte{}, int64(5), uint16(5)},
 			{ordinary, int64(0), uint16(3 * MinChunkSize)},
-			{ordinary[:HeaderSize+2*s], int64(MinChunkSize), uint16(10)},
+			{ordinary[:DataOffset+2*s], int64(MinChunkSize), uint16(10)},
 			{zeroed, int64(MinChunkSize + 3), uint16(600)},
 		},
 	}

@@ -28,6 +28,12 @@ const (
 	// HeaderSize is the size of the header at the start of every non-empty
 	// backing file.
 	HeaderSize = 56
+	// SlotSize is the size of the key-record slot right after the header: a
+	// recoverable copy of the file's wrapped data key (see MarshalSlot).
+	SlotSize = 456
+	// DataOffset is where chunk 0 starts: after the header and the slot. A
+	// backing file of an empty file (header written) is DataOffset bytes.
+	DataOffset = HeaderSize + SlotSize
 	// NonceSize is the size of the random GCM nonce of the header and of each chunk.
 	NonceSize = 12
 	// TagSize is the size of the GCM tag of the header and of each chunk.
@@ -210,11 +216,12 @@ func checkChunkSize(n int64) error {
 func MaxPlaintextSize(chunkSize int) int64 {
 	mustChunkSize(chunkSize)
 	sealed := int64(chunkSize) + Overhead
-	return (math.MaxInt64 - HeaderSize) / sealed * int64(chunkSize)
+	return (math.MaxInt64 - DataOffset) / sealed * int64(chunkSize)
 }
 
-// CiphertextSize returns the size of the backing file, header included, that
-// holds plain bytes of plaintext: HeaderSize for an empty file. It panics
+// CiphertextSize returns the size of the backing file, header and slot
+// included, that holds plain bytes of plaintext: DataOffset for an empty
+// file. It panics
 // (a caller bug) if chunkSize is invalid or plain is negative or larger than
 // MaxPlaintextSize(chunkSize).
 func CiphertextSize(plain int64, chunkSize int) int64 {
@@ -222,7 +229,7 @@ func CiphertextSize(plain int64, chunkSize int) int64 {
 		panic(fmt.Sprintf("chunk: internal error: plaintext size %d out of range", plain))
 	}
 	c := int64(chunkSize)
-	size := HeaderSize + plain/c*(c+Overhead)
+	size := DataOffset + plain/c*(c+Overhead)
 	if rem := plain % c; rem > 0 {
 		size += rem + Overhead
 	}
@@ -230,8 +237,9 @@ func CiphertextSize(plain int64, chunkSize int) int64 {
 }
 
 // PlaintextSize returns the plaintext size of a backing file of backing
-// bytes. Both 0 (header not yet written) and HeaderSize mean an empty file.
-// Sizes that no plaintext size maps to (shorter than a header, ending in a
+// bytes. Both 0 (header not yet written) and DataOffset (header and slot,
+// no chunk) mean an empty file. Sizes that no plaintext size maps to
+// (shorter than the header and slot, ending in a
 // chunk of Overhead bytes or fewer, or beyond MaxPlaintextSize) and invalid
 // chunk sizes give an error wrapping ErrCorrupt.
 func PlaintextSize(backing int64, chunkSize int) (int64, error) {
@@ -241,12 +249,12 @@ func PlaintextSize(backing int64, chunkSize int) (int64, error) {
 	if backing == 0 {
 		return 0, nil
 	}
-	if backing < HeaderSize {
-		return 0, fmt.Errorf("chunk: backing size %d is shorter than the header: %w", backing, ErrCorrupt)
+	if backing < DataOffset {
+		return 0, fmt.Errorf("chunk: backing size %d is shorter than the header and key-record slot: %w", backing, ErrCorrupt)
 	}
 	c := int64(chunkSize)
 	sealed := c + Overhead
-	n := backing - HeaderSize
+	n := backing - DataOffset
 	full, rem := n/sealed, n%sealed
 	if rem == 0 {
 		return full * c, nil

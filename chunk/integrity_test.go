@@ -73,13 +73,13 @@ func TestDetected(t *testing.T) {
 	const s = cs + Overhead
 	orig, _ := sampleFile(t, false)
 	sparse, _ := sampleFile(t, true)
-	at := func(i int) int { return HeaderSize + i*s }
+	at := func(i int) int { return DataOffset + i*s }
 	edit := func(b []byte, fn func(b []byte) []byte) []byte { return fn(append([]byte{}, b...)) }
 
 	t.Run("bit flip", func(t *testing.T) {
 		for _, pos := range []int{at(0), at(1) + NonceSize + 3, at(2) + s - 1, len(orig) - 1} {
 			f := reopen(t, edit(orig, func(b []byte) []byte { b[pos] ^= 1; return b }))
-			i := uint64((pos - HeaderSize) / s)
+			i := uint64((pos - DataOffset) / s)
 			_, err := readAll(f)
 			authCheck(t, fmt.Sprint("flip at ", pos), err, i, ReasonTag)
 			// The rest of the file stays readable.
@@ -181,7 +181,7 @@ func TestDetected(t *testing.T) {
 		}
 	})
 	t.Run("truncation to empty", func(t *testing.T) {
-		f := reopen(t, orig[:HeaderSize])
+		f := reopen(t, orig[:DataOffset])
 		_, err := f.Size()
 		authCheck(t, "Size", err, 0, ReasonTruncated)
 		authCheck(t, "ReadAt", readErr(f, 0, 1), 0, ReasonTruncated)
@@ -233,7 +233,7 @@ func TestDetected(t *testing.T) {
 func TestNotDetected(t *testing.T) {
 	const cs = MinChunkSize
 	const s = cs + Overhead
-	at := func(i int) int { return HeaderSize + i*s }
+	at := func(i int) int { return DataOffset + i*s }
 
 	t.Run("zeroed middle chunk in a sparse file", func(t *testing.T) {
 		b, want := sampleFile(t, true)
@@ -342,7 +342,7 @@ func TestFlagTransitions(t *testing.T) {
 		t.Fatal("header rewritten without a transition")
 	}
 	tf.truncate(0)
-	if flags(tf) != 0 || headerWrites(tf) != 1 || len(tf.mem.bytes()) != HeaderSize {
+	if flags(tf) != 0 || headerWrites(tf) != 1 || len(tf.mem.bytes()) != DataOffset {
 		t.Fatalf("truncate to 0: flags %#x", flags(tf))
 	}
 	tf.truncate(0)

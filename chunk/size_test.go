@@ -11,14 +11,14 @@ func TestSizeMapWorked(t *testing.T) {
 	tests := []struct {
 		plain, backing int64
 	}{
-		{0, 56},
-		{1, 85},
-		{4095, 4179},
-		{4096, 4180},
-		{4097, 4209},
-		{5000, 5112},
-		{2 * 4096, 56 + 2*4124},
-		{2*4096 + 1, 56 + 2*4124 + 29},
+		{0, 512},
+		{1, 541},
+		{4095, 4635},
+		{4096, 4636},
+		{4097, 4665},
+		{5000, 5568},
+		{2 * 4096, 512 + 2*4124},
+		{2*4096 + 1, 512 + 2*4124 + 29},
 	}
 	for _, tt := range tests {
 		if got := CiphertextSize(tt.plain, DefaultChunkSize); got != tt.backing {
@@ -41,17 +41,17 @@ func TestSizeMapBoundaries(t *testing.T) {
 		}{
 			{0, 0, false},
 			{1, 0, true},
-			{HeaderSize - 1, 0, true},
-			{HeaderSize, 0, false},
-			{HeaderSize + 1, 0, true},
-			{HeaderSize + Overhead, 0, true},
-			{HeaderSize + Overhead + 1, 1, false},
-			{HeaderSize + s - 1, c - 1, false},
-			{HeaderSize + s, c, false},
-			{HeaderSize + s + 1, 0, true},
-			{HeaderSize + s + Overhead, 0, true},
-			{HeaderSize + s + Overhead + 1, c + 1, false},
-			{HeaderSize + 3*s + 7 + Overhead, 3*c + 7, false},
+			{DataOffset - 1, 0, true},
+			{DataOffset, 0, false},
+			{DataOffset + 1, 0, true},
+			{DataOffset + Overhead, 0, true},
+			{DataOffset + Overhead + 1, 1, false},
+			{DataOffset + s - 1, c - 1, false},
+			{DataOffset + s, c, false},
+			{DataOffset + s + 1, 0, true},
+			{DataOffset + s + Overhead, 0, true},
+			{DataOffset + s + Overhead + 1, c + 1, false},
+			{DataOffset + 3*s + 7 + Overhead, 3*c + 7, false},
 			{-1, 0, true},
 			{math.MinInt64, 0, true},
 		}

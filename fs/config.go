@@ -56,6 +56,26 @@ type Config struct {
 	ChunkSize int `json:"chunk_size"`
 	// Created is when the tree was initialised (RFC 3339 in the file).
 	Created time.Time `json:"created"`
+	// KeyRecord says where each file's key record lives: KeyRecordXattrSlot
+	// (the user.kmsfs.key xattr and a copy in the file's key-record slot)
+	// or KeyRecordSlot (the slot only, for backing file systems without
+	// user xattrs; `kmsfs init` probes). Empty, as in configs written
+	// before the field existed, means KeyRecordXattrSlot.
+	KeyRecord string `json:"key_record,omitempty"`
+}
+
+// Where a tree keeps its key records (Config.KeyRecord).
+const (
+	KeyRecordXattrSlot = "xattr+slot"
+	KeyRecordSlot      = "slot"
+)
+
+// KeyRecordMode returns c.KeyRecord with the default filled in.
+func (c Config) KeyRecordMode() string {
+	if c.KeyRecord == "" {
+		return KeyRecordXattrSlot
+	}
+	return c.KeyRecord
 }
 
 // NewConfig returns a config for a new tree with a fresh random
@@ -75,6 +95,7 @@ func NewConfig(kms, keyARN string, chunkSize int) (Config, error) {
 		KeyID:         keyARN,
 		ChunkSize:     chunkSize,
 		Created:       time.Now().UTC().Truncate(time.Second),
+		KeyRecord:     KeyRecordXattrSlot,
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -115,6 +136,9 @@ func (c Config) Validate() error {
 	}
 	if y := c.Created.UTC().Year(); y < 1 || y > 9999 {
 		return fmt.Errorf("config: created year %d (UTC) is out of range", y)
+	}
+	if c.KeyRecord != "" && c.KeyRecord != KeyRecordXattrSlot && c.KeyRecord != KeyRecordSlot {
+		return fmt.Errorf("config: key_record must be %q or %q, got %q", KeyRecordXattrSlot, KeyRecordSlot, c.KeyRecord)
 	}
 	return nil
 }

@@ -72,22 +72,43 @@ func (r *root) encryptionContext(id chunk.FileID) keysvc.EncryptionContext {
 // returns its cipher and wrapped key record. The plaintext key is zeroed
 // before newKey returns.
 func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
+	c, rec, _, err := r.newKeyAt(ctx)
+	return c, rec, err
+}
+
+// newKeyAt is newKey that also returns when the key service made the key.
+// The key comes from the data key pool (keypool.go) when it has one, else
+// from one GenerateDataKey call.
+func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, error) {
+	if k, ok := r.pool.take(); ok {
+		r.metrics.poolHits.Add(1)
+		c, err := chunk.NewCipher(k.dk.Plaintext, k.h)
+		keysvc.Zero(k.dk.Plaintext)
+		if err != nil {
+			return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", k.h.FileID, err)
+		}
+		return c, k.dk.Wrapped.MarshalRecord(), k.at, nil
+	}
+	if r.pool != nil {
+		r.metrics.poolMisses.Add(1)
+	}
 	h, err := chunk.NewHeader(r.cfg.ChunkSize)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, time.Time{}, err
 	}
+	at := time.Now()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
 	dk, err := r.keys.GenerateDataKey(kctx, r.cfg.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
-		return nil, nil, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
+		return nil, nil, time.Time{}, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
 	}
 	c, err := chunk.NewCipher(dk.Plaintext, h)
 	keysvc.Zero(dk.Plaintext)
 	if err != nil {
-		return nil, nil, fmt.Errorf("file %s: %w", h.FileID, err)
+		return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
-	return c, dk.Wrapped.MarshalRecord(), nil
+	return c, dk.Wrapped.MarshalRecord(), at, nil
 }
 
 // loadKey reads the key record and header of the open backing file f,
@@ -122,14 +143,9 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if int(h.ChunkSize) != r.cfg.ChunkSize {
 		return nil, time.Time{}, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
 	}
-	buf := make([]byte, maxRecordSize)
-	n, err := unix.Fgetxattr(int(f.Fd()), KeyXattr, buf)
+	wk, place, err := ReadKeyRecord(int(f.Fd()), r.cfg.KeyRecordMode())
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
-	}
-	wk, err := keysvc.ParseRecord(buf[:n])
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
@@ -149,7 +165,31 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if err := c.VerifyHeader(hb[:]); err != nil {
 		return nil, time.Time{}, err
 	}
+	if place == PlaceSlot && r.cfg.KeyRecordMode() == KeyRecordXattrSlot {
+		r.restoreKeyXattr(f, h.FileID, wk)
+	}
 	return c, confirmed, nil
+}
+
+// restoreKeyXattr puts back the key xattr of a file whose record was found
+// only in its key-record slot (a copy that dropped extended attributes),
+// now that the key service has unwrapped it and the header verified under
+// it. Read-only mounts leave the backing file alone. XATTR_CREATE never
+// replaces a record another writer (a rewrap) has put there meanwhile. One
+// log line either way; a failure is not an error of the open.
+func (r *root) restoreKeyXattr(f *os.File, id chunk.FileID, wk keysvc.WrappedKey) {
+	if r.readOnly {
+		return
+	}
+	err := unix.Fsetxattr(int(f.Fd()), KeyXattr, wk.MarshalRecord(), unix.XATTR_CREATE)
+	switch {
+	case err == nil:
+		r.log.Info("restored the missing key xattr from the key-record slot", "file_id", id.String())
+	case errors.Is(err, unix.EEXIST):
+	default:
+		r.log.Warn("cannot restore the missing key xattr from the key-record slot; the slot keeps the file readable",
+			"file_id", id.String(), "err", err.Error())
+	}
 }
 
 // acquire returns the content of the open backing file f (inode ino),
@@ -198,8 +238,9 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	return c, nil
 }
 
-// adopt registers the cipher of a file this mount has just created.
-func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
+// adopt registers the cipher of a file this mount has just created, whose
+// key the key service made at confirmed.
+func (r *root) adopt(ino uint64, ci *chunk.Cipher, confirmed time.Time) *content {
 	r.mu.Lock()
 	c := r.contents[ino]
 	if c == nil {
@@ -212,7 +253,7 @@ func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
 	// c.mu is taken only after r.mu is let go.
 	c.mu.Lock()
 	c.cipher, c.loaded = ci, true
-	c.check.confirmedAt(time.Now(), r.keyRecheck)
+	c.check.confirmedAt(confirmed, r.keyRecheck)
 	c.mu.Unlock()
 	return c
 }
@@ -302,7 +343,18 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		if err := r.reserveWrite(b.fd, size, off, len(ch.data)); err != nil {
 			return 0, err
 		}
-		return f.WriteAt(ch.data, off)
+		n, err := f.WriteAt(ch.data, off)
+		if err != nil && n == len(ch.data) {
+			// Every byte is in place and reads back; what failed is a
+			// follow-up (re-sealing a chunk that was final as a middle
+			// chunk, or setting FlagHasData), which leaves a crash
+			// remnant fsck re-seals. The writer still gets the error:
+			// a backing store that fails a write must not look healthy,
+			// and POSIX lets a failed write(2) have changed the file.
+			r.log.Warn("write stored its data but a follow-up backing write failed",
+				"file_id", c.cipher.Header().FileID.String(), "err", err.Error())
+		}
+		return n, err
 	case changeTruncate:
 		size, err := f.Size()
 		if err != nil {
@@ -348,17 +400,30 @@ func (r *root) initialize(ctx context.Context, c *content, fd *os.File) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Fsetxattr(int(fd.Fd()), KeyXattr, rec, 0); err != nil {
-		return fmt.Errorf("file %s: set key xattr: %w", ci.Header().FileID, err)
+	if err := r.writeNewKeyRecord(int(fd.Fd()), ci, rec); err != nil {
+		return err
 	}
+	c.cipher = ci
+	return nil
+}
+
+// writeNewKeyRecord starts a new backing file: header and key-record slot
+// in one pwrite, then the key xattr (WriteKeyRecord). A record too large
+// for the slot is warned about once per file.
+func (r *root) writeNewKeyRecord(fd int, ci *chunk.Cipher, rec []byte) error {
 	hb, err := ci.MarshalHeader()
 	if err != nil {
 		return err
 	}
-	if _, err := fd.WriteAt(hb, 0); err != nil {
-		return fmt.Errorf("file %s: write header: %w", ci.Header().FileID, err)
+	id := ci.Header().FileID
+	place, err := WriteKeyRecord(fd, hb, rec, r.cfg.KeyRecordMode())
+	if err != nil {
+		return fmt.Errorf("file %s: %w", id, err)
 	}
-	c.cipher = ci
+	if place&PlaceSlot == 0 {
+		r.log.Warn("the key record does not fit the key-record slot: it is kept in the xattr only, and a copy that drops xattrs loses this file",
+			"file_id", id.String(), "record_bytes", len(rec), "slot_bytes", chunk.MaxSlotRecord)
+	}
 	return nil
 }
 
@@ -378,7 +443,7 @@ func (r *root) allocate(fd *os.File, f *chunk.File, off, length int64, mode uint
 	sealed := cs + chunk.Overhead
 	first := off / cs
 	last := (off + length + cs - 1) / cs // exclusive
-	boff := chunk.HeaderSize + first*sealed
+	boff := chunk.DataOffset + first*sealed
 	blen := (last - first) * sealed
 	if err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, boff, blen); err != nil {
 		return err

@@ -82,6 +82,9 @@ func isKeyServiceError(err error) bool {
 // material (keysvc and chunk promise that), so logging them is safe.
 func (r *root) errno(op string, err error) syscall.Errno {
 	e := errnoOf(err)
+	if err != nil && errors.Is(err, chunk.ErrAuthentication) {
+		r.metrics.authFailure()
+	}
 	if err == nil || r.log == nil {
 		return e
 	}
@@ -97,6 +100,7 @@ func (r *root) errno(op string, err error) syscall.Errno {
 		} else {
 			attrs = append(attrs, slog.Uint64("chunk", ae.Chunk))
 		}
+		attrs = append(attrs, slog.String("reason", ae.Reason.String()))
 		r.log.LogAttrs(context.Background(), slog.LevelError, "content authentication failed", attrs...)
 	case errors.Is(err, chunk.ErrAuthentication):
 		r.log.Error("content authentication failed", "op", op, "err", err.Error())

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/chunk"
 )
 
 // handle is an open regular file: one backing descriptor (read-write
@@ -65,12 +67,12 @@ func (r *root) newHandle(fd int, c *content, flags uint32) *handle {
 // createFile makes the encrypted file name in dirfd: a new data key from
 // the key service (wrapped with the filesystem and file ID as encryption
 // context), the backing file created O_EXCL, owned by the caller, with
-// exactly mode perm, the key record in its xattr and the sealed header
-// written. Any failure removes the half-made file. With open it returns a
+// exactly mode perm, the sealed header and the key-record slot written in
+// one pwrite and the key record in its xattr. Any failure removes the half-made file. With open it returns a
 // handle, else it closes the file.
 func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint32, flags uint32, open bool) (*handle, unix.Statx_t, error) {
 	var st unix.Statx_t
-	ci, rec, err := r.newKey(ctx)
+	ci, rec, confirmed, err := r.newKeyAt(ctx)
 	if err != nil {
 		return nil, st, err
 	}
@@ -91,14 +93,7 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 	if err := unix.Fchmod(fd, perm); err != nil {
 		return fail(err)
 	}
-	if err := unix.Fsetxattr(fd, KeyXattr, rec, unix.XATTR_CREATE); err != nil {
-		return fail(err)
-	}
-	hb, err := ci.MarshalHeader()
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := unix.Pwrite(fd, hb, 0); err != nil {
+	if err := r.writeNewKeyRecord(fd, ci, rec); err != nil {
 		return fail(err)
 	}
 	if err := statAt(fd, "", &st); err != nil {
@@ -108,7 +103,7 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 		unix.Close(fd)
 		return nil, st, nil
 	}
-	c := r.adopt(r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), ci)
+	c := r.adopt(r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), ci, confirmed)
 	return r.newHandle(fd, c, flags), st, nil
 }
 
@@ -136,13 +131,47 @@ func (r *root) openFile(ctx context.Context, dirfd int, name string, flags uint3
 		return nil, err
 	}
 	h.c = c
-	if flags&syscall.O_TRUNC != 0 && h.writable {
+	trunc := flags&syscall.O_TRUNC != 0 && h.writable
+	if st.Size == chunk.DataOffset && !trunc {
+		// Header and slot, no chunk: an empty file, or one truncated to
+		// empty behind our back (FlagHasData). The kernel reads nothing
+		// of a file whose size is 0, so the open is where that shows.
+		// Only files of exactly this size pay for the header read.
+		if err := h.checkEmpty(); err != nil {
+			h.Release(ctx)
+			return nil, err
+		}
+	}
+	if trunc {
 		if _, err := r.change(ctx, c, &h.backingFile, change{kind: changeTruncate}); err != nil {
 			h.Release(ctx)
 			return nil, err
 		}
 	}
 	return h, nil
+}
+
+// checkEmpty verifies the header of a backing file holding no chunk and
+// fails (chunk.AuthError, ReasonTruncated) if it says the file has data.
+func (h *handle) checkEmpty() error {
+	h.c.mu.RLock()
+	defer h.c.mu.RUnlock()
+	ci := h.c.cipher
+	if ci == nil {
+		return nil
+	}
+	var hb [chunk.HeaderSize]byte
+	if err := readHeaderNoatime(h.fd, hb[:]); err != nil {
+		return err
+	}
+	hdr, err := ci.OpenHeader(hb[:])
+	if err != nil {
+		return err
+	}
+	if hdr.Flags&chunk.FlagHasData != 0 {
+		return &chunk.AuthError{FileID: hdr.FileID, Chunk: 0, Reason: chunk.ReasonTruncated}
+	}
+	return nil
 }
 
 // truncatePath sets the plaintext size of name in dirfd, a file that may

@@ -42,19 +42,22 @@ func FileInfo(backingPath string) (Info, error) {
 		return Info{}, fmt.Errorf("%s: not a regular file", backingPath)
 	}
 	info := Info{BackingSize: fi.Size()}
-	buf := make([]byte, maxRecordSize)
-	n, err := unix.Fgetxattr(int(f.Fd()), KeyXattr, buf)
-	if err != nil {
-		return Info{}, fmt.Errorf("%s: %w: %w", backingPath, errNoKey, err)
-	}
-	wk, err := keysvc.ParseRecord(buf[:n])
-	if err != nil {
-		return Info{}, fmt.Errorf("%s: %w: %w", backingPath, errNoKey, err)
-	}
-	info.KeyID, info.KeyMaterialID = wk.KeyID, wk.KeyMaterialID
 	if fi.Size() == 0 {
+		// No header yet; a key xattr may be left from an interrupted start.
+		if raw, err := readKeyXattr(int(f.Fd())); err == nil {
+			if wk, err := keysvc.ParseRecord(raw); err == nil {
+				info.KeyID, info.KeyMaterialID = wk.KeyID, wk.KeyMaterialID
+			}
+		}
 		return info, nil
 	}
+	// The xattr when present, else the slot: which tree mode applies is
+	// not known here, and reading both is harmless.
+	wk, _, err := ReadKeyRecord(int(f.Fd()), KeyRecordXattrSlot)
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: %w", backingPath, err)
+	}
+	info.KeyID, info.KeyMaterialID = wk.KeyID, wk.KeyMaterialID
 	var hb [chunk.HeaderSize]byte
 	if _, err := f.ReadAt(hb[:], 0); err != nil {
 		if errors.Is(err, io.EOF) {

@@ -307,7 +307,7 @@ func TestTruncate(t *testing.T) {
 	if err := f.Truncate(0); err != nil {
 		t.Fatal(err)
 	}
-	if fi, _ := os.Stat(tf.backing("t")); fi.Size() != chunk.HeaderSize {
+	if fi, _ := os.Stat(tf.backing("t")); fi.Size() != chunk.DataOffset {
 		t.Fatalf("truncate to 0 left backing size %d, want the header only", fi.Size())
 	}
 }
@@ -359,7 +359,7 @@ func TestOTrunc(t *testing.T) {
 	if fi, _ := f.Stat(); fi.Size() != 0 {
 		t.Fatalf("size after O_TRUNC %d", fi.Size())
 	}
-	if fi, _ := os.Stat(tf.backing("f")); fi.Size() != chunk.HeaderSize {
+	if fi, _ := os.Stat(tf.backing("f")); fi.Size() != chunk.DataOffset {
 		t.Fatalf("backing size after O_TRUNC %d, want header only", fi.Size())
 	}
 	f.WriteString("again")
@@ -859,7 +859,7 @@ func TestTamperedChunk(t *testing.T) {
 	data := randBytes(t, 3*4096)
 	os.WriteFile(tf.path("f"), data, 0o600)
 	b, _ := os.ReadFile(tf.backing("f"))
-	off := chunk.HeaderSize + 4096 + chunk.Overhead + 100 // inside chunk 1
+	off := chunk.DataOffset + 4096 + chunk.Overhead + 100 // inside chunk 1
 	b[off] ^= 1
 	os.WriteFile(tf.backing("f"), b, 0o600)
 	f, err := os.Open(tf.path("f"))

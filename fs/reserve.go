@@ -75,12 +75,12 @@ func (r *root) reserve(fd *os.File, spans []chunkSpan, newSize int64) error {
 	cs := int64(r.cfg.ChunkSize)
 	sealed := cs + chunk.Overhead
 	for _, s := range spans {
-		start := chunk.HeaderSize + s.first*sealed
+		start := chunk.DataOffset + s.first*sealed
 		lastLen := min(cs, newSize-s.last*cs)
 		if lastLen <= 0 {
 			panic(fmt.Sprintf("fs: internal error: reserving chunk %d beyond size %d", s.last, newSize))
 		}
-		end := chunk.HeaderSize + s.last*sealed + lastLen + chunk.Overhead
+		end := chunk.DataOffset + s.last*sealed + lastLen + chunk.Overhead
 		err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, start, end-start)
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 			if r.noReserve.CompareAndSwap(false, true) {

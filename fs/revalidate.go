@@ -126,14 +126,9 @@ func (r *root) revalidate(ctx context.Context, c *content, fd interface{ Fd() ui
 // the last one confirmed, checks that it holds the same data key: the
 // header must verify under it. It returns the record's key ID.
 func (r *root) confirmKey(ctx context.Context, c *content, fd interface{ Fd() uintptr }) (string, error) {
-	buf := make([]byte, maxRecordSize)
-	n, err := unix.Fgetxattr(int(fd.Fd()), KeyXattr, buf)
+	wk, _, err := ReadKeyRecord(int(fd.Fd()), r.cfg.KeyRecordMode())
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", errNoKey, err)
-	}
-	wk, err := keysvc.ParseRecord(buf[:n])
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", errNoKey, err)
+		return "", err
 	}
 	h := c.cipher.Header()
 	kctx, cancel := r.kmsContext(ctx)

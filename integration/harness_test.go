@@ -834,11 +834,12 @@ func errnoOf(err error) syscall.Errno {
 }
 
 // backingSize is the backing file size of a plaintext file of n bytes per
-// the format contract: header, then per chunk nonce and tag around the data.
+// the format contract: header and key-record slot (512 bytes), then per
+// chunk nonce and tag around the data.
 func backingSize(n int64, chunkSize int) int64 {
-	const headerSize, overhead = 56, 28
+	const dataOffset, overhead = 512, 28
 	chunks := (n + int64(chunkSize) - 1) / int64(chunkSize)
-	return headerSize + n + chunks*overhead
+	return dataOffset + n + chunks*overhead
 }
 
 // chunkName names a subtest after a chunk size.

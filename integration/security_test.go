@@ -76,10 +76,11 @@ func alignedBuffer(n, align int) []byte {
 
 // TestTamper edits backing files while unmounted and checks the precise
 // result of each edit after mounting again. Chunk size 4096, so a backing
-// chunk is 4124 bytes after the 56-byte header.
+// chunk is 4124 bytes after the 56-byte header and the 456-byte key-record
+// slot.
 func TestTamper(t *testing.T) {
 	t.Parallel()
-	const cs, sealed, header = 4096, 4096 + 28, 56
+	const cs, sealed, header = 4096, 4096 + 28, 512
 	fs := newFS(t, WithChunkSize(cs))
 	r := newRand(11)
 	files := map[string][]byte{}

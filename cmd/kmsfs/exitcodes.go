@@ -39,7 +39,20 @@ const (
 	// named on stderr); the others were done. Running the same command
 	// again finishes the job.
 	ExitIncomplete = 8
-	// Codes 10..19 are reserved for fsck findings (issue 4).
+	// Codes 10..19 are reserved for fsck.
+
+	// ExitFsckProblems: fsck found problems (listed on stdout) and was
+	// not asked to repair them.
+	ExitFsckProblems = 10
+	// ExitFsckRemain: fsck --repair left problems it cannot (or, without
+	// --zero-unreadable, may not) repair.
+	ExitFsckRemain = 11
+	// ExitFsckUnavailable: the key service did not answer for some files,
+	// which were not checked; no problem was found in the others.
+	ExitFsckUnavailable = 12
+	// ExitFsckRepaired: fsck --repair found problems and repaired all of
+	// them; the tree is now clean.
+	ExitFsckRepaired = 13
 )
 
 // Error classes of cmd/kmsfs itself. They are never printed: kindError
@@ -73,6 +86,14 @@ func exitCode(err error) int {
 		return ExitNotImplemented
 	case errors.Is(err, errIncomplete):
 		return ExitIncomplete
+	case errors.Is(err, errFsckProblems):
+		return ExitFsckProblems
+	case errors.Is(err, errFsckRemain):
+		return ExitFsckRemain
+	case errors.Is(err, errFsckUnavailable):
+		return ExitFsckUnavailable
+	case errors.Is(err, errFsckRepaired):
+		return ExitFsckRepaired
 	case errors.Is(err, keysvc.ErrNotFound),
 		errors.Is(err, keysvc.ErrDisabled),
 		errors.Is(err, keysvc.ErrInvalidState),

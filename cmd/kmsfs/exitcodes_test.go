@@ -58,6 +58,12 @@ func TestExitCodesDistinct(t *testing.T) {
 		}
 		seen[c] = true
 	}
+	for _, c := range []int{ExitFsckProblems, ExitFsckRemain, ExitFsckUnavailable, ExitFsckRepaired} {
+		if seen[c] || c < 10 || c > 19 {
+			t.Errorf("fsck exit code %d reused or outside 10..19", c)
+		}
+		seen[c] = true
+	}
 }
 
 func TestReport(t *testing.T) {
@@ -83,12 +89,9 @@ func TestUnknownCommandAndStubs(t *testing.T) {
 	if code := runCmd(t, te, "frobnicate"); code != ExitUsage || !strings.HasPrefix(te.stderr.String(), "kmsfs: error: unknown command") {
 		t.Errorf("unknown command: exit %d, %q", code, te.stderr.String())
 	}
-	for _, cmd := range [][]string{{"fsck", "/nonexistent"}} {
-		if code := runCmd(t, te, cmd...); code != ExitNotImplemented || !strings.Contains(te.stderr.String(), "not implemented yet") {
-			t.Errorf("%v: exit %d, %q", cmd, code, te.stderr.String())
-		}
+	if code := runCmd(t, te, "fsck", "/nonexistent"); code != ExitCipherDir {
+		t.Errorf("fsck /nonexistent: exit %d, %q", code, te.stderr.String())
 	}
-	// Usage errors come before "not implemented".
 	if code := runCmd(t, te, "fsck"); code != ExitUsage {
 		t.Errorf("fsck without CIPHERDIR: exit %d, want %d", code, ExitUsage)
 	}

@@ -110,12 +110,20 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		return err
 	}
 	cfg.KeyID = arn
+	hasXattrs, err := kfs.ProbeUserXattrs(dir)
+	if err != nil {
+		return withKind(errCipherDir, err)
+	}
+	if !hasXattrs {
+		// Key records then live in each file's key-record slot only.
+		cfg.KeyRecord = kfs.KeyRecordSlot
+	}
 	if err := kfs.WriteConfig(dir, cfg); err != nil {
 		return withKind(errCipherDir, err)
 	}
 	ok = true
-	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  filesystem ID: %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
-		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.FilesystemID, dir)
+	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.FilesystemID, cfg.KeyRecordMode(), dir)
 	return nil
 }
 

@@ -161,7 +161,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	if st.Size == 0 {
 		return "", "", nil
 	}
-	h, wk, err := readKeyRecord(ofd)
+	h, wk, err := readKeyRecord(ofd, cfg.KeyRecordMode())
 	if err != nil {
 		return "", "", withKind(errCipherDir, err)
 	}
@@ -216,14 +216,12 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 			os.Remove(tmpPath)
 		}
 	}()
-	if err := unix.Fsetxattr(tfd, kfs.KeyXattr, dk.Wrapped.MarshalRecord(), unix.XATTR_CREATE); err != nil {
-		return oldID, "", fmt.Errorf("temporary file: set key xattr: %w", err)
-	}
 	nhb, err := newCipher.MarshalHeader()
 	if err != nil {
 		return oldID, "", err
 	}
-	if _, err := tmp.WriteAt(nhb, 0); err != nil {
+	// Header and key-record slot in one pwrite, then the xattr.
+	if _, err := kfs.WriteKeyRecord(tfd, nhb, dk.Wrapped.MarshalRecord(), cfg.KeyRecordMode()); err != nil {
 		return oldID, "", fmt.Errorf("temporary file: %w", err)
 	}
 	dst := chunk.NewFile(tmp, newCipher)

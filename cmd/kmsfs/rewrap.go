@@ -335,7 +335,7 @@ func (rw *rewrapper) target(ctx context.Context, ref string) (keysvc.KeyInfo, er
 
 // one re-wraps the file at path, unless it is already current.
 func (rw *rewrapper) one(ctx context.Context, path string) (outcome, error) {
-	fd, err := openBackingRead(path)
+	fd, err := openBacking(path, !rw.dryRun) // writable: the key-record slot is in the file
 	if err != nil {
 		return 0, err
 	}
@@ -350,7 +350,7 @@ func (rw *rewrapper) one(ctx context.Context, path string) (outcome, error) {
 	if st.Size == 0 {
 		return outSkipped, nil // empty: its key, if any, has no file ID yet
 	}
-	h, wk, err := readKeyRecord(fd)
+	h, wk, err := readKeyRecord(fd, rw.cfg.KeyRecordMode())
 	if err != nil {
 		return 0, err
 	}
@@ -393,10 +393,15 @@ func (rw *rewrapper) one(ctx context.Context, path string) (outcome, error) {
 	if err := nw.Validate(); err != nil {
 		return 0, fmt.Errorf("file %s: new key record: %w", h.FileID, err)
 	}
-	// XATTR_REPLACE: one atomic swap of an existing record, never a new
-	// attribute on a file that lost its key meanwhile.
-	if err := unix.Fsetxattr(fd, kfs.KeyXattr, nw.MarshalRecord(), unix.XATTR_REPLACE); err != nil {
-		return 0, fmt.Errorf("file %s: replace key xattr: %w", h.FileID, err)
+	// The slot first, then the xattr (kfs.WriteKeyRecord): a crash in
+	// between leaves the old record in one place and the new one in the
+	// other, both holding the same data key; fsck tells them apart.
+	place, err := kfs.WriteKeyRecord(fd, nil, nw.MarshalRecord(), rw.cfg.KeyRecordMode())
+	if err != nil {
+		return 0, fmt.Errorf("file %s: replace key record: %w", h.FileID, err)
+	}
+	if place&kfs.PlaceSlot == 0 {
+		return outRewrapped, fmt.Errorf("file %s: the new key record does not fit the key-record slot; it is in the xattr only", h.FileID)
 	}
 	return outRewrapped, nil
 }
@@ -430,8 +435,14 @@ func (rw *rewrapper) move(ctx context.Context, wk keysvc.WrappedKey, destKey str
 
 // openBackingRead opens a backing file for reading without following a
 // symlink and, when allowed, without updating its access time.
-func openBackingRead(path string) (int, error) {
-	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+func openBackingRead(path string) (int, error) { return openBacking(path, false) }
+
+// openBacking is openBackingRead, read-write when write is set.
+func openBacking(path string, write bool) (int, error) {
+	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	if write {
+		flags = flags&^unix.O_ACCMODE | unix.O_RDWR
+	}
 	fd, err := unix.Open(path, flags|unix.O_NOATIME, 0)
 	if errors.Is(err, unix.EPERM) {
 		fd, err = unix.Open(path, flags, 0)
@@ -442,9 +453,10 @@ func openBackingRead(path string) (int, error) {
 	return fd, nil
 }
 
-// readKeyRecord reads the header and the key record of an open non-empty
+// readKeyRecord reads the header and the key record (kfs.ReadKeyRecord,
+// for a tree whose key records are kept as mode says) of an open non-empty
 // backing file.
-func readKeyRecord(fd int) (chunk.Header, keysvc.WrappedKey, error) {
+func readKeyRecord(fd int, mode string) (chunk.Header, keysvc.WrappedKey, error) {
 	var hb [chunk.HeaderSize]byte
 	n, err := unix.Pread(fd, hb[:], 0)
 	if err != nil {
@@ -457,12 +469,7 @@ func readKeyRecord(fd int) (chunk.Header, keysvc.WrappedKey, error) {
 	if err != nil {
 		return chunk.Header{}, keysvc.WrappedKey{}, err
 	}
-	buf := make([]byte, keysvc.MaxRecordSize)
-	n, err = unix.Fgetxattr(fd, kfs.KeyXattr, buf)
-	if err != nil {
-		return h, keysvc.WrappedKey{}, fmt.Errorf("file %s: read key xattr: %w", h.FileID, err)
-	}
-	wk, err := keysvc.ParseRecord(buf[:n])
+	wk, _, err := kfs.ReadKeyRecord(fd, mode)
 	if err != nil {
 		return h, keysvc.WrappedKey{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}

@@ -90,7 +90,7 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h, wk, err := readKeyRecord(int(f.Fd()))
+	h, wk, err := readKeyRecord(int(f.Fd()), lt.cfg.KeyRecordMode())
 	if err != nil {
 		t.Fatal(err)
 	}

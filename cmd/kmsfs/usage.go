@@ -17,7 +17,7 @@ Usage:
   kmsfs info    [--json] PATH
   kmsfs key     create|list|describe|rotate|enable|disable|alias ...
   kmsfs keysvc  serve|credentials ...
-  kmsfs fsck    CIPHERDIR                  (not implemented yet)
+  kmsfs fsck    [--repair] [--zero-unreadable] [--keys] [--json] CIPHERDIR
   kmsfs rewrap  [--key KEY] [--dry-run] [--jobs N] CIPHERDIR
   kmsfs rekey   PATH...
   kmsfs help    [COMMAND]
@@ -38,8 +38,9 @@ Environment:
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 CIPHERDIR/config/backing file,
 4 key service or keystore, 5 mount failed, 6 not implemented yet,
-7 unmount failed, 8 rewrap/rekey failed for some files, 10-19 reserved for
-fsck findings.
+7 unmount failed, 8 rewrap/rekey failed for some files; fsck: 10 problems
+found, 11 problems remain after repair, 12 key service unavailable, 13 all
+repaired (10-19 are reserved for fsck).
 
 Run 'kmsfs COMMAND -h' for a command's flags and examples.
 `
@@ -170,13 +171,43 @@ Examples:
   kmsfs key disable alias/backups        # mounts using it can no longer open files
   kmsfs key alias update alias/backups 1234abcd-12ab-34cd-56ef-1234567890ab
 `,
-	"fsck": `Usage: kmsfs fsck CIPHERDIR
+	"fsck": `Usage: kmsfs fsck [flags] CIPHERDIR
 
-Check every file of CIPHERDIR for damage and tampering.
-Not implemented yet (issue 4): exits 6 without reading anything.
+Check every file of CIPHERDIR for damage and tampering: the header, both
+copies of the key record (the user.kmsfs.key xattr and the key-record slot
+in the file; each is unwrapped by the key service, which checks that it
+belongs to this file), every chunk's tag, and the size and flag rules of
+chunk/FORMAT.md (truncation, unexpected holes, crash remnants). Each finding
+is one line on stdout: PATH: file ID: chunk N: KIND: detail. Progress goes to
+stderr (a bar on a terminal), a summary to stdout.
 
-Example:
+--repair fixes what loses nothing: a missing or bad copy of the key record
+is rewritten from the good one, middle chunks left sealed as final by an
+interrupted write are re-sealed, a missing HAS_DATA flag is set. With
+--zero-unreadable it also replaces chunks that fail authentication by sealed
+zero chunks, accepts a cut at a chunk boundary (the last chunk is re-sealed
+as final) and empties a file truncated to empty; each is listed. --repair
+refuses to run while CIPHERDIR is mounted, unless --force.
+
+Flags:
+  --repair                fix what is safe (see above)
+  --zero-unreadable       with --repair: replace unreadable chunks by zeros
+  --keys                  count files per key and key material
+  --json                  one JSON document on stdout instead of lines
+  --jobs N                files checked at once (default 2)
+  --force                 repair even though CIPHERDIR is mounted
+  --kms-endpoint URL      AWS KMS endpoint (aws file systems)
+  --keystore DIR, --passphrase-file F   the local keystore
+
+Exit codes: 0 clean, 10 problems found, 11 problems remain after --repair,
+12 some files not checked (key service unavailable), 13 every problem
+repaired; 3 CIPHERDIR or config invalid (or mounted, with --repair),
+4 key service or keystore failure.
+
+Examples:
   kmsfs fsck /srv/data.enc
+  kmsfs fsck --repair /srv/data.enc
+  kmsfs fsck --keys --json /srv/data.enc
 `,
 	"rewrap": `Usage: kmsfs rewrap [flags] CIPHERDIR
 
