@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # deps.sh: make sure the OS tools the test suite needs are installed.
-#   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio
+#   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio,
+#             rsync (copies of a CIPHERDIR that drop xattrs)
 #   optional: awscli (aws); moto_server is only checked for
 # As root, missing packages are installed with apt-get (after apt-get update).
 # Otherwise a missing required package fails the script, with the list.
 set -euo pipefail
 
 # command → Debian package
-declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [fio]=fio)
+declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [fio]=fio [rsync]=rsync)
 
 missing=()
-for cmd in fusermount3 getfattr setfattr fio; do
+for cmd in fusermount3 getfattr setfattr fio rsync; do
 	if ! command -v "$cmd" >/dev/null 2>&1; then
 		p=${pkg_of[$cmd]}
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")

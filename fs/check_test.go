@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -354,5 +355,27 @@ func TestWriteKeyRecordTooLarge(t *testing.T) {
 	}
 	if place, err := WriteKeyRecord(fd, nil, []byte("small"), KeyRecordSlot); err != nil || place != PlaceSlot {
 		t.Errorf("slot mode: %v, %v", place, err)
+	}
+}
+
+// TestAuthLogOnce: one damaged chunk read many times is one log line per
+// authLogWindow; another chunk or reason is a line of its own.
+func TestAuthLogOnce(t *testing.T) {
+	var buf bytes.Buffer
+	r := &root{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	id := chunk.FileID{1}
+	for range 5 {
+		r.errno("read", fmt.Errorf("read: %w", &chunk.AuthError{FileID: id, Chunk: 2}))
+	}
+	r.errno("read", &chunk.AuthError{FileID: id, Chunk: 3})
+	r.errno("read", &chunk.AuthError{FileID: id, Chunk: 2, Reason: chunk.ReasonHole})
+	if n := strings.Count(buf.String(), "content authentication failed"); n != 3 {
+		t.Errorf("%d log lines, want 3:\n%s", n, buf.String())
+	}
+	var l logOnce
+	now := time.Now()
+	e := chunk.AuthError{FileID: id}
+	if !l.first(e, now) || l.first(e, now.Add(authLogWindow-1)) || !l.first(e, now.Add(authLogWindow)) {
+		t.Error("logOnce window")
 	}
 }

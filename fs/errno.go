@@ -6,7 +6,9 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/keysvc"
@@ -63,6 +65,38 @@ func errnoOf(err error) syscall.Errno {
 	return syscall.EIO
 }
 
+// authLogWindow is how long one authentication failure (file, chunk,
+// reason) is logged once: a damaged chunk is read again and again (the
+// kernel's readahead, then its page-sized retry, then the program's own
+// retries), and the log should say so once, not once per read.
+const authLogWindow = time.Minute
+
+// authLogMax bounds the failures remembered; beyond it the oldest window
+// is forgotten at once.
+const authLogMax = 4096
+
+// logOnce remembers recently logged authentication failures. The zero
+// value is ready to use.
+type logOnce struct {
+	mu   sync.Mutex
+	seen map[chunk.AuthError]time.Time
+}
+
+// first reports whether e was not logged within authLogWindow before now,
+// and records it.
+func (l *logOnce) first(e chunk.AuthError, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.seen[e]; ok && now.Sub(t) < authLogWindow {
+		return false
+	}
+	if l.seen == nil || len(l.seen) >= authLogMax {
+		l.seen = map[chunk.AuthError]time.Time{}
+	}
+	l.seen[e] = now
+	return true
+}
+
 // isKeyServiceError reports whether err came from the key service.
 func isKeyServiceError(err error) bool {
 	for _, k := range []error{keysvc.ErrNotFound, keysvc.ErrDisabled, keysvc.ErrInvalidState,
@@ -91,6 +125,9 @@ func (r *root) errno(op string, err error) syscall.Errno {
 	case errors.As(err, &revoked):
 		// revalidate logged the refusal when it began.
 	case errors.As(err, &ae):
+		if !r.authLogged.first(*ae, time.Now()) {
+			break // the same failure was logged within authLogWindow
+		}
 		attrs := []slog.Attr{slog.String("op", op), slog.String("file_id", ae.FileID.String())}
 		if ae.Chunk == chunk.HeaderChunk {
 			attrs = append(attrs, slog.String("chunk", "header"))

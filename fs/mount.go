@@ -88,6 +88,10 @@ type root struct {
 	// EOPNOTSUPP: writes then go unreserved (reserve.go).
 	noReserve atomic.Bool
 
+	// authLogged makes each authentication failure one log line per
+	// authLogWindow (errno.go).
+	authLogged logOnce
+
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
 }
