@@ -30,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,7 +135,7 @@ func buildBinary(out string) error {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("building kmsfs needs the go command in PATH: %w", err)
 	}
 	cmd := exec.Command(goTool, "build", "-o", out, "./cmd/kmsfs")
 	cmd.Dir = repo

@@ -62,17 +62,17 @@ func restartKeyServer(t *testing.T, ks *keyServer) {
 
 // timed runs op and returns its error and duration; it fails the test when
 // op has not returned after a minute (a hang).
-func timed(t *testing.T, what string, op func() error) (error, time.Duration) {
+func timed(t *testing.T, what string, op func() error) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- op() }()
 	select {
 	case err := <-errc:
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(time.Minute):
 		t.Fatalf("%s hangs", what)
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -123,7 +123,7 @@ func TestOutageKeyServer(t *testing.T) {
 		t.Helper()
 		patch := randomBytes(r, 5000)
 		off := r.Int64N(int64(len(content["open.dat"])))
-		err, d := timed(t, "write to the open file", func() error { _, err := open.WriteAt(patch, off); return err })
+		d, err := timed(t, "write to the open file", func() error { _, err := open.WriteAt(patch, off); return err })
 		if err != nil {
 			t.Errorf("%s: write to the file open before the outage: %v", when, err)
 			return
@@ -144,7 +144,7 @@ func TestOutageKeyServer(t *testing.T) {
 
 	// A cached key: a new open works while the cache entry is younger
 	// than --cache-max-age.
-	err, d := timed(t, "open of a file with a cached key", func() error {
+	d, err := timed(t, "open of a file with a cached key", func() error {
 		got, err := os.ReadFile(fs.Path("cached.dat"))
 		if err == nil && !bytes.Equal(got, content["cached.dat"]) {
 			err = errors.New("content differs")
@@ -166,7 +166,7 @@ func TestOutageKeyServer(t *testing.T) {
 		{"open of a file whose key is not cached", func() error { _, err := os.ReadFile(fs.Path("cold.dat")); return err }},
 		{"create", func() error { return os.WriteFile(fs.Path("new.dat"), []byte("x"), 0o644) }},
 	} {
-		err, d := timed(t, tc.name, tc.op)
+		d, err := timed(t, tc.name, tc.op)
 		t.Logf("%s with the key server down: %v after %v", tc.name, err, d.Round(time.Millisecond))
 		if !errors.Is(err, syscall.EIO) {
 			t.Errorf("%s with the key server down: %v, want EIO", tc.name, err)
