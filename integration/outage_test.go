@@ -60,7 +60,7 @@ func restartKeyServer(t *testing.T, ks *keyServer) {
 	}
 }
 
-// timed runs op and returns its error and duration; it fails the test when
+// timed runs op and returns its duration and error; it fails the test when
 // op has not returned after a minute (a hang).
 func timed(t *testing.T, what string, op func() error) (time.Duration, error) {
 	t.Helper()
