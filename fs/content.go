@@ -72,22 +72,43 @@ func (r *root) encryptionContext(id chunk.FileID) keysvc.EncryptionContext {
 // returns its cipher and wrapped key record. The plaintext key is zeroed
 // before newKey returns.
 func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
+	c, rec, _, err := r.newKeyAt(ctx)
+	return c, rec, err
+}
+
+// newKeyAt is newKey that also returns when the key service made the key.
+// The key comes from the data key pool (keypool.go) when it has one, else
+// from one GenerateDataKey call.
+func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, error) {
+	if k, ok := r.pool.take(); ok {
+		r.metrics.poolHits.Add(1)
+		c, err := chunk.NewCipher(k.dk.Plaintext, k.h)
+		keysvc.Zero(k.dk.Plaintext)
+		if err != nil {
+			return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", k.h.FileID, err)
+		}
+		return c, k.dk.Wrapped.MarshalRecord(), k.at, nil
+	}
+	if r.pool != nil {
+		r.metrics.poolMisses.Add(1)
+	}
 	h, err := chunk.NewHeader(r.cfg.ChunkSize)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, time.Time{}, err
 	}
+	at := time.Now()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
 	dk, err := r.keys.GenerateDataKey(kctx, r.cfg.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
-		return nil, nil, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
+		return nil, nil, time.Time{}, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
 	}
 	c, err := chunk.NewCipher(dk.Plaintext, h)
 	keysvc.Zero(dk.Plaintext)
 	if err != nil {
-		return nil, nil, fmt.Errorf("file %s: %w", h.FileID, err)
+		return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
-	return c, dk.Wrapped.MarshalRecord(), nil
+	return c, dk.Wrapped.MarshalRecord(), at, nil
 }
 
 // loadKey reads the key record and header of the open backing file f,
@@ -217,8 +238,9 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	return c, nil
 }
 
-// adopt registers the cipher of a file this mount has just created.
-func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
+// adopt registers the cipher of a file this mount has just created, whose
+// key the key service made at confirmed.
+func (r *root) adopt(ino uint64, ci *chunk.Cipher, confirmed time.Time) *content {
 	r.mu.Lock()
 	c := r.contents[ino]
 	if c == nil {
@@ -231,7 +253,7 @@ func (r *root) adopt(ino uint64, ci *chunk.Cipher) *content {
 	// c.mu is taken only after r.mu is let go.
 	c.mu.Lock()
 	c.cipher, c.loaded = ci, true
-	c.check.confirmedAt(time.Now(), r.keyRecheck)
+	c.check.confirmedAt(confirmed, r.keyRecheck)
 	c.mu.Unlock()
 	return c
 }

@@ -116,6 +116,9 @@ func isKeyServiceError(err error) bool {
 // material (keysvc and chunk promise that), so logging them is safe.
 func (r *root) errno(op string, err error) syscall.Errno {
 	e := errnoOf(err)
+	if err != nil && errors.Is(err, chunk.ErrAuthentication) {
+		r.metrics.authFailure()
+	}
 	if err == nil || r.log == nil {
 		return e
 	}

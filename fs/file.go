@@ -72,7 +72,7 @@ func (r *root) newHandle(fd int, c *content, flags uint32) *handle {
 // handle, else it closes the file.
 func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint32, flags uint32, open bool) (*handle, unix.Statx_t, error) {
 	var st unix.Statx_t
-	ci, rec, err := r.newKey(ctx)
+	ci, rec, confirmed, err := r.newKeyAt(ctx)
 	if err != nil {
 		return nil, st, err
 	}
@@ -103,7 +103,7 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 		unix.Close(fd)
 		return nil, st, nil
 	}
-	c := r.adopt(r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), ci)
+	c := r.adopt(r.ino(unix.Mkdev(st.Dev_major, st.Dev_minor), st.Ino), ci, confirmed)
 	return r.newHandle(fd, c, flags), st, nil
 }
 

@@ -63,6 +63,17 @@ type Options struct {
 	// reaches the KMS and the bound is KeyRecheck, not KeyRecheck plus the
 	// age of a cache entry. nil means Keys.
 	KeyCheck keysvc.Service
+	// Metrics receives the mount's counters (nil: counted and dropped).
+	Metrics *Metrics
+	// KeyPool is how many data keys (each with its file ID) are generated
+	// ahead for creates, in the background (keypool.go). 0 means
+	// DefaultKeyPool; negative disables the pool.
+	KeyPool int
+	// WritebackCache turns on the kernel's FUSE writeback cache: writes
+	// return once in the page cache and reach the daemon in larger,
+	// later batches. Only for a tree that no other mount or program
+	// changes meanwhile (see mountOptions).
+	WritebackCache bool
 }
 
 // root is the state shared by every node of one mount.
@@ -91,6 +102,9 @@ type root struct {
 	// authLogged makes each authentication failure one log line per
 	// authLogWindow (errno.go).
 	authLogged logOnce
+
+	metrics *Metrics
+	pool    *keyPool // nil when disabled
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
@@ -129,7 +143,12 @@ func newRoot(opts Options) (*node, error) {
 	if check == nil {
 		check = opts.Keys
 	}
+	m := opts.Metrics
+	if m == nil {
+		m = &Metrics{}
+	}
 	r := &root{
+		metrics:    m,
 		keyRecheck: recheck,
 		keyCheck:   check,
 		fd:         fd,
@@ -144,12 +163,22 @@ func newRoot(opts Options) (*node, error) {
 
 		appendWrite: make(chan struct{}),
 	}
+	if opts.KeyPool >= 0 && !opts.ReadOnly {
+		size := opts.KeyPool
+		if size == 0 {
+			size = DefaultKeyPool
+		}
+		r.pool = newKeyPool(r, size, min(recheck, maxPooledKeyAge))
+	}
 	return &node{r: r}, nil
 }
 
 // close releases the backing tree descriptor; called once the mount is gone.
 func (r *root) close() {
-	r.closeOnce.Do(func() { unix.Close(r.fd) })
+	r.closeOnce.Do(func() {
+		r.pool.close()
+		unix.Close(r.fd)
+	})
 }
 
 // mountOptions returns the go-fuse options of a mount.
@@ -171,6 +200,16 @@ func mountOptions(opts Options) *gofs.Options {
 	}
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
+	}
+	if opts.WritebackCache {
+		// The kernel keeps written pages and sends them later, in
+		// batches, flagged FUSE_WRITE_CACHE (rawFS places those where
+		// the kernel says, O_APPEND or not), may read pages through a
+		// write-only handle (every backing descriptor is read-write),
+		// and trusts its own file size over ours. A change to the
+		// backing tree by anything but this mount is then seen late or
+		// overwritten: opt-in only.
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
 	return &gofs.Options{
 		MountOptions: mo,
@@ -196,7 +235,7 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 		return nil, nil, err
 	}
 	o := mountOptions(opts)
-	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), appendWrite: rn.r.appendWrite}
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), appendWrite: rn.r.appendWrite, m: rn.r.metrics}
 	server, err := fuse.NewServer(raw, mountpoint, &o.MountOptions)
 	if err != nil {
 		rn.r.close()
@@ -235,6 +274,7 @@ func (r *root) writable() syscall.Errno {
 type rawFS struct {
 	fuse.RawFileSystem
 	appendWrite chan struct{}
+	m           *Metrics // every request is timed and counted (metrics.go)
 }
 
 func (w *rawFS) mark(cancel <-chan struct{}, in *fuse.WriteIn) <-chan struct{} {
@@ -246,12 +286,20 @@ func (w *rawFS) mark(cancel <-chan struct{}, in *fuse.WriteIn) <-chan struct{} {
 
 // Write implements fuse.RawFileSystem.
 func (w *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	return w.RawFileSystem.Write(w.mark(cancel, in), in, data)
+	t := time.Now()
+	n, s := w.RawFileSystem.Write(w.mark(cancel, in), in, data)
+	w.m.bytesEncrypted.Add(uint64(n))
+	w.m.record(opWrite, t, s)
+	return n, s
 }
 
 // Writev implements fuse.RawFileSystem.
 func (w *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	return w.RawFileSystem.Writev(w.mark(cancel, in), in, data)
+	t := time.Now()
+	n, s := w.RawFileSystem.Writev(w.mark(cancel, in), in, data)
+	w.m.bytesEncrypted.Add(uint64(n))
+	w.m.record(opWrite, t, s)
+	return n, s
 }
 
 // isAppendWrite reports whether a WRITE request's context carries rawFS's

@@ -47,6 +47,9 @@ type mountFlags struct {
 	cacheMaxAge time.Duration
 	endpoint    string
 	ks          keystoreFlags
+	metrics     string // --metrics ADDR: serve Prometheus metrics there
+	metricsAny  bool   // --metrics-any-address: allow a non-loopback ADDR
+	writeback   bool   // --writeback-cache
 
 	cipherDir  string // absolute, symlinks resolved
 	mountpoint string // absolute, symlinks resolved
@@ -63,6 +66,9 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	fset.StringVar(&f.logFile, "log-file", "", "append the log to this file")
 	fset.DurationVar(&f.cacheMaxAge, "cache-max-age", keysvc.DefaultCacheMaxAge, "keep unwrapped data keys at most this long (0: no cache)")
 	fset.StringVar(&f.endpoint, "kms-endpoint", "", "AWS KMS endpoint URL")
+	fset.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this address (loopback, e.g. 127.0.0.1:9101)")
+	fset.BoolVar(&f.metricsAny, "metrics-any-address", false, "allow a non-loopback --metrics address")
+	fset.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache writes (only for a tree nothing else changes)")
 	f.ks.register(fset)
 	pos, err := parseArgs(fset, "mount", args, env, 2, 2)
 	if err != nil {
@@ -70,6 +76,9 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	}
 	if f.cacheMaxAge < 0 {
 		return nil, usageErrorf("mount: --cache-max-age must not be negative")
+	}
+	if f.metrics != "" && !f.metricsAny && !isLoopback(f.metrics) {
+		return nil, usageErrorf("mount: --metrics %s is not a loopback address; add --metrics-any-address to serve it anyway", f.metrics)
 	}
 	if f.logFile != "" {
 		if f.logFile, err = filepath.Abs(f.logFile); err != nil {
@@ -166,6 +175,15 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 	args = append(args, "--cache-max-age", f.cacheMaxAge.String())
 	if f.endpoint != "" {
 		args = append(args, "--kms-endpoint", f.endpoint)
+	}
+	if f.metrics != "" {
+		args = append(args, "--metrics", f.metrics)
+	}
+	if f.metricsAny {
+		args = append(args, "--metrics-any-address")
+	}
+	if f.writeback {
+		args = append(args, "--writeback-cache")
 	}
 	if cfg.KMS == kfs.KMSLocal {
 		dir, passFile, err := f.ks.resolve(env)
@@ -349,6 +367,9 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		return fail(err)
 	}
 	defer closeSvc()
+	// Count every call that reaches the key service, under the cache.
+	metered := keysvc.NewMetered(svc)
+	svc = metered
 	if err := checkMountKey(ctx, svc, cfg.KeyID); errors.Is(err, keysvc.ErrAccessDenied) {
 		// A least-privilege key policy may allow only GenerateDataKey and
 		// Decrypt: file opens will tell.
@@ -361,12 +382,21 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 	// one, so revocation reaches them within --cache-max-age; without a
 	// cache, every second.
 	recheck := time.Second
+	metrics := &mountMetrics{kms: metered, fs: &kfs.Metrics{}}
 	if f.cacheMaxAge > 0 {
 		recheck = f.cacheMaxAge
 		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge})
 		// Zero every cached data key however we leave.
 		defer cache.Close()
 		keys = cache
+		metrics.cache = cache
+	}
+	if f.metrics != "" {
+		stop, err := startMetrics(f.metrics, f.metricsAny, metrics, logger)
+		if err != nil {
+			return fail(err)
+		}
+		defer stop()
 	}
 
 	server, err := kfs.Mount(f.mountpoint, kfs.Options{
@@ -379,6 +409,9 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		Debug:      f.debug,
 		KeyRecheck: recheck,
 		KeyCheck:   svc,
+		Metrics:    metrics.fs,
+
+		WritebackCache: f.writeback,
 	})
 	if err != nil {
 		err = withKind(errMountFailed, err)
