@@ -521,3 +521,59 @@ func TestBackingWithoutXattrs(t *testing.T) {
 		t.Errorf("fsck of the xattr tree copied onto ramfs: exit %d\n%s", code, strings.Join(got, "\n"))
 	}
 }
+
+// TestFsckCLI: the command's contract beyond the findings: a check while
+// mounted is allowed, a repair is refused unless --force; --keys counts
+// files per key and key material (issue 4: what a rewrap still has to
+// move); human-readable lines name the path, file ID and kind; usage
+// errors.
+func TestFsckCLI(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	for _, name := range []string{"a", "b", "c"} {
+		mustWrite(t, fs.Path(name), []byte("content of "+name))
+	}
+	keyID := fs.Config().KeyID
+
+	res := fs.Exec("fsck", fs.CipherDir)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "fsck: no problems found") {
+		t.Errorf("fsck of a clean mounted tree: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = fs.Exec("fsck", "--repair", fs.CipherDir)
+	if res.Code != 3 || !strings.Contains(res.Stderr, "mounted") {
+		t.Errorf("fsck --repair while mounted: exit %d, stderr %q; want 3 naming the mount", res.Code, res.Stderr)
+	}
+	if res = fs.Exec("fsck", "--repair", "--force", fs.CipherDir); res.Code != 0 {
+		t.Errorf("fsck --repair --force while mounted: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if res = fs.Exec("fsck", "--zero-unreadable", fs.CipherDir); res.Code != 2 {
+		t.Errorf("fsck --zero-unreadable without --repair: exit %d, want 2", res.Code)
+	}
+
+	// One rotation, one new file: two key materials, 3 + 1 files.
+	fs.Run("key", "rotate", keyID)
+	mustWrite(t, fs.Path("d"), []byte("after the rotation"))
+	out := fs.Run("fsck", "--keys", fs.CipherDir)
+	if !strings.Contains(out, "  "+keyID+": 4 files") || strings.Count(out, "    material ") != 2 ||
+		!strings.Contains(out, ": 3 files") || !strings.Contains(out, ": 1 files") {
+		t.Errorf("fsck --keys:\n%s", out)
+	}
+	fs.Unmount()
+
+	id := fileIDOf(t, fs.Backing("b"))
+	if err := unix.Lremovexattr(fs.Backing("b"), keyXattr); err != nil {
+		t.Fatal(err)
+	}
+	res = fs.Exec("fsck", fs.CipherDir)
+	want := "b: file " + id + ": file: xattr-missing: "
+	if res.Code != 10 || !strings.Contains(res.Stdout, want) || !strings.Contains(res.Stdout, "fsck: 1 problems in 1 files") {
+		t.Errorf("fsck with one xattr missing: exit %d, want 10 and a line starting %q:\n%s", res.Code, want, res.Stdout)
+	}
+	res = fs.Exec("fsck", "--repair", fs.CipherDir)
+	if res.Code != 13 || !strings.Contains(res.Stdout, "[repaired: ") {
+		t.Errorf("fsck --repair: exit %d, want 13:\n%s", res.Code, res.Stdout)
+	}
+	if res = fs.Exec("fsck", fs.CipherDir); res.Code != 0 {
+		t.Errorf("fsck after the repair: exit %d\n%s", res.Code, res.Stdout)
+	}
+}
