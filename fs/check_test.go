@@ -379,3 +379,19 @@ func TestAuthLogOnce(t *testing.T) {
 		t.Error("logOnce window")
 	}
 }
+
+// TestProbeUserXattrs: the test's temporary directory (ext4 or tmpfs here)
+// keeps user xattrs, and the probe leaves nothing behind.
+func TestProbeUserXattrs(t *testing.T) {
+	dir := t.TempDir()
+	ok, err := ProbeUserXattrs(dir)
+	if err != nil || !ok {
+		t.Fatalf("ProbeUserXattrs(%s) = %v, %v", dir, ok, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the probe left %d entries", len(entries))
+	}
+	if _, err := ProbeUserXattrs(filepath.Join(dir, "missing")); err == nil {
+		t.Error("probe of a missing directory: no error")
+	}
+}
