@@ -9,7 +9,7 @@ STATICCHECK ?= $(GOBIN_DIR)/staticcheck
 TEST_TIMEOUT ?= 15m
 TESTFLAGS   ?=
 
-.PHONY: all build test test-unit lint deps demo clean
+.PHONY: all build test test-unit lint deps demo clean fuzz endurance
 
 all: build
 
@@ -37,6 +37,16 @@ lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
+
+# fuzz runs every fuzz target for FUZZTIME (default 10s) each, about 1.5
+# minutes in all, and fails when a target has no checked-in seed corpus.
+fuzz:
+	bash .ci/fuzz.sh
+
+# endurance runs the differential tests at 200,000 operations with the
+# daemon's memory sampled (integration/endurance_test.go): about 5 minutes.
+endurance: deps
+	KMSFS_ENDURANCE=1 $(GO) test -race -count=1 -timeout 60m -run 'TestEndurance' -v ./integration/
 
 demo: deps build
 	bash .ci/demo.sh
