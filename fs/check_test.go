@@ -395,3 +395,24 @@ func TestProbeUserXattrs(t *testing.T) {
 		t.Error("probe of a missing directory: no error")
 	}
 }
+
+// TestSlotFallbackReadOnlyAndInfo: a read-only mount reads a file whose
+// xattr is gone but leaves the backing file alone, and `kmsfs info`
+// (FileInfo) reads the record from the slot.
+func TestSlotFallbackReadOnlyAndInfo(t *testing.T) {
+	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"a": 3000})
+	if err := unix.Removexattr(ct.path("a"), KeyXattr); err != nil {
+		t.Fatal(err)
+	}
+	ct.r.readOnly = true
+	if b, err := ct.read(t, "a"); err != nil || !bytes.Equal(b, ct.data["a"]) {
+		t.Fatalf("read-only read without xattr: %v", err)
+	}
+	if _, err := unix.Getxattr(ct.path("a"), KeyXattr, make([]byte, maxRecordSize)); err != unix.ENODATA {
+		t.Errorf("a read-only mount restored the xattr: %v", err)
+	}
+	info, err := FileInfo(ct.path("a"))
+	if err != nil || info.KeyID != ct.keys.keyID || info.FileID != ct.ids["a"].String() || info.PlaintextSize != 3000 {
+		t.Errorf("FileInfo without xattr: %+v, %v", info, err)
+	}
+}
