@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // TestMetrics checks the counters a mount keeps and their exposition:
@@ -83,4 +86,16 @@ func (tf *testFS) dropCaches(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0); err != nil {
 		t.Fatalf("drop caches: %v", err)
 	}
+}
+
+// BenchmarkMetricsRecord is the cost metrics add to every FUSE request:
+// two clock reads and the atomic adds of record.
+func BenchmarkMetricsRecord(b *testing.B) {
+	var m Metrics
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			t := time.Now()
+			m.record(opWrite, t, fuse.OK)
+		}
+	})
 }

@@ -96,11 +96,20 @@ Flags:
   --cache-max-age D       keep unwrapped data keys at most D (default 5m;
                           0 disables the cache: every open asks the KMS)
   --kms-endpoint URL      AWS KMS endpoint (for --kms aws file systems)
+  --metrics ADDR          serve Prometheus metrics at http://ADDR/metrics
+                          (and Go's profiler under /debug/pprof/); ADDR must
+                          be a loopback address unless --metrics-any-address
+  --metrics-any-address   allow a non-loopback --metrics address (metrics
+                          only, no profiler)
+  --writeback-cache       let the kernel cache writes and send them later, in
+                          batches: faster small writes, but only for a
+                          CIPHERDIR that nothing else changes meanwhile
   --keystore DIR          local keystore (see 'kmsfs help')
   --passphrase-file F     keystore passphrase file
 
 Examples:
   kmsfs mount /srv/data.enc /srv/data
+  kmsfs mount --metrics 127.0.0.1:9101 /srv/data.enc /srv/data
   kmsfs mount --ro --log-file /var/log/kmsfs.log /srv/data.enc /srv/data
   kmsfs mount --foreground --debug C M      # Ctrl-C unmounts
 `,
