@@ -51,6 +51,10 @@ type content struct {
 	cipher *chunk.Cipher // nil while the backing file is empty (no header yet)
 
 	check keyCheck // when the key was last confirmed with the key service (revalidate.go)
+
+	// alloc is what reserve.go knows of the backing file's allocation;
+	// guarded by mu's write side.
+	alloc allocation
 }
 
 // kmsContext returns the context of one key service call: the FUSE
@@ -340,7 +344,7 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 			off = size
 		}
 		// Space first, so a full disk cannot tear a chunk (reserve.go).
-		if err := r.reserveWrite(b.fd, size, off, len(ch.data)); err != nil {
+		if err := r.reserveWrite(c, b.fd, size, off, len(ch.data)); err != nil {
 			return 0, err
 		}
 		n, err := f.WriteAt(ch.data, off)
@@ -360,7 +364,7 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		if err != nil {
 			return 0, err
 		}
-		if err := r.reserveTruncate(b.fd, size, ch.size); err != nil {
+		if err := r.reserveTruncate(c, b.fd, size, ch.size); err != nil {
 			return 0, err
 		}
 		return 0, f.Truncate(ch.size)

@@ -19,10 +19,22 @@ import (
 // every content change first reserves the backing bytes of the chunks it
 // will (re)write with fallocate(FALLOC_FL_KEEP_SIZE), which allocates all
 // or fails with ENOSPC (or EDQUOT) before a byte is written. The writer
-// then gets the error and every chunk stays as it was. Ranges already
-// allocated cost one cheap fallocate call; KEEP_SIZE never changes the
-// file size, so a failed change leaves no trace but possibly some
-// preallocated blocks past the end of the file.
+// then gets the error and every chunk stays as it was. KEEP_SIZE never
+// changes the file size, so a failed change leaves no trace but possibly
+// some preallocated blocks past the end of the file.
+//
+// Rewriting chunks in place needs no new space when their blocks are
+// allocated, and a fallocate on an ext4 range that is allocated still costs
+// a journal handle under the inode lock (measured: about 1 µs alone, more
+// under load; 4 KiB random overwrites lost up to 20% IOPS). So each open
+// file remembers how much of its backing file is known to be allocated
+// from offset 0 on (allocation.end): the first change asks the backing
+// filesystem once (lseek SEEK_HOLE, which counts unwritten extents as
+// holes), every successful reservation that starts inside the known prefix
+// extends it, and a truncation forgets it. Changes inside the prefix skip
+// fallocate; extending writes and writes into holes reserve. Another mount
+// or program punching holes into a file this mount has open is not seen;
+// then a write into such a hole on a full disk may tear its chunk.
 //
 // Holes are never reserved: a write far past the end of file reserves the
 // chunks it writes and the old last chunk it pads, not the gap.
@@ -65,22 +77,45 @@ func truncateSpans(cs, oldSize, newSize int64) []chunkSpan {
 	return []chunkSpan{{k, k}}
 }
 
+// allocation is what a mount knows of an open backing file's allocated
+// blocks. The zero value knows nothing.
+type allocation struct {
+	known bool
+	end   int64 // backing bytes [0, end) are allocated
+}
+
 // reserve allocates the backing bytes of spans in a file whose plaintext
-// size after the change is newSize. It returns the backing filesystem's
-// error (ENOSPC, EDQUOT, EFBIG, …) unwrapped enough for errno mapping.
-func (r *root) reserve(fd *os.File, spans []chunkSpan, newSize int64) error {
+// size after the change is newSize, skipping what c's backing file is
+// known to have allocated already. The caller holds c.mu's write side. It
+// returns the backing filesystem's error (ENOSPC, EDQUOT, EFBIG, …)
+// wrapped for errno mapping.
+func (r *root) reserve(c *content, fd *os.File, spans []chunkSpan, newSize int64) error {
 	if len(spans) == 0 || r.noReserve.Load() {
 		return nil
 	}
-	cs := int64(r.cfg.ChunkSize)
-	sealed := cs + chunk.Overhead
+	a := &c.alloc
+	if !a.known {
+		// Data up to the first hole is allocated; an empty file or an
+		// error knows nothing (every change then reserves).
+		hole, err := unix.Seek(int(fd.Fd()), 0, unix.SEEK_HOLE)
+		a.known, a.end = true, max(0, hole)
+		if err != nil {
+			a.end = 0
+		}
+	}
+	cs := r.cfg.ChunkSize
 	for _, s := range spans {
-		start := chunk.DataOffset + s.first*sealed
-		lastLen := min(cs, newSize-s.last*cs)
-		if lastLen <= 0 {
+		if s.last*int64(cs) >= newSize {
 			panic(fmt.Sprintf("fs: internal error: reserving chunk %d beyond size %d", s.last, newSize))
 		}
-		end := chunk.DataOffset + s.last*sealed + lastLen + chunk.Overhead
+		// Backing offsets from the format's own size function: chunk i
+		// starts where a file of i full chunks ends, and the span ends
+		// where a file ending in its last chunk does.
+		start := chunk.CiphertextSize(s.first*int64(cs), cs)
+		end := chunk.CiphertextSize(min(newSize, (s.last+1)*int64(cs)), cs)
+		if end <= a.end {
+			continue
+		}
 		err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, start, end-start)
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 			if r.noReserve.CompareAndSwap(false, true) {
@@ -92,6 +127,9 @@ func (r *root) reserve(fd *os.File, spans []chunkSpan, newSize int64) error {
 		if err != nil {
 			return fmt.Errorf("reserve backing bytes %d-%d: %w", start, end, err)
 		}
+		if start <= a.end {
+			a.end = end
+		}
 	}
 	return nil
 }
@@ -99,19 +137,22 @@ func (r *root) reserve(fd *os.File, spans []chunkSpan, newSize int64) error {
 // reserveWrite reserves the space of a write of n bytes at plaintext
 // offset off into a file of plaintext size size. Writes chunk.File will
 // refuse (negative offsets, beyond the largest file) are left to it.
-func (r *root) reserveWrite(fd *os.File, size, off int64, n int) error {
+func (r *root) reserveWrite(c *content, fd *os.File, size, off int64, n int) error {
 	if n <= 0 || off < 0 || off > chunk.MaxPlaintextSize(r.cfg.ChunkSize)-int64(n) {
 		return nil
 	}
 	end := off + int64(n)
-	return r.reserve(fd, writeSpans(int64(r.cfg.ChunkSize), size, off, end), max(size, end))
+	return r.reserve(c, fd, writeSpans(int64(r.cfg.ChunkSize), size, off, end), max(size, end))
 }
 
 // reserveTruncate reserves the space of a truncation from plaintext size
 // size to newSize.
-func (r *root) reserveTruncate(fd *os.File, size, newSize int64) error {
+// A truncation frees or adds holes, so the known allocation is forgotten.
+func (r *root) reserveTruncate(c *content, fd *os.File, size, newSize int64) error {
 	if newSize < 0 || newSize > chunk.MaxPlaintextSize(r.cfg.ChunkSize) {
 		return nil
 	}
-	return r.reserve(fd, truncateSpans(int64(r.cfg.ChunkSize), size, newSize), newSize)
+	err := r.reserve(c, fd, truncateSpans(int64(r.cfg.ChunkSize), size, newSize), newSize)
+	c.alloc = allocation{}
+	return err
 }
