@@ -182,7 +182,11 @@ func (r *root) fillAttr(st *unix.Statx_t, out *fuse.Attr) {
 	out.Rdev = uint32(unix.Mkdev(st.Rdev_major, st.Rdev_minor))
 	out.Blksize = st.Blksize
 	if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		size, err := chunk.PlaintextSize(int64(st.Size), r.cfg.ChunkSize)
+		backing := int64(st.Size)
+		if whole, torn := tornTail(backing, r.cfg.ChunkSize); torn {
+			backing = whole // the first open trims it (torn.go)
+		}
+		size, err := chunk.PlaintextSize(backing, r.cfg.ChunkSize)
 		if err != nil {
 			r.log.Error("damaged backing file", "op", "stat", "ino", st.Ino,
 				"err", fmt.Errorf("backing size %d: %w", st.Size, err).Error())

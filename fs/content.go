@@ -229,6 +229,9 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	defer c.mu.Unlock()
 	if !c.loaded {
 		ci, confirmed, err := r.loadKeyConfirmed(ctx, f)
+		if err == nil && ci != nil {
+			err = r.trimTornTail(f, ci.Header().FileID)
+		}
 		if err != nil {
 			r.releaseLocked(c)
 			return nil, err
