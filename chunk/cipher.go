@@ -109,6 +109,10 @@ type Cipher struct {
 	// aads recycles *[chunkAADSize]byte: an AAD passed to the AEAD interface
 	// escapes to the heap, and one allocation per chunk adds up.
 	aads sync.Pool
+	// comp is the codec of the file's compression, nil for none; comps
+	// recycles *[]byte buffers of compressed bytes.
+	comp  Compressor
+	comps sync.Pool
 }
 
 // NewCipher returns a Cipher for the file with header h under the 32-byte
@@ -129,7 +133,11 @@ func NewCipher(dek []byte, h Header) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk: %w", err)
 	}
-	c := &Cipher{aead: aead, header: h}
+	comp, err := compressorFor(h.Compression())
+	if err != nil {
+		return nil, err
+	}
+	c := &Cipher{aead: aead, header: h, comp: comp}
 	f := h.fields()
 	c.fields = f
 	c.chunkAAD[0] = chunkDomain
@@ -161,9 +169,12 @@ func (c *Cipher) MarshalHeaderFlags(flags uint8) ([]byte, error) {
 // marshalHeader is MarshalHeaderFlags with the nonce source as a parameter,
 // for known-answer tests; production code always passes crypto/rand.Reader.
 func (c *Cipher) marshalHeader(flags uint8, random io.Reader) ([]byte, error) {
-	if flags&^knownFlags != 0 {
+	if nib := flags & compressionMask; flags&^(knownFlags|compressionMask) != 0 || (nib != 0 && nib != c.header.Flags&compressionMask) {
 		panic(fmt.Sprintf("chunk: internal error: unknown header flags %#x", flags))
 	}
+	// The compression nibble is the file's for life, whatever the caller
+	// passes (callers deal in HAS_DATA and SPARSE).
+	flags = flags&knownFlags | c.header.Flags&compressionMask
 	b := make([]byte, headerFieldsSize, HeaderSize)
 	copy(b, c.fields[:])
 	b[flagsOffset] = flags
@@ -197,7 +208,8 @@ func (c *Cipher) OpenHeader(b []byte) (Header, error) {
 		return Header{}, err
 	}
 	authErr := &AuthError{FileID: c.header.FileID, Chunk: HeaderChunk}
-	if subtle.ConstantTimeCompare(b[:immutableSize], c.fields[:immutableSize]) != 1 {
+	if subtle.ConstantTimeCompare(b[:immutableSize], c.fields[:immutableSize]) != 1 ||
+		h.Compression() != c.header.Compression() {
 		return Header{}, authErr
 	}
 	var aad [1 + headerFieldsSize]byte
@@ -216,7 +228,7 @@ func SealedSize(plain int) int { return plain + Overhead }
 
 // Seal is SealChunk for a chunk that is not the last of its file.
 func (c *Cipher) Seal(dst, plain []byte, index uint64) []byte {
-	return c.seal(dst, plain, index, false, rand.Reader)
+	return c.SealChunk(dst, plain, index, false)
 }
 
 // SealChunk encrypts plain as chunk index of the file and appends nonce ‖
@@ -227,7 +239,16 @@ func (c *Cipher) Seal(dst, plain []byte, index uint64) []byte {
 // caller bug and panics. To reuse plain's storage for the output, plain must
 // be exactly NonceSize bytes past the end of dst; otherwise dst and plain
 // must not overlap.
+//
+// In a file with compression, the chunk is stored compressed when that
+// fits (FORMAT.md, "Compressed chunks"): the output has the same length,
+// a compressed record followed by zeros ([Cipher.SealSlot] says how many
+// bytes are data).
 func (c *Cipher) SealChunk(dst, plain []byte, index uint64, final bool) []byte {
+	if c.comp != nil {
+		out, _ := c.sealSlot(dst, plain, index, final, rand.Reader)
+		return out
+	}
 	return c.seal(dst, plain, index, final, rand.Reader)
 }
 
@@ -262,10 +283,15 @@ func (c *Cipher) Open(dst, sealed []byte, index uint64) ([]byte, error) {
 // ChunkSize()+Overhead, it returns an *AuthError (ReasonTag) and dst
 // unchanged. OpenChunk does not treat all-zero input as a hole and knows
 // nothing of a file's size; File applies those rules. dst and sealed must
-// not overlap.
+// not overlap. In a file with compression, a compressed record (see
+// SealChunk) is authenticated under its own AAD and decoded; its slot
+// length, like a raw chunk's, gives the plaintext length.
 func (c *Cipher) OpenChunk(dst, sealed []byte, index uint64, final bool) ([]byte, error) {
 	if len(sealed) <= Overhead || len(sealed) > c.ChunkSize()+Overhead {
 		return dst, &AuthError{FileID: c.header.FileID, Chunk: index}
+	}
+	if c.comp != nil && isCompressedSlot(sealed) {
+		return c.openCompressed(dst, sealed, index, final)
 	}
 	aad := c.aad(index, final)
 	out, err := c.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], aad[:])

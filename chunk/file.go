@@ -19,6 +19,21 @@ type Backing interface {
 	Stat() (os.FileInfo, error)
 }
 
+// Puncher is an optional interface of a Backing: PunchHole deallocates
+// length bytes at offset off, which then read as zeros, without changing
+// the file's size (fallocate with FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE).
+// A File of a compressed file uses it to free the unused tails of
+// compressed chunks. An error matching errors.ErrUnsupported turns punching
+// off for the File.
+type Puncher interface {
+	PunchHole(off, length int64) error
+}
+
+// punchBlock is the granularity of punched tails: the block size of the
+// usual backing file systems. Partial blocks are left alone (punching them
+// would only write zeros over zeros).
+const punchBlock = 4096
+
 const (
 	// batchBytes bounds the plaintext handled by one backing ReadAt or
 	// WriteAt (and so the buffer a call allocates): 4 MiB, well above the
@@ -59,6 +74,11 @@ type File struct {
 	// cached.
 	sparse atomic.Bool
 
+	// puncher is backing as a Puncher, if it is one; noPunch is set once
+	// the backing file system said it cannot punch holes.
+	puncher Puncher
+	noPunch atomic.Bool
+
 	// scratch holds *[]byte of capacity sealedSize, for edge chunks.
 	scratch sync.Pool
 	// runs holds *[]byte of up to batch sealed chunks.
@@ -78,6 +98,7 @@ func NewFile(b Backing, c *Cipher) *File {
 	if c.header.Flags&FlagSparse != 0 {
 		f.sparse.Store(true)
 	}
+	f.puncher, _ = b.(Puncher)
 	return f
 }
 
@@ -422,11 +443,19 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize, newLast int64, temp
 	bp := f.getRun(int((n-1)*f.sealedSize + lastLen + Overhead))
 	defer f.runs.Put(bp)
 	buf := *bp
+	var used []int // compressed files: data bytes at the start of each slot
+	if f.cipher.comp != nil {
+		used = make([]int, n)
+	}
 	sealRange := func(a, b int64) {
 		for i := a; i <= b; i++ {
 			plain := plainOf(i)
 			s := (i - first) * f.sealedSize
 			final := i == newLast || (tempFinal && i == last)
+			if used != nil {
+				_, used[i-first] = f.cipher.SealSlot(buf[s:s:s+int64(len(plain))+Overhead], plain, uint64(i), final)
+				continue
+			}
 			f.cipher.SealChunk(buf[s:s:s+int64(len(plain))+Overhead], plain, uint64(i), final)
 		}
 	}
@@ -439,13 +468,55 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize, newLast int64, temp
 	} else {
 		sealRange(first, last)
 	}
-	return f.writeBacking(buf, f.chunkOffset(first))
+	if err := f.writeBacking(buf, f.chunkOffset(first)); err != nil {
+		return err
+	}
+	for k, u := range used {
+		i := first + int64(k)
+		slot := len(plainOf(i)) + Overhead
+		if err := f.punchTail(f.chunkOffset(i), u, slot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// punchTail gives the zero tail of a compressed chunk's slot (the slot at
+// backing offset off is slot bytes, of which the first used hold data) back
+// to the backing file system, when the backing file is a [Puncher] and the
+// tail covers at least one whole block. The bytes are zeros already, so
+// this saves space and changes no content; a backing file system that
+// cannot punch holes just keeps the zeros.
+func (f *File) punchTail(off int64, used, slot int) error {
+	if f.puncher == nil || used >= slot || f.noPunch.Load() {
+		return nil
+	}
+	from := (off + int64(used) + punchBlock - 1) / punchBlock * punchBlock
+	to := (off + int64(slot)) / punchBlock * punchBlock
+	if to <= from {
+		return nil
+	}
+	if err := f.puncher.PunchHole(from, to-from); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			f.noPunch.Store(true)
+			return nil
+		}
+		return fmt.Errorf("chunk: file %s: punching a hole of %d bytes at backing offset %d: %w", f.id(), to-from, from, err)
+	}
+	return nil
 }
 
 // sealAndWrite seals plain as chunk i, final or not, and writes it in place.
 func (f *File) sealAndWrite(plain []byte, i int64, final bool) error {
 	bp := f.getRun(len(plain) + Overhead)
 	defer f.runs.Put(bp)
+	if f.cipher.comp != nil {
+		sealed, used := f.cipher.SealSlot((*bp)[:0], plain, uint64(i), final)
+		if err := f.writeBacking(sealed, f.chunkOffset(i)); err != nil {
+			return err
+		}
+		return f.punchTail(f.chunkOffset(i), used, len(sealed))
+	}
 	sealed := f.cipher.SealChunk((*bp)[:0], plain, uint64(i), final)
 	return f.writeBacking(sealed, f.chunkOffset(i))
 }

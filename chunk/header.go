@@ -78,8 +78,8 @@ const (
 	// gap and never cleared. Without it, an all-zero chunk is tampering.
 	FlagSparse uint8 = 1 << 1
 	// knownFlags are the flags of format version 1. Bits 2-3 are reserved;
-	// bits 4-7 are reserved for a future compression algorithm. A reader
-	// rejects a header with any other bit set.
+	// bits 4-7 hold the compression algorithm (see Header.Compression). A
+	// reader rejects a header with any other bit set.
 	knownFlags = FlagHasData | FlagSparse
 )
 
@@ -180,7 +180,7 @@ func (h Header) validate() error {
 	if h.Algorithm != AES256GCM {
 		return fmt.Errorf("chunk: unsupported algorithm %s: %w", h.Algorithm, ErrCorrupt)
 	}
-	if h.Flags&^knownFlags != 0 {
+	if h.Flags&^(knownFlags|compressionMask) != 0 || h.Compression() > maxCompression {
 		return fmt.Errorf("chunk: unsupported header flags %#x: %w", h.Flags, ErrCorrupt)
 	}
 	return checkChunkSize(int64(h.ChunkSize))

@@ -62,6 +62,11 @@ type Config struct {
 	// user xattrs; `kmsfs init` probes). Empty, as in configs written
 	// before the field existed, means KeyRecordXattrSlot.
 	KeyRecord string `json:"key_record,omitempty"`
+	// Compress is the compression of new files' chunks: "none", "s2" or
+	// "zstd" (see chunk.Compression). Empty, as in configs written before
+	// the field existed, means none. Each file records its own algorithm
+	// in its header, so changing this would only affect new files.
+	Compress string `json:"compress,omitempty"`
 }
 
 // Where a tree keeps its key records (Config.KeyRecord).
@@ -139,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.KeyRecord != "" && c.KeyRecord != KeyRecordXattrSlot && c.KeyRecord != KeyRecordSlot {
 		return fmt.Errorf("config: key_record must be %q or %q, got %q", KeyRecordXattrSlot, KeyRecordSlot, c.KeyRecord)
+	}
+	if err := validCompress(c.Compress); err != nil {
+		return err
 	}
 	return nil
 }

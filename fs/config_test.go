@@ -88,7 +88,8 @@ func TestParseConfig(t *testing.T) {
 		{"zero chunk", `"chunk_size":4096`, `"chunk_size":0`, "chunk_size 0"},
 		{"no created", `,"created":"2026-11-27T05:00:00Z"`, ``, "created is missing"},
 		{"bad created", `"2026-11-27T05:00:00Z"`, `"yesterday"`, "config"},
-		{"unknown field", `"kms":"local"`, `"kms":"local","compress":true`, "unknown field"},
+		{"unknown field", `"kms":"local"`, `"kms":"local","compression_level":3`, "unknown field"},
+		{"compress unknown", `"kms":"local"`, `"kms":"local","compress":"gzip"`, "compress must be"},
 		{"trailing", `}`, `}{}`, "trailing data"},
 		{"string version", `"format_version":1`, `"format_version":"1"`, "config"},
 	} {

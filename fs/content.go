@@ -96,7 +96,7 @@ func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, 
 	if r.pool != nil {
 		r.metrics.poolMisses.Add(1)
 	}
-	h, err := chunk.NewHeader(r.cfg.ChunkSize)
+	h, err := r.newHeader()
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
@@ -394,7 +394,7 @@ func (b *backingFile) file(c *content) *chunk.File {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cf == nil || b.cipher != c.cipher {
-		b.cf, b.cipher = chunk.NewFile(b.fd, c.cipher), c.cipher
+		b.cf, b.cipher = chunk.NewFile(punchingFile{b.fd}, c.cipher), c.cipher
 	}
 	return b.cf
 }

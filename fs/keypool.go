@@ -181,7 +181,7 @@ func (p *keyPool) generate() {
 // (through the mount's key service: a DEK cache remembers it, so the
 // file's first open needs no KMS call).
 func (p *keyPool) newKey() (pooledKey, error) {
-	h, err := chunk.NewHeader(p.r.cfg.ChunkSize)
+	h, err := p.r.newHeader()
 	if err != nil {
 		return pooledKey{}, err
 	}

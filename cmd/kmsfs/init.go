@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -37,11 +38,24 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	chunkSize := chunk.DefaultChunkSize
 	fset.Var(sizeFlag{&chunkSize}, "chunk-size", "plaintext bytes per chunk")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
+	compress := fset.String("compress", "none", "compression of new files: none, s2 or zstd")
 	var ks keystoreFlags
 	ks.register(fset)
 	pos, err := parseArgs(fset, "init", args, env, 1, 1)
 	if err != nil {
 		return err
+	}
+	comp, err := chunk.ParseCompression(*compress)
+	if err != nil {
+		return usageErrorf("init: --compress must be none, s2 or zstd, got %q", *compress)
+	}
+	chunkSizeSet := false
+	fset.Visit(func(f *flag.Flag) { chunkSizeSet = chunkSizeSet || f.Name == "chunk-size" })
+	if comp != chunk.CompressionNone && !chunkSizeSet {
+		// A compressed chunk frees only the whole blocks of its slot's
+		// tail: 64 KiB chunks of text free most of 16 blocks, 4 KiB ones at
+		// most part of one (README, "Compression").
+		chunkSize = kfs.DefaultCompressedChunkSize
 	}
 	switch *kms {
 	case kfs.KMSLocal:
@@ -65,6 +79,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withKind(errUsage, fmt.Errorf("init: %w", err))
 	}
+	cfg.Compress = comp.String()
 	dir, err := filepath.Abs(pos[0])
 	if err != nil {
 		return withKind(errUsage, err)
@@ -122,8 +137,8 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		return withKind(errCipherDir, err)
 	}
 	ok = true
-	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
-		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.FilesystemID, cfg.KeyRecordMode(), dir)
+	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  compression:   %s\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.Compression(), cfg.FilesystemID, cfg.KeyRecordMode(), dir)
 	return nil
 }
 

@@ -190,6 +190,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	if err != nil {
 		return oldID, "", err
 	}
+	nh = nh.WithCompression(h.Compression()) // a file keeps its compression
 	newID = nh.FileID.String()
 	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: cfg.FilesystemID, keysvc.ContextFileID: newID}
 	dk, err := svc.GenerateDataKey(ctx, cfg.KeyID, ec)
@@ -224,7 +225,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	if _, err := kfs.WriteKeyRecord(tfd, nhb, dk.Wrapped.MarshalRecord(), cfg.KeyRecordMode()); err != nil {
 		return oldID, "", fmt.Errorf("temporary file: %w", err)
 	}
-	dst := chunk.NewFile(tmp, newCipher)
+	dst := chunk.NewFile(kfs.PunchBacking(tmp), newCipher)
 	if err := copyPlaintext(dst, src, size); err != nil {
 		return oldID, "", err
 	}

@@ -11,7 +11,7 @@ const mainUsage = `kmsfs: a transparent encrypting FUSE filesystem; each file ha
 key, wrapped by a key management service (AWS KMS or the embedded local KMS).
 
 Usage:
-  kmsfs init    [--kms local|aws] [--key KEY] [--chunk-size N] CIPHERDIR
+  kmsfs init    [--kms local|aws] [--key KEY] [--chunk-size N] [--compress none|s2|zstd] CIPHERDIR
   kmsfs mount   [--foreground] [--ro] [--allow-other] CIPHERDIR MOUNTPOINT
   kmsfs unmount MOUNTPOINT
   kmsfs info    [--json] PATH
@@ -64,7 +64,12 @@ Flags:
   --kms local|aws         key service (default local)
   --key KEY               key ID, ARN, alias/NAME or alias ARN
   --chunk-size N          plaintext bytes per chunk: a power of two from 512
-                          to 1MiB; suffixes k, KiB, M, MiB (default 4096)
+                          to 1MiB; suffixes k, KiB, M, MiB (default 4096,
+                          64KiB with --compress s2 or zstd)
+  --compress ALG          compress new files' chunks before encryption: none,
+                          s2 or zstd (default none). Compressed sizes show
+                          through the backing files' allocated blocks and
+                          reveal something of the content: see the README
   --kms-endpoint URL      AWS KMS endpoint (default $AWS_ENDPOINT_URL_KMS or
                           the SDK's); e.g. a 'kmsfs keysvc serve'
   --keystore DIR          local keystore (see 'kmsfs help')

@@ -1,0 +1,169 @@
+package fs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/kmsfs/kmsfs/chunk"
+)
+
+func codecs() []chunk.Compressor { return []chunk.Compressor{s2Codec{}, newZstdCodec()} }
+
+// goText returns up to n bytes of Go source from GOROOT, a stand-in for a
+// text corpus.
+func goText(t testing.TB, n int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skipf("go env GOROOT: %v", err)
+	}
+	root := filepath.Join(strings.TrimSpace(string(goroot)), "src")
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if buf.Len() >= n {
+			return filepath.SkipAll
+		}
+		if err != nil || d.IsDir() || filepath.Ext(p) != ".go" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			buf.Write(b)
+		}
+		return nil
+	})
+	if buf.Len() < n {
+		t.Skipf("only %d bytes of Go source under %s", buf.Len(), root)
+	}
+	return buf.Bytes()[:n]
+}
+
+func TestCodecsRoundTrip(t *testing.T) {
+	text := goText(t, 1<<20)
+	random := make([]byte, 1<<20)
+	_, _ = rand.Read(random)
+	for _, c := range codecs() {
+		for _, src := range [][]byte{text[:1], text[:4096], text, random[:4096], random, make([]byte, 65536)} {
+			z := c.Compress([]byte("prefix"), src)
+			if !bytes.HasPrefix(z, []byte("prefix")) {
+				t.Fatalf("%s: Compress lost dst", c.Compression())
+			}
+			out, err := c.Decompress([]byte("pre"), z[6:], len(src))
+			if err != nil || !bytes.Equal(out[3:], src) || string(out[:3]) != "pre" {
+				t.Fatalf("%s: round trip of %d bytes: %v", c.Compression(), len(src), err)
+			}
+			// A wrong expected size fails, both ways.
+			for _, size := range []int{len(src) - 1, len(src) + 1} {
+				if size < 0 {
+					continue
+				}
+				if _, err := c.Decompress(nil, z[6:], size); err == nil {
+					t.Fatalf("%s: %d bytes decoded as %d", c.Compression(), len(src), size)
+				}
+			}
+			// Into a buffer with room to spare, the output stays in place.
+			buf := make([]byte, 0, len(src)+100)
+			out, err = c.Decompress(buf, z[6:], len(src))
+			if err != nil || &out[0] != &buf[:1][0] {
+				t.Fatalf("%s: decoded elsewhere (%v)", c.Compression(), err)
+			}
+		}
+		if z := c.Compress(nil, text[:65536]); len(z) > 65536/2 {
+			t.Errorf("%s: 64 KiB of Go source compresses to %d bytes", c.Compression(), len(z))
+		}
+	}
+}
+
+// FuzzDecompress feeds arbitrary input to both codecs: no panic, and
+// success only with exactly the expected size.
+func FuzzDecompress(f *testing.F) {
+	for _, c := range codecs() {
+		f.Add(c.Compress(nil, []byte("hello hello hello hello")), 23)
+		f.Add(c.Compress(nil, make([]byte, 4096)), 4096)
+	}
+	cs := codecs()
+	f.Fuzz(func(t *testing.T, src []byte, size int) {
+		size = int(uint(size) % (chunk.MaxChunkSize + 1))
+		for _, c := range cs {
+			out, err := c.Decompress(nil, src, size)
+			if err == nil && len(out) != size {
+				t.Fatalf("%s: %d bytes, want %d", c.Compression(), len(out), size)
+			}
+		}
+	})
+}
+
+// allocated returns the bytes the file system allocated for path.
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// TestCompressedDiskSpace writes Go source and random data through
+// chunk.File over real files with punched tails and compares the blocks
+// allocated with and without compression.
+func TestCompressedDiskSpace(t *testing.T) {
+	text := goText(t, 4<<20)
+	random := make([]byte, 4<<20)
+	_, _ = rand.Read(random)
+	dir := t.TempDir()
+	dek := make([]byte, chunk.DEKSize)
+	write := func(name string, comp chunk.Compression, cs int, data []byte) int64 {
+		h, err := chunk.NewHeader(cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := chunk.NewCipher(dek, h.WithCompression(comp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		fd, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fd.Close()
+		f := chunk.NewFile(PunchBacking(fd), c)
+		// 128 KiB writes, as FUSE sends them.
+		for off := 0; off < len(data); off += 128 << 10 {
+			if _, err := f.WriteAt(data[off:min(off+128<<10, len(data))], int64(off)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make([]byte, len(data))
+		if n, err := f.ReadAt(got, 0); (err != nil && err != io.EOF) || n != len(data) || !bytes.Equal(got, data) {
+			t.Fatalf("%s: read back: %d, %v", name, n, err)
+		}
+		if err := fd.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		return allocated(t, p)
+	}
+	base := write("text-none", chunk.CompressionNone, 65536, text)
+	if base < int64(len(text)) {
+		t.Skipf("the temp file system allocates %d bytes for %d: no block accounting", base, len(text))
+	}
+	for _, comp := range []chunk.Compression{chunk.CompressionS2, chunk.CompressionZstd} {
+		zt := write("text-"+comp.String(), comp, 65536, text)
+		t.Logf("%s: 4 MiB of Go source takes %d KiB (uncompressed %d KiB)", comp, zt>>10, base>>10)
+		if comp == chunk.CompressionZstd && zt > int64(len(text))/2 {
+			t.Errorf("zstd: Go source takes %d bytes on disk for %d", zt, len(text))
+		}
+		rr := write("random-"+comp.String(), comp, 65536, random)
+		rn := write("random-none-"+comp.String(), chunk.CompressionNone, 65536, random)
+		if rr > rn {
+			t.Errorf("%s: random data takes %d bytes, %d without compression", comp, rr, rn)
+		}
+	}
+}
