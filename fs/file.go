@@ -160,6 +160,17 @@ func (h *handle) checkEmpty() error {
 	if ci == nil {
 		return nil
 	}
+	// The caller's size was read before the lock: a writer may have added
+	// the first chunk and set FlagHasData since. Decide on the size seen
+	// under the lock, or a first write racing this open looks like a
+	// truncation.
+	fi, err := h.fd.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() != chunk.DataOffset {
+		return nil
+	}
 	var hb [chunk.HeaderSize]byte
 	if err := readHeaderNoatime(h.fd, hb[:]); err != nil {
 		return err
