@@ -78,6 +78,8 @@ type differ struct {
 	step  int
 	hist  []string // recent operations, for failure reports
 	buf   []byte
+	// text, when set, makes written data compressible (see textBytes).
+	text bool
 }
 
 const (
@@ -237,6 +239,10 @@ func (d *differ) data(n int) []byte {
 		d.buf = make([]byte, n)
 	}
 	b := d.buf[:n]
+	if d.text {
+		fillText(d.r, b)
+		return b
+	}
 	fillRandom(d.r, b)
 	return b
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,17 +115,23 @@ func readChunkErr(t *testing.T, path string, i int, want []byte) syscall.Errno {
 // --zero-unreadable) fixes.
 func TestTamperMatrix(t *testing.T) {
 	t.Parallel()
-	fs := newFS(t, WithChunkSize(tCS))
+	tamperMatrix(t, randomBytes)
+}
+
+// tamperMatrix is TestTamperMatrix with the file contents from gen and
+// extra init options (compress_test.go reruns it with compression on text).
+func tamperMatrix(t *testing.T, gen func(r *rand.Rand, n int) []byte, opts ...Option) {
+	fs := newFS(t, append([]Option{WithChunkSize(tCS)}, opts...)...)
 	r := newRand(51)
 	names := []string{"flip", "swap", "foreign-chunk", "header", "xattr-copy", "slot-copy", "cut", "emptied", "zeroed", "intact", "donor"}
 	files := map[string][]byte{}
 	for _, name := range names {
-		files[name] = randomBytes(r, 4*tCS)
+		files[name] = gen(r, 4*tCS)
 		mustWrite(t, fs.Path(name), files[name])
 	}
 	// sparse: chunks 0-3 data, 4-5 holes, chunk 6 data.
-	sparse := append(randomBytes(r, 4*tCS), make([]byte, 2*tCS)...)
-	sparse = append(sparse, randomBytes(r, 100)...)
+	sparse := append(gen(r, 4*tCS), make([]byte, 2*tCS)...)
+	sparse = append(sparse, gen(r, 100)...)
 	f, err := os.OpenFile(fs.Path("sparse-zeroed"), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
