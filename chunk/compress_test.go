@@ -241,10 +241,11 @@ func (p *punchBacking) PunchHole(off, length int64) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if off%punchBlock != 0 || length%punchBlock != 0 || off+length > int64(len(p.data)) {
+	// Up to the end of the block holding the end of file.
+	if off%punchBlock != 0 || length%punchBlock != 0 || off+length > int64(len(p.data)+punchBlock-1)/punchBlock*punchBlock {
 		return fmt.Errorf("bad punch %d+%d of %d", off, length, len(p.data))
 	}
-	if !allZero(p.data[off : off+length]) {
+	if !allZero(p.data[off:min(off+length, int64(len(p.data)))]) {
 		return fmt.Errorf("punch %d+%d over data", off, length)
 	}
 	p.punched += length

@@ -474,7 +474,7 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize, newLast int64, temp
 	for k, u := range used {
 		i := first + int64(k)
 		slot := len(plainOf(i)) + Overhead
-		if err := f.punchTail(f.chunkOffset(i), u, slot); err != nil {
+		if err := f.punchTail(f.chunkOffset(i), u, slot, i == newLast); err != nil {
 			return err
 		}
 	}
@@ -486,13 +486,19 @@ func (f *File) writeRun(p []byte, off, first, last, oldSize, newLast int64, temp
 // to the backing file system, when the backing file is a [Puncher] and the
 // tail covers at least one whole block. The bytes are zeros already, so
 // this saves space and changes no content; a backing file system that
-// cannot punch holes just keeps the zeros.
-func (f *File) punchTail(off int64, used, slot int) error {
+// cannot punch holes just keeps the zeros. atEOF says the slot ends the
+// backing file: the punch then runs to the end of the block holding the
+// end of file, which frees that partial block too (FALLOC_FL_KEEP_SIZE
+// keeps the size) — most small files end in one.
+func (f *File) punchTail(off int64, used, slot int, atEOF bool) error {
 	if f.puncher == nil || used >= slot || f.noPunch.Load() {
 		return nil
 	}
 	from := (off + int64(used) + punchBlock - 1) / punchBlock * punchBlock
 	to := (off + int64(slot)) / punchBlock * punchBlock
+	if atEOF {
+		to = (off + int64(slot) + punchBlock - 1) / punchBlock * punchBlock
+	}
 	if to <= from {
 		return nil
 	}
@@ -515,7 +521,9 @@ func (f *File) sealAndWrite(plain []byte, i int64, final bool) error {
 		if err := f.writeBacking(sealed, f.chunkOffset(i)); err != nil {
 			return err
 		}
-		return f.punchTail(f.chunkOffset(i), used, len(sealed))
+		// Not at the end of file even when final: a shrinking truncate
+		// re-seals its new last chunk before it cuts the backing file.
+		return f.punchTail(f.chunkOffset(i), used, len(sealed), false)
 	}
 	sealed := f.cipher.SealChunk((*bp)[:0], plain, uint64(i), final)
 	return f.writeBacking(sealed, f.chunkOffset(i))
