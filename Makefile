@@ -58,7 +58,7 @@ clean:
 # gocryptfs and kmsfs (local and AWS key service), 5 interleaved rounds:
 # about 35 minutes on 2 vCPU. bench-quick is one short round (~3 minutes).
 # Both want root (to drop caches) and an idle machine. See bench/README.md.
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-du
 bench:
 	bash bench/deps.sh
 	$(GO) run ./bench
@@ -66,3 +66,9 @@ bench:
 bench-quick:
 	bash bench/deps.sh
 	$(GO) run ./bench -quick
+
+# bench-du: disk space (du) of Go's source tree and of random data in
+# CIPHERDIRs with compression none, s2 and zstd at 4, 16 and 64 KiB chunks.
+bench-du:
+	bash bench/deps.sh
+	$(GO) run ./bench -du -quick

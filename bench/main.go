@@ -51,6 +51,7 @@ func main() {
 func run() int {
 	quick := flag.Bool("quick", false, "one short round with small sizes (smoke test)")
 	keep := flag.Bool("keep", false, "keep the work directory (backing trees, logs) after the run")
+	du := flag.Bool("du", false, "measure disk space (du) with and without compression instead (du.go)")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), usage)
 		flag.PrintDefaults()
@@ -63,6 +64,13 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	if *du {
+		if err := diskSpace(ctx, s); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if err := benchmark(ctx, s); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		if errors.Is(err, context.Canceled) {
@@ -73,14 +81,14 @@ func run() int {
 	return 0
 }
 
-const usage = `Usage: go run ./bench [-quick] [-keep]
+const usage = `Usage: go run ./bench [-quick] [-keep] [-du]
 
 Runs fio and a metadata job on plain, ceiling, gocryptfs, kmsfs and kmsfs-aws,
 interleaved, with caches dropped before each run, and prints medians and
 paired ratios; writes bench/results/<time>.json, .txt and .png.
 
 Environment (defaults for the full run; -quick in brackets):
-  BENCH_TARGETS   comma list of targets (all: plain,ceiling,gocryptfs,kmsfs,kmsfs-aws)
+  BENCH_TARGETS   comma list of targets (all: plain,ceiling,gocryptfs,kmsfs,kmsfs-aws,kmsfs-zstd)
   BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,metadata" + `)
   BENCH_ROUNDS    rounds (5) [1]
   BENCH_SIZE      sequential file size and random-job file size (1GiB) [64MiB]

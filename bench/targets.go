@@ -21,7 +21,7 @@ import (
 )
 
 // allTargets in their canonical order.
-var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-aws"}
+var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-aws", "kmsfs-zstd"}
 
 // A target is one filesystem the jobs run on.
 type target struct {
@@ -73,7 +73,7 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 			return err
 		}
 	}
-	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-aws": "kmsfs"}[t.Name]
+	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-aws": "kmsfs", "kmsfs-zstd": "kmsfs"}[t.Name]
 	if err := e.buildErr[bin]; err != nil {
 		return fmt.Errorf("%w: %w", errSkip, err)
 	}
@@ -87,6 +87,8 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 		return setupGocryptfs(ctx, e, t, base, backing, mnt)
 	case "kmsfs":
 		return setupKmsfs(ctx, e, t, base, backing, mnt)
+	case "kmsfs-zstd":
+		return setupKmsfs(ctx, e, t, base, backing, mnt, "--compress", "zstd")
 	case "kmsfs-aws":
 		return setupKmsfsAWS(ctx, e, t, base, backing, mnt)
 	}
@@ -160,10 +162,10 @@ func setupGocryptfs(ctx context.Context, e env, t *target, base, backing, mnt st
 	return nil
 }
 
-func setupKmsfs(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+func setupKmsfs(ctx context.Context, e env, t *target, base, backing, mnt string, initArgs ...string) error {
 	kenv := []string{"KMSFS_KEYSTORE=" + filepath.Join(base, "keystore")}
 	kmsfs := filepath.Join(e.bin, "kmsfs")
-	if out, err := runCmd(ctx, kenv, kmsfs, "init", backing); err != nil {
+	if out, err := runCmd(ctx, kenv, kmsfs, append(append([]string{"init"}, initArgs...), backing)...); err != nil {
 		return fmt.Errorf("kmsfs init: %w: %s", err, out)
 	}
 	return mountKmsfs(ctx, e, t, kenv, nil, backing, mnt)
