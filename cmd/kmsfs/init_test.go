@@ -77,6 +77,7 @@ func TestInitUsageErrors(t *testing.T) {
 		{"init", "--chunk-size", "1000", dir},
 		{"init", "--chunk-size", "2M", dir},
 		{"init", "--kms-endpoint", "http://127.0.0.1:1", dir},
+		{"init", "--compress", "gzip", dir},
 		{"init", dir, "extra"},
 	} {
 		if code := runCmd(t, te, args...); code != ExitUsage {
@@ -85,6 +86,35 @@ func TestInitUsageErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("a refused init created CIPHERDIR")
+	}
+}
+
+// TestInitCompress checks --compress: recorded in the config, 64 KiB chunks
+// unless --chunk-size says otherwise, none by default.
+func TestInitCompress(t *testing.T) {
+	te, _ := keystoreEnv(t)
+	for _, tc := range []struct {
+		args      []string
+		compress  string
+		chunkSize int
+	}{
+		{nil, "none", 4096},
+		{[]string{"--compress", "none"}, "none", 4096},
+		{[]string{"--compress", "zstd"}, "zstd", 65536},
+		{[]string{"--compress", "s2", "--chunk-size", "16k"}, "s2", 16384},
+	} {
+		dir := filepath.Join(t.TempDir(), "c")
+		args := append(append([]string{"init"}, tc.args...), dir)
+		if code := runCmd(t, te, args...); code != ExitOK {
+			t.Fatalf("%q: exit %d", args, code)
+		}
+		cfg, err := kfs.LoadConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Compression().String() != tc.compress || cfg.ChunkSize != tc.chunkSize {
+			t.Errorf("%q: compress %q, chunk size %d; want %q, %d", args, cfg.Compress, cfg.ChunkSize, tc.compress, tc.chunkSize)
+		}
 	}
 }
 
