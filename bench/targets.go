@@ -103,29 +103,10 @@ func setupCeiling(ctx context.Context, e env, t *target, backing, mnt string) er
 	cmd := exec.Command(filepath.Join(e.bin, "fuseceiling"), backing, mnt)
 	// Its own process group: a Ctrl-C in the terminal reaches us, and we
 	// unmount in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
+	stdout, _, err := startChild(t, cmd, logf, "fuseceiling", 15*time.Second, func() error { return forceUnmount(mnt) })
 	if err != nil {
-		logf.Close()
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start fuseceiling: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
-	t.addUndo(func() error {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		return forceUnmount(mnt)
-	})
 	line, err := readLine(ctx, stdout, 15*time.Second)
 	if err != nil {
 		return fmt.Errorf("fuseceiling did not mount (see %s): %w", logf.Name(), err)
@@ -203,29 +184,10 @@ func setupKmsfsAWS(ctx context.Context, e env, t *target, base, backing, mnt str
 	}
 	cmd := exec.Command(kmsfs, "keysvc", "serve", "--listen", "127.0.0.1:0")
 	cmd.Env = childEnv(kenv)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
+	stdout, exited, err := startChild(t, cmd, logf, "kmsfs keysvc serve", 10*time.Second, nil)
 	if err != nil {
-		logf.Close()
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start kmsfs keysvc serve: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
-	t.addUndo(func() error {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		return nil
-	})
 	line, err := readLine(ctx, stdout, 15*time.Second)
 	if err != nil {
 		_ = cmd.Process.Kill() // harmless when it has exited already
@@ -475,3 +437,38 @@ func cpuSeconds(pids []int) float64 {
 
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
 const clockTicks = 100
+
+// startChild starts cmd in its own process group (a Ctrl-C in the terminal
+// reaches the harness, which then stops its children in order) with stderr
+// to logf, which it closes when cmd exits, and returns cmd's stdout and a
+// channel closed once cmd has exited. The undo step it registers on t
+// sends SIGTERM, kills cmd after grace, then runs after (if not nil).
+func startChild(t *target, cmd *exec.Cmd, logf *os.File, name string, grace time.Duration, after func() error) (io.ReadCloser, <-chan struct{}, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	t.addUndo(func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(grace):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if after != nil {
+			return after()
+		}
+		return nil
+	})
+	return stdout, exited, nil
+}
