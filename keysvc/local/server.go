@@ -96,6 +96,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		ln = tls.NewListener(ln, cfg)
 	}
+	var conns unusedConns
+	hs.ConnState = conns.track
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -105,8 +107,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
 	defer cancel()
-	err := hs.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(sctx) }()
+	// hs.Serve returns as soon as Shutdown has closed the listener; from
+	// then on no connection is added, and those that never carried a
+	// request can go at once (net/http would wait 5 s for each).
+	serr := <-errc
+	conns.closeUnused()
+	err := <-shut
+	if serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
 	if err != nil {
@@ -114,6 +123,43 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("key server shutdown: %w", err)
 	}
 	return nil
+}
+
+// unusedConns tracks the server's connections that have not yet read a
+// byte of a request (http.StateNew). http.Server.Shutdown closes idle
+// keep-alive connections at once but treats a new one as busy for its
+// first 5 seconds, so a connection an HTTP client dialled and never used
+// (Go's transport dials spares) would hold a graceful shutdown up to
+// that long. Closing such a connection drops no request that had begun
+// to arrive; a client that sends one now finds the connection closed, as
+// it would a moment later when the server exits.
+type unusedConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// track is the http.Server's ConnState hook.
+func (u *unusedConns) track(c net.Conn, st http.ConnState) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if st == http.StateNew {
+		if u.conns == nil {
+			u.conns = make(map[net.Conn]struct{})
+		}
+		u.conns[c] = struct{}{}
+		return
+	}
+	delete(u.conns, c)
+}
+
+// closeUnused closes every connection still waiting for its first request.
+func (u *unusedConns) closeUnused() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for c := range u.conns {
+		_ = c.Close()
+		delete(u.conns, c)
+	}
 }
 
 // operation is one KMS API operation.

@@ -489,6 +489,50 @@ func TestServeShutdown(t *testing.T) {
 	}
 }
 
+// TestServeShutdownUnusedConn: a connection that was dialled and never
+// carried a request (Go's HTTP transport dials spares) must not hold up a
+// graceful shutdown. net/http alone waits 5 s for such a connection, so
+// with a 3 s bound Serve failed with "context deadline exceeded" (seen in
+// CI, with the SDK client's spare connections).
+func TestServeShutdownUnusedConn(t *testing.T) {
+	store, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewServer(store, ServerOptions{ShutdownTimeout: 3 * time.Second}).Serve(ctx, ln) }()
+	unused, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unused.Close()
+	// One request on another connection proves the server is serving, so
+	// the unused connection has been accepted by the time we cancel.
+	resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v, want nil with only an unused connection open", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	if _, err := unused.Read(make([]byte, 1)); err == nil {
+		t.Fatal("unused connection still open after shutdown")
+	}
+}
+
 // selfSignedTLS returns a server TLS config for 127.0.0.1 and a pool that
 // trusts it.
 func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
