@@ -79,7 +79,9 @@ type Compressor interface {
 	Compression() Compression
 	// Compress appends the compressed form of src to dst and returns the
 	// extended slice. The output may be longer than src (the caller then
-	// stores the chunk raw).
+	// stores the chunk raw). A codec may also append nothing, declining
+	// src as not worth compressing (a cheap estimate saying it would save
+	// little): the caller then stores the chunk raw as well.
 	Compress(dst, src []byte) []byte
 	// Decompress appends the decoded src, which must be exactly size bytes,
 	// to dst and returns the extended slice. It must not allocate much more
@@ -158,8 +160,9 @@ func isCompressedSlot(sealed []byte) bool {
 
 // sealCompressed tries to store plain as a compressed record in out, the
 // chunk's slot (len(plain)+Overhead bytes, which may overlap plain). It
-// returns the record length, or 0 (out untouched) when the compressed form
-// does not fit and the chunk must be stored raw.
+// returns the record length, or 0 (out untouched) when the codec declines
+// plain or the compressed form does not fit, and the chunk must be stored
+// raw.
 func (c *Cipher) sealCompressed(out, plain []byte, index uint64, final bool, random io.Reader) int {
 	limit := maxCompressedLen(len(plain))
 	if limit < 1 {
@@ -168,7 +171,7 @@ func (c *Cipher) sealCompressed(out, plain []byte, index uint64, final bool, ran
 	bp := c.getCompBuf()
 	defer c.comps.Put(bp)
 	z := c.comp.Compress((*bp)[:0], plain)
-	if len(z) > limit {
+	if len(z) == 0 || len(z) > limit {
 		if cap(z) > cap(*bp) {
 			*bp = z[:0]
 		}

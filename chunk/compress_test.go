@@ -311,6 +311,40 @@ func TestPunch(t *testing.T) {
 	})
 }
 
+// decliningCodec is rleCodec declining (appending nothing for) chunks
+// that start with a letter from a to m.
+type decliningCodec struct{ rleCodec }
+
+func (c decliningCodec) Compress(dst, src []byte) []byte {
+	if src[0] <= 'm' {
+		return dst
+	}
+	return c.rleCodec.Compress(dst, src)
+}
+
+// TestCompressorDeclines checks that a chunk the codec declines is stored
+// raw, next to compressed ones, and reads back.
+func TestCompressorDeclines(t *testing.T) {
+	const cs = DefaultChunkSize
+	text := runs(5 * cs)
+	RegisterCompressor(decliningCodec{rleCodec{id: CompressionS2}})
+	var tf *testFile
+	withCompression(t, CompressionS2, func(t *testing.T) { tf = newTestFile(t, cs) })
+	RegisterCompressor(rleCodec{id: CompressionS2})
+	tf.write(text, 0)
+	tf.check()
+	var declined int
+	for i := 0; i < len(text); i += cs {
+		if text[i] <= 'm' {
+			declined++
+		}
+	}
+	c, r := slotKinds(tf.mem.bytes(), cs, len(text))
+	if r != declined || c != 5-declined || declined == 0 || declined == 5 {
+		t.Fatalf("%d compressed and %d raw chunks, want %d raw of 5", c, r, declined)
+	}
+}
+
 // TestCompressedTamper covers the attacks specific to compressed chunks.
 func TestCompressedTamper(t *testing.T) {
 	const cs = DefaultChunkSize
