@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"io"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/kmsfs/kmsfs/chunk"
 )
@@ -55,6 +59,13 @@ func TestCodecsRoundTrip(t *testing.T) {
 			if !bytes.HasPrefix(z, []byte("prefix")) {
 				t.Fatalf("%s: Compress lost dst", c.Compression())
 			}
+			if len(z) == len("prefix") {
+				// Declined (TestZstdDeclines): only random data may be.
+				if len(src) != len(random) || &src[0] != &random[0] {
+					t.Fatalf("%s: declined %d bytes", c.Compression(), len(src))
+				}
+				continue
+			}
 			out, err := c.Decompress([]byte("pre"), z[6:], len(src))
 			if err != nil || !bytes.Equal(out[3:], src) || string(out[:3]) != "pre" {
 				t.Fatalf("%s: round trip of %d bytes: %v", c.Compression(), len(src), err)
@@ -77,6 +88,91 @@ func TestCodecsRoundTrip(t *testing.T) {
 		}
 		if z := c.Compress(nil, text[:65536]); len(z) > 65536/2 {
 			t.Errorf("%s: 64 KiB of Go source compresses to %d bytes", c.Compression(), len(z))
+		}
+	}
+}
+
+// stamped returns n random bytes in which every 512-byte sector ends in
+// the same 16 bytes, as fio stamps its buffers: data that compresses by a
+// few per cent, zstd's slowest case.
+func stamped(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for s := 0; s+512 <= n; s += 512 {
+		copy(b[s+496:s+512], "fio-like stamp!!")
+	}
+	return b
+}
+
+// TestZstdDeclines checks which chunks the zstd codec declines to
+// compress (worthCompressing): almost incompressible ones of 16 KiB or
+// more, and only those.
+func TestZstdDeclines(t *testing.T) {
+	if n := s2.MaxEncodedLen(probeSamples * probeStretch); n > probeOutLen {
+		t.Fatalf("probe output buffer of %d bytes, S2 may need %d", probeOutLen, n)
+	}
+	const n = 64 << 10
+	text := goText(t, n)
+	random := make([]byte, n)
+	_, _ = rand.Read(random)
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	_, _ = w.Write(goText(t, 1<<20))
+	_ = w.Close()
+	// A random 4 KiB block written over and over (fio's random writes):
+	// no stretch compresses on its own, but they repeat one another.
+	repeated := bytes.Repeat(random[:4096], n/4096)
+	// Text everywhere but in the sampled stretches.
+	hidden := append([]byte{}, text...)
+	for i := range probeSamples {
+		copy(hidden[i*n/probeSamples:], random[i*probeStretch:(i+1)*probeStretch])
+	}
+	half := append(append([]byte{}, text[:n/2]...), random[n/2:]...)
+	codec := newZstdCodec()
+	for _, tc := range []struct {
+		name    string
+		src     []byte
+		decline bool
+	}{
+		{"random", random, true},
+		{"stamped", stamped(n), true},
+		{"gzip", gz.Bytes()[:n], true},
+		{"random 16 KiB", random[:probeMinLen], true},
+		{"random 16 KiB - 1", random[:probeMinLen-1], false},
+		{"text", text, false},
+		{"zeros", make([]byte, n), false},
+		{"repeated random block", repeated, false},
+		{"half text, half random", half, false},
+		// The price of sampling: compressible data the sample misses.
+		{"text around random samples", hidden, true},
+	} {
+		if got := !worthCompressing(tc.src); got != tc.decline {
+			t.Errorf("%s: declined %v, want %v", tc.name, got, tc.decline)
+		}
+		z := codec.Compress([]byte("x"), tc.src)
+		if declined := len(z) == 1; declined != tc.decline {
+			t.Errorf("%s: Compress declined %v, want %v", tc.name, declined, tc.decline)
+		}
+	}
+}
+
+// TestZstdDecodesOtherLevels checks that frames of every encoder level
+// decode: kmsfs before its switch to SpeedFastest wrote SpeedDefault
+// frames, and the format allows any.
+func TestZstdDecodesOtherLevels(t *testing.T) {
+	text := goText(t, 100<<10)
+	codec := newZstdCodec()
+	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression, zstd.SpeedBestCompression} {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
+			zstd.WithWindowSize(chunk.MaxChunkSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 4096, 64 << 10, len(text)} {
+			out, err := codec.Decompress(nil, enc.EncodeAll(text[:n], nil), n)
+			if err != nil || !bytes.Equal(out, text[:n]) {
+				t.Fatalf("%s, %d bytes: %v", level, n, err)
+			}
 		}
 	}
 }
