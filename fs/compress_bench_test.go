@@ -41,7 +41,7 @@ func benchCompressed(b *testing.B, op func(b *testing.B, c *chunk.Cipher, plain 
 	text := goText(b, 64<<10)
 	random := make([]byte, 64<<10)
 	_, _ = rand.Read(random)
-	stamp := stamped(64 << 10)
+	stamp := stamped(64<<10, 16)
 	for _, comp := range []chunk.Compression{chunk.CompressionNone, chunk.CompressionS2, chunk.CompressionZstd} {
 		for _, n := range []int{4 << 10, 64 << 10} {
 			for _, data := range []struct {
@@ -79,7 +79,7 @@ func BenchmarkZstdOptions(b *testing.B) {
 	data := []struct {
 		name string
 		b    []byte
-	}{{"text", goText(b, n)}, {"random", random}, {"stamped", stamped(n)}}
+	}{{"text", goText(b, n)}, {"random", random}, {"stamped", stamped(n, 16)}}
 	for _, level := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault} {
 		for _, lowMem := range []bool{true, false} {
 			enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),

@@ -93,13 +93,15 @@ func TestCodecsRoundTrip(t *testing.T) {
 }
 
 // stamped returns n random bytes in which every 512-byte sector ends in
-// the same 16 bytes, as fio stamps its buffers: data that compresses by a
-// few per cent, zstd's slowest case.
-func stamped(n int) []byte {
+// the same k bytes. With k = 16 it is like fio's buffers (which carry a
+// time stamp in every sector): data that compresses by a few per cent,
+// zstd's slowest case.
+func stamped(n, k int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
+	stamp := bytes.Repeat([]byte("stamp"), k)[:k]
 	for s := 0; s+512 <= n; s += 512 {
-		copy(b[s+496:s+512], "fio-like stamp!!")
+		copy(b[s+512-k:s+512], stamp)
 	}
 	return b
 }
@@ -135,7 +137,9 @@ func TestZstdDeclines(t *testing.T) {
 		decline bool
 	}{
 		{"random", random, true},
-		{"stamped", stamped(n), true},
+		{"stamped", stamped(n, 16), true},
+		{"8 % compressible", stamped(n, 40), true},
+		{"30 % compressible", stamped(n, 160), false},
 		{"gzip", gz.Bytes()[:n], true},
 		{"random 16 KiB", random[:probeMinLen], true},
 		{"random 16 KiB - 1", random[:probeMinLen-1], false},
