@@ -221,11 +221,59 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if !h.writable {
 		return 0, syscall.EBADF
 	}
-	n, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data, off: off, appendMode: h.r.isAppendWrite(ctx)})
+	appendMode, killPriv := h.r.writeFlags(ctx)
+	if killPriv {
+		if err := killSetID(h.raw); err != nil {
+			return 0, h.r.errno("write", err)
+		}
+	}
+	n, err := h.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data, off: off, appendMode: appendMode})
 	if err != nil {
 		return uint32(n), h.r.errno("write", err)
 	}
 	return uint32(n), 0
+}
+
+// killSetID clears, as a write or truncate by a process without
+// CAP_FSETID must, the set-user-ID bit of the file open as fd and its
+// set-group-ID bit if group execute is set (without group execute the bit
+// means mandatory locking and stays, as in the kernel). File capabilities
+// need no clearing: kmsfs never stores security.capability.
+func killSetID(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if mode, kill := withoutSetID(st.Mode); kill {
+		return unix.Fchmod(fd, mode)
+	}
+	return nil
+}
+
+// killSetIDAt is killSetID for name in dirfd.
+func killSetIDAt(dirfd int, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if mode, kill := withoutSetID(st.Mode); kill {
+		return unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return nil
+}
+
+// withoutSetID returns the permission bits of mode without the set-ID
+// bits a write must kill, and whether there were any.
+func withoutSetID(mode uint32) (uint32, bool) {
+	if mode&syscall.S_IFMT != syscall.S_IFREG {
+		return 0, false
+	}
+	perm := mode & 07777
+	kill := perm & unix.S_ISUID
+	if perm&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kill |= unix.S_ISGID
+	}
+	return perm &^ kill, kill != 0
 }
 
 // Flush has nothing to do: every write reached the backing file already.

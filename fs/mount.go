@@ -89,9 +89,9 @@ type root struct {
 	readOnly   bool
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
 
-	// appendWrite marks the WRITE requests of write(2) on a descriptor in
-	// O_APPEND mode (see rawFS); it is never closed.
-	appendWrite chan struct{}
+	// marks carry the flags of WRITE requests that the handle must see
+	// (see rawFS).
+	marks writeMarks
 
 	closeOnce sync.Once
 
@@ -161,7 +161,7 @@ func newRoot(opts Options) (*node, error) {
 		asRoot:     os.Geteuid() == 0,
 		contents:   make(map[uint64]*content),
 
-		appendWrite: make(chan struct{}),
+		marks: newWriteMarks(),
 	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
@@ -194,6 +194,12 @@ func mountOptions(opts Options) *gofs.Options {
 		// ciphertext to the reader. The handle does not implement
 		// FilePassthroughFder either; this is the second lock on that door.
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+		// The file system clears set-ID bits itself on write, truncate
+		// and chown (rawFS, Setattr). Without this the kernel asks for
+		// security.capability before every write: a second round trip
+		// per write(2) (4 KiB random writes: ~2,500 -> ~7,000 IOPS).
+		// With it, the kernel asks once per inode (SB_NOSEC).
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -235,7 +241,7 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 		return nil, nil, err
 	}
 	o := mountOptions(opts)
-	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), appendWrite: rn.r.appendWrite, m: rn.r.metrics}
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics}
 	server, err := fuse.NewServer(raw, mountpoint, &o.MountOptions)
 	if err != nil {
 		rn.r.close()
@@ -263,23 +269,46 @@ func (r *root) writable() syscall.Errno {
 	return 0
 }
 
-// rawFS sits between the kernel and go-fuse's node bridge to tell the
-// handle which WRITE requests come from write(2) on a descriptor in
-// O_APPEND mode (the request's flags say so; they follow fcntl changes
-// too). Only those are placed at the plaintext end of file. Page-cache
-// writeback (mmap, FUSE_WRITE_CACHE) may use any writable handle of the
-// inode, an O_APPEND one included, and must land where the kernel says.
-// The mark travels as the request's cancel channel, the one value the
+// rawFS sits between the kernel and go-fuse's node bridge to hand the
+// handle two facts that only a WRITE request's flags carry:
+//
+//   - the write(2) came through a descriptor in O_APPEND mode (the flags
+//     follow fcntl changes too). Only such writes are placed at the
+//     plaintext end of file; page-cache writeback (mmap, FUSE_WRITE_CACHE)
+//     may use any writable handle of the inode, an O_APPEND one included,
+//     and must land where the kernel says.
+//   - the writer lacks CAP_FSETID, so the set-user-ID bit and a set-group-ID
+//     bit with group execute must go (FUSE_WRITE_KILL_SUIDGID): with
+//     CAP_HANDLE_KILLPRIV_V2 (mountOptions) that is the file system's job.
+//
+// The facts travel as the request's cancel channel, the one value the
 // bridge hands on to the handle; a WRITE is never cancelled midway here.
 type rawFS struct {
 	fuse.RawFileSystem
-	appendWrite chan struct{}
-	m           *Metrics // every request is timed and counted (metrics.go)
+	marks writeMarks
+	m     *Metrics // every request is timed and counted (metrics.go)
+}
+
+// writeMarks are the stand-in cancel channels of rawFS, one per
+// combination of facts; they are never closed.
+type writeMarks struct {
+	appendMode, killPriv, both chan struct{}
+}
+
+func newWriteMarks() writeMarks {
+	return writeMarks{appendMode: make(chan struct{}), killPriv: make(chan struct{}), both: make(chan struct{})}
 }
 
 func (w *rawFS) mark(cancel <-chan struct{}, in *fuse.WriteIn) <-chan struct{} {
-	if in.Flags&syscall.O_APPEND != 0 && in.WriteFlags&fuse.WRITE_CACHE == 0 {
-		return w.appendWrite
+	app := in.Flags&syscall.O_APPEND != 0 && in.WriteFlags&fuse.WRITE_CACHE == 0
+	kill := in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0
+	switch {
+	case app && kill:
+		return w.marks.both
+	case app:
+		return w.marks.appendMode
+	case kill:
+		return w.marks.killPriv
 	}
 	return cancel
 }
@@ -302,9 +331,20 @@ func (w *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 	return n, s
 }
 
-// isAppendWrite reports whether a WRITE request's context carries rawFS's
-// O_APPEND mark.
-func (r *root) isAppendWrite(ctx context.Context) bool {
+// writeFlags reports what rawFS marked on a WRITE request's context: an
+// O_APPEND write(2), and set-ID bits to kill.
+func (r *root) writeFlags(ctx context.Context) (appendMode, killPriv bool) {
 	fc, ok := ctx.(*fuse.Context)
-	return ok && fc.Cancel == (<-chan struct{})(r.appendWrite)
+	if !ok {
+		return false, false
+	}
+	switch fc.Cancel {
+	case (<-chan struct{})(r.marks.both):
+		return true, true
+	case (<-chan struct{})(r.marks.appendMode):
+		return true, false
+	case (<-chan struct{})(r.marks.killPriv):
+		return false, true
+	}
+	return false, false
 }

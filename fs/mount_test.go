@@ -977,6 +977,82 @@ func TestCallerOwnership(t *testing.T) {
 	}
 }
 
+// TestKillSetID: the mount handles killing set-ID bits itself
+// (CAP_HANDLE_KILLPRIV_V2), so a write or truncate by a user without
+// CAP_FSETID must clear set-user-ID, and set-group-ID when group execute
+// is set, exactly as on a local file system; root's writes keep them.
+func TestKillSetID(t *testing.T) {
+	tf := mountFS(t, func(o *Options) { o.AllowOther = true })
+	for _, d := range []string{filepath.Dir(tf.mnt), tf.cipher} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]struct{ mode, want uint32 }{
+		"write-suid-sgid":  {0o6775, 0o775},  // both go: group execute is set
+		"write-sgid-nox":   {0o2765, 0o2765}, // no group execute: the bit stays
+		"truncate-suid":    {0o4777, 0o777},
+		"write-plain":      {0o666, 0o666},
+		"root-write-keeps": {0o4777, 0o4777},
+		"append-suid-sgid": {0o6777, 0o777},
+		"ftruncate-suid":   {0o4777, 0o777},
+	}
+	for name, f := range files {
+		p := tf.path(name)
+		if err := os.WriteFile(p, []byte("original"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 4321, 8765); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, os.FileMode(f.mode&0o777)|modeBits(f.mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `cd "$1" && printf x | dd of=write-suid-sgid conv=notrunc status=none && ` +
+		`printf x | dd of=write-sgid-nox conv=notrunc status=none && ` +
+		`truncate -s 3 truncate-suid && printf x | dd of=write-plain conv=notrunc status=none && ` +
+		`echo more >> append-suid-sgid && ` +
+		`python3 -c 'import os; fd = os.open("ftruncate-suid", os.O_WRONLY); os.ftruncate(fd, 2)'`
+	cmd := exec.Command("/bin/sh", "-c", script, "sh", tf.mnt)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4321, Gid: 8765}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid 4321: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(tf.path("root-write-keeps"), []byte("root"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range files {
+		var st syscall.Stat_t
+		if err := syscall.Stat(tf.path(name), &st); err != nil {
+			t.Fatal(err)
+		}
+		var bst syscall.Stat_t
+		if err := syscall.Stat(tf.backing(name), &bst); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != f.want || bst.Mode&0o7777 != f.want {
+			t.Errorf("%s: mode %o (backing %o), want %o", name, st.Mode&0o7777, bst.Mode&0o7777, f.want)
+		}
+	}
+}
+
+// modeBits turns the set-ID and sticky bits of a numeric mode into
+// os.FileMode bits.
+func modeBits(m uint32) os.FileMode {
+	var fm os.FileMode
+	if m&0o4000 != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}
+
 // TestParallelWriters has writers on separate descriptors fill adjacent,
 // chunk-unaligned regions of one file while readers read it: without the
 // per-inode content lock, read-modify-writes of shared edge chunks would

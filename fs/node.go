@@ -150,6 +150,18 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return n.r.errno("truncate", err)
 		}
 	}
+	if _, ok := in.GetMode(); !ok && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		// A truncate by a process without CAP_FSETID, or a chown: the
+		// kernel leaves clearing the set-ID bits to us (mountOptions).
+		if byFD {
+			err = killSetID(h.raw)
+		} else {
+			err = killSetIDAt(d.fd, name)
+		}
+		if err != nil {
+			return n.r.errno("setattr", err)
+		}
+	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if in.Valid&fuse.FATTR_ATIME != 0 {
