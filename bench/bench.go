@@ -277,7 +277,7 @@ func build(ctx context.Context, root, bin string, targets []string) map[string]e
 		switch t {
 		case "ceiling":
 			need["fuseceiling"] = true
-		case "kmsfs", "kmsfs-aws", "kmsfs-zstd":
+		case "kmsfs", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot":
 			need["kmsfs"] = true
 		}
 	}

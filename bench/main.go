@@ -88,7 +88,8 @@ interleaved, with caches dropped before each run, and prints medians and
 paired ratios; writes bench/results/<time>.json, .txt and .png.
 
 Environment (defaults for the full run; -quick in brackets):
-  BENCH_TARGETS   comma list of targets (all: plain,ceiling,gocryptfs,kmsfs,kmsfs-aws,kmsfs-zstd)
+  BENCH_TARGETS   comma list of targets (plain,ceiling,gocryptfs,kmsfs,kmsfs-aws,kmsfs-zstd;
+                  also kmsfs-slot: key records without the xattr)
   BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,metadata" + `)
   BENCH_ROUNDS    rounds (5) [1]
   BENCH_SIZE      sequential file size and random-job file size (1GiB) [64MiB]
@@ -103,7 +104,7 @@ Flags:
 func loadSettings(quick, keep bool) (settings, error) {
 	s := settings{
 		Quick:     quick,
-		Targets:   allTargets,
+		Targets:   defaultTargets,
 		Jobs:      jobNames(),
 		Rounds:    5,
 		Size:      1 << 30,
