@@ -76,7 +76,15 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 	if err != nil {
 		return nil, st, err
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Created with perm when the umask leaves it whole (the common case:
+	// no chmod), else 0600 and chmod'ed below. Set-ID bits always take
+	// the chmod, after any chown, which would clear them.
+	exact := r.umask >= 0 && perm&07000 == 0 && perm&uint32(r.umask) == 0
+	createMode := uint32(0o600)
+	if exact {
+		createMode = perm
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
 	if err != nil {
 		return nil, st, err
 	}
@@ -85,13 +93,15 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 		unix.Unlinkat(dirfd, name, 0)
 		return nil, st, err
 	}
-	if uid, gid, ok := r.owner(ctx, dirfd); ok {
+	if uid, gid, ok := r.newOwner(ctx, dirfd); ok {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
 			return fail(err)
 		}
 	}
-	if err := unix.Fchmod(fd, perm); err != nil {
-		return fail(err)
+	if !exact {
+		if err := unix.Fchmod(fd, perm); err != nil {
+			return fail(err)
+		}
 	}
 	if err := r.writeNewKeyRecord(fd, ci, rec); err != nil {
 		return fail(err)

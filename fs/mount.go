@@ -13,6 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,6 +90,12 @@ type root struct {
 	keyCheck   keysvc.Service // see Options.KeyCheck
 	readOnly   bool
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
+	// euid and egid are the daemon's: a new backing file gets them unless
+	// changed, so a caller with the same IDs needs no chown.
+	euid, egid int
+	// umask is the daemon's file mode creation mask, or -1 if unknown: a
+	// new file whose permissions it would not touch needs no chmod.
+	umask int
 
 	// marks carry the flags of WRITE requests that the handle must see
 	// (see rawFS).
@@ -159,6 +167,9 @@ func newRoot(opts Options) (*node, error) {
 		kmsTimeout: timeout,
 		readOnly:   opts.ReadOnly,
 		asRoot:     os.Geteuid() == 0,
+		euid:       os.Geteuid(),
+		egid:       os.Getegid(),
+		umask:      readUmask(),
 		contents:   make(map[uint64]*content),
 
 		marks: newWriteMarks(),
@@ -232,6 +243,26 @@ func mountOptions(opts Options) *gofs.Options {
 func Mount(mountpoint string, opts Options) (*fuse.Server, error) {
 	server, _, err := mount(mountpoint, opts)
 	return server, err
+}
+
+// readUmask returns the process's umask from /proc/self/status (Linux
+// 4.7 and later), or -1. Reading it with umask(2) would mean setting it,
+// and other goroutines may be creating files meanwhile.
+func readUmask() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				return -1
+			}
+			return int(m)
+		}
+	}
+	return -1
 }
 
 // mount is Mount, also returning the mount's shared state (for tests).

@@ -230,6 +230,18 @@ func (r *root) parseDirents(b []byte, isRoot bool, entries []fuse.DirEntry) []fu
 	return entries
 }
 
+// newOwner is owner for a regular file the daemon has just created in
+// dirfd: it also answers false when the kernel has already given the file
+// the right owner, which is the case when the caller's IDs are the
+// daemon's (the group is then the daemon's or, in a set-group-ID
+// directory, the directory's, as owner would choose).
+func (r *root) newOwner(ctx context.Context, dirfd int) (uid, gid int, ok bool) {
+	if caller, found := fuse.FromContext(ctx); found && int(caller.Uid) == r.euid && int(caller.Gid) == r.egid {
+		return 0, 0, false
+	}
+	return r.owner(ctx, dirfd)
+}
+
 // owner returns the uid and gid a new entry gets when the daemon runs as
 // root: the caller's, except that a set-group-ID directory keeps the group
 // the backing filesystem gave the entry (gid -1). ok is false when the

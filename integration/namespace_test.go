@@ -373,11 +373,22 @@ func TestCreateModes(t *testing.T) {
 	derr := unix.Mkdir(fs.Path("madedir"), 0o777)
 	unix.Umask(0)
 	oerr := unix.Mkdir(fs.Path("oddmode"), 0o151)
-	unix.Umask(old)
-	if err != nil || derr != nil || oerr != nil {
-		t.Fatalf("create %v, mkdir %v, mkdir 0151 %v", err, derr, oerr)
+	// Modes the daemon's own umask would cut, and set-ID bits: the
+	// daemon creates these files with a chmod after the open.
+	var cerrs []error
+	for name, mode := range map[string]uint32{"open-0666": 0o666, "open-4755": 0o4755, "open-2775": 0o2775} {
+		fd, err := unix.Open(fs.Path(name), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode)
+		if err == nil {
+			unix.Close(fd)
+		}
+		cerrs = append(cerrs, err)
 	}
-	for name, want := range map[string]uint32{"created": 0o640, "madedir": 0o750, "oddmode": 0o151} {
+	unix.Umask(old)
+	if err != nil || derr != nil || oerr != nil || errors.Join(cerrs...) != nil {
+		t.Fatalf("create %v, mkdir %v, mkdir 0151 %v, creates %v", err, derr, oerr, cerrs)
+	}
+	for name, want := range map[string]uint32{"created": 0o640, "madedir": 0o750, "oddmode": 0o151,
+		"open-0666": 0o666, "open-4755": 0o4755, "open-2775": 0o2775} {
 		var st unix.Stat_t
 		if err := unix.Lstat(fs.Path(name), &st); err != nil {
 			t.Fatal(err)
