@@ -21,6 +21,7 @@ type Info struct {
 	FileID        string `json:"file_id"` // empty while the file has no header
 	FormatVersion int    `json:"format_version"`
 	Algorithm     string `json:"algorithm"`
+	Compression   string `json:"compression"` // none, s2 or zstd; empty while the file has no header
 	ChunkSize     int    `json:"chunk_size"`
 	PlaintextSize int64  `json:"plaintext_size"`
 	BackingSize   int64  `json:"backing_size"`
@@ -72,6 +73,7 @@ func FileInfo(backingPath string) (Info, error) {
 	info.FileID = h.FileID.String()
 	info.FormatVersion = int(h.Version)
 	info.Algorithm = h.Algorithm.String()
+	info.Compression = h.Compression().String()
 	info.ChunkSize = int(h.ChunkSize)
 	info.PlaintextSize, err = chunk.PlaintextSize(fi.Size(), int(h.ChunkSize))
 	if err != nil {

@@ -12,6 +12,7 @@ type fileInfo struct {
 	KeyID         string `json:"key_id"`
 	KeyMaterialID string `json:"key_material_id"`
 	FileID        string `json:"file_id"`
+	Compression   string `json:"compression"`
 	ChunkSize     int    `json:"chunk_size"`
 	PlaintextSize int64  `json:"plaintext_size"`
 }
@@ -30,7 +31,7 @@ func (fs *testFS) info(path string) fileInfo {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		fs.t.Fatalf("kmsfs info --json %s: %v\n%s", path, err, out)
 	}
-	for _, k := range []string{"key_id", "key_material_id", "file_id", "chunk_size", "plaintext_size"} {
+	for _, k := range []string{"key_id", "key_material_id", "file_id", "compression", "chunk_size", "plaintext_size"} {
 		if _, ok := raw[k]; !ok {
 			fs.t.Errorf("kmsfs info --json %s: no %q in %s", path, k, out)
 		}
@@ -70,6 +71,9 @@ func TestInfo(t *testing.T) {
 			if fi.ChunkSize != 1024 {
 				t.Errorf("info %s: chunk_size %d, want 1024", path, fi.ChunkSize)
 			}
+			if fi.Compression != "none" {
+				t.Errorf("info %s: compression %q, want none", path, fi.Compression)
+			}
 			if fi.PlaintextSize != int64(n) {
 				t.Errorf("info %s: plaintext_size %d, want %d", path, fi.PlaintextSize, n)
 			}
@@ -102,6 +106,20 @@ func TestInfo(t *testing.T) {
 	// A directory is not an encrypted file.
 	if res := fs.Exec("info", "--json", fs.Mnt); res.Err == nil {
 		t.Errorf("kmsfs info on the mount point succeeded: %s", res.Stdout)
+	}
+}
+
+// TestInfoCompressed checks that info names the compression and chunk
+// size of a file in a mount made with init --compress, through the mount
+// and on the backing file.
+func TestInfoCompressed(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t, compressOpt("zstd"))
+	mustWrite(t, fs.Path("text"), textBytes(newRand(5), 100_000))
+	for _, path := range []string{fs.Path("text"), fs.Backing("text")} {
+		if fi := fs.info(path); fi.Compression != "zstd" || fi.ChunkSize != 65536 || fi.PlaintextSize != 100_000 {
+			t.Errorf("info %s: %+v, want zstd, 64 KiB chunks, 100000 bytes", path, fi)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ type fileInfo struct {
 	FileID         string `json:"file_id"` // empty while the file has no header
 	FormatVersion  int    `json:"format_version"`
 	Algorithm      string `json:"algorithm"`
+	Compression    string `json:"compression"` // none, s2 or zstd; empty while the file has no header
 	ChunkSize      int    `json:"chunk_size"`
 	PlaintextSize  int64  `json:"plaintext_size"`
 	CiphertextSize int64  `json:"ciphertext_size"`
@@ -52,8 +53,8 @@ func runInfo(_ context.Context, args []string, env *Env) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(info)
 	}
-	_, err = fmt.Fprintf(env.Stdout, "path:            %s\nbacking_path:    %s\nkey_id:          %s\nkey_material_id: %s\nfile_id:         %s\nformat_version:  %d\nalgorithm:       %s\nchunk_size:      %d\nplaintext_size:  %d\nciphertext_size: %d\n",
-		info.Path, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
+	_, err = fmt.Fprintf(env.Stdout, "path:            %s\nbacking_path:    %s\nkey_id:          %s\nkey_material_id: %s\nfile_id:         %s\nformat_version:  %d\nalgorithm:       %s\ncompression:     %s\nchunk_size:      %d\nplaintext_size:  %d\nciphertext_size: %d\n",
+		info.Path, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.Compression, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
 	return err
 }
 
@@ -103,6 +104,7 @@ func readFileInfo(backing string) (fileInfo, error) {
 		FileID:         fi.FileID,
 		FormatVersion:  fi.FormatVersion,
 		Algorithm:      fi.Algorithm,
+		Compression:    fi.Compression,
 		ChunkSize:      fi.ChunkSize,
 		PlaintextSize:  fi.PlaintextSize,
 		CiphertextSize: fi.BackingSize,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +119,84 @@ func TestInitCompress(t *testing.T) {
 	}
 }
 
+// TestInfoCompression checks that info reports each file's compression
+// and chunk size, in text and JSON: a file keeps what its header says
+// whatever the tree's config says now, and a file without a header yet
+// reports no compression.
+func TestInfoCompression(t *testing.T) {
+	te, ks := keystoreEnv(t)
+	plain := []byte(strings.Repeat("kmsfs info compression ", 10000)) // 230 000 bytes
+	for _, tc := range []struct {
+		args      []string
+		compress  string
+		chunkSize int
+	}{
+		{nil, "none", 4096},
+		{[]string{"--compress", "zstd"}, "zstd", 65536},
+		{[]string{"--compress", "s2", "--chunk-size", "16k"}, "s2", 16384},
+	} {
+		dir := filepath.Join(t.TempDir(), "c")
+		args := append(append([]string{"init"}, tc.args...), dir)
+		if code := runCmd(t, te, args...); code != ExitOK {
+			t.Fatalf("%q: exit %d", args, code)
+		}
+		cfg, err := kfs.LoadConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		backing := filepath.Join(dir, "file.txt")
+		writeBackingFile(t, ks, cfg, backing, plain)
+		if code := runCmd(t, te, "info", "--json", backing); code != ExitOK {
+			t.Fatalf("info --json: exit %d", code)
+		}
+		var got struct {
+			Compression   *string `json:"compression"`
+			ChunkSize     int     `json:"chunk_size"`
+			PlaintextSize int64   `json:"plaintext_size"`
+		}
+		if err := json.Unmarshal(te.stdout.Bytes(), &got); err != nil {
+			t.Fatalf("info --json output %q: %v", te.stdout.String(), err)
+		}
+		if got.Compression == nil || *got.Compression != tc.compress || got.ChunkSize != tc.chunkSize || got.PlaintextSize != int64(len(plain)) {
+			t.Errorf("%q: info --json says %s", args, te.stdout.String())
+		}
+		if code := runCmd(t, te, "info", backing); code != ExitOK {
+			t.Fatalf("info: exit %d", code)
+		}
+		for _, line := range []string{"compression:     " + tc.compress + "\n", fmt.Sprintf("chunk_size:      %d\n", tc.chunkSize)} {
+			if !strings.Contains(te.stdout.String(), line) {
+				t.Errorf("%q: info lacks %q:\n%s", args, line, te.stdout.String())
+			}
+		}
+	}
+
+	// A file without a header yet (its key record written, no data) has no
+	// compression to report.
+	te2, _ := keystoreEnv(t)
+	dir := filepath.Join(t.TempDir(), "c")
+	if code := runCmd(t, te2, "init", "--compress", "zstd", dir); code != ExitOK {
+		t.Fatalf("init: exit %d", code)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := keysvc.WrappedKey{KeyID: "arn:aws:kms:local:000000000000:key/x", KeyMaterialID: strings.Repeat("0", 64), Blob: []byte{1}}
+	if err := unix.Setxattr(empty, kfs.KeyXattr, rec.MarshalRecord(), 0); err != nil {
+		t.Skipf("no user xattrs here: %v", err)
+	}
+	if code := runCmd(t, te2, "info", "--json", empty); code != ExitOK {
+		t.Fatalf("info --json: exit %d", code)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(te2.stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := got["compression"]; !ok || c != "" {
+		t.Errorf("info of a file without header: compression %v (present %v), want \"\"", c, ok)
+	}
+}
+
 func TestInitUnknownKeyLeavesNothing(t *testing.T) {
 	te, _ := keystoreEnv(t)
 	dir := filepath.Join(t.TempDir(), "c")
@@ -178,6 +257,7 @@ func TestInitAndInfo(t *testing.T) {
 		"file_id":         fileID.String(),
 		"format_version":  float64(chunk.FormatVersion),
 		"algorithm":       chunk.AES256GCM.String(),
+		"compression":     "none",
 		"chunk_size":      float64(1024),
 		"plaintext_size":  float64(len(plain)),
 		"ciphertext_size": float64(chunk.CiphertextSize(int64(len(plain)), 1024)),
@@ -197,7 +277,7 @@ func TestInitAndInfo(t *testing.T) {
 	if code := runCmd(t, te, "info", backing); code != ExitOK {
 		t.Fatalf("info (text): exit %d", code)
 	}
-	for _, k := range []string{"key_id:", "key_material_id:", "file_id:", "chunk_size:", "plaintext_size:", "ciphertext_size:"} {
+	for _, k := range []string{"key_id:", "key_material_id:", "file_id:", "compression:", "chunk_size:", "plaintext_size:", "ciphertext_size:"} {
 		if !strings.Contains(te.stdout.String(), k) {
 			t.Errorf("info text lacks %q:\n%s", k, te.stdout.String())
 		}
@@ -211,7 +291,8 @@ func TestInitAndInfo(t *testing.T) {
 	}
 }
 
-// writeBackingFile stores plain in a new backing file as package fs does.
+// writeBackingFile stores plain in a new backing file as package fs does,
+// with the chunk size and compression of cfg.
 func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string, plain []byte) (keysvc.WrappedKey, chunk.FileID) {
 	t.Helper()
 	ctx := context.Background()
@@ -224,6 +305,7 @@ func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string
 	if err != nil {
 		t.Fatal(err)
 	}
+	h = h.WithCompression(cfg.Compression())
 	dk, err := store.GenerateDataKey(ctx, cfg.KeyID, keysvc.EncryptionContext{
 		keysvc.ContextFilesystemID: cfg.FilesystemID,
 		keysvc.ContextFileID:       h.FileID.String(),
@@ -244,7 +326,7 @@ func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string
 	if err := unix.Fsetxattr(int(f.Fd()), kfs.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := chunk.NewFile(f, c).WriteAt(plain, 0); err != nil {
+	if _, err := chunk.NewFile(kfs.PunchBacking(f), c).WriteAt(plain, 0); err != nil {
 		t.Fatal(err)
 	}
 	return dk.Wrapped, h.FileID

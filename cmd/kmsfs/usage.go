@@ -135,14 +135,15 @@ Examples:
 	"info": `Usage: kmsfs info [--json] PATH
 
 Describe one encrypted file: the KMS key and key material (backing-key
-version) that wrapped its data key, its file ID, chunk size, plaintext and
-ciphertext sizes. PATH is a file inside a mounted kmsfs or a backing file in
-a CIPHERDIR. No key service is contacted.
+version) that wrapped its data key, its file ID, compression (none, s2 or
+zstd), chunk size, plaintext and ciphertext sizes. PATH is a file inside a
+mounted kmsfs or a backing file in a CIPHERDIR. No key service is contacted.
 
 Flags:
   --json                  print one JSON object with the keys key_id,
-                          key_material_id, file_id, chunk_size,
-                          plaintext_size, ciphertext_size, backing_path
+                          key_material_id, file_id, compression,
+                          chunk_size, plaintext_size, ciphertext_size,
+                          backing_path
 
 Examples:
   kmsfs info /srv/data/report.pdf
