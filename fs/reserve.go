@@ -36,6 +36,17 @@ import (
 // or program punching holes into a file this mount has open is not seen;
 // then a write into such a hole on a full disk may tear its chunk.
 //
+// Files with compression get no such prefix: chunk.File punches the zero
+// tail of every compressed chunk right after writing it (its Puncher), so
+// what a reservation allocated does not stay allocated, and rewriting the
+// chunk writes its whole slot (record and zeros) into those holes again.
+// Every change of a compressed file therefore reserves all its spans (the
+// fallocate re-allocates the punched tails; chunk.File punches them once
+// more after the write). On a full disk that makes every write to a
+// compressed file fail with ENOSPC, even one whose records would have fit
+// the blocks still allocated: the pwrite of the zeros needs the blocks
+// anyway, and failing before it is what keeps the chunk whole.
+//
 // Holes are never reserved: a write far past the end of file reserves the
 // chunks it writes and the old last chunk it pads, not the gap.
 //
@@ -68,12 +79,15 @@ func writeSpans(cs, oldSize, off, end int64) []chunkSpan {
 
 // truncateSpans returns the chunks a truncation from oldSize to newSize
 // rewrites: growing re-seals the old last chunk at its new length;
-// shrinking re-seals the new last chunk in place (no new space) and cuts.
+// shrinking re-seals the new last chunk in place and cuts, which needs new
+// space only where that chunk has holes (a punched compressed tail, a
+// sparse file's hole) — reserve skips it when the chunk is known to be
+// allocated. Emptying the file and growing an empty one rewrite nothing.
 func truncateSpans(cs, oldSize, newSize int64) []chunkSpan {
-	if newSize <= oldSize || oldSize == 0 {
+	if newSize == oldSize || oldSize == 0 || newSize == 0 {
 		return nil
 	}
-	k := (oldSize - 1) / cs
+	k := (min(oldSize, newSize) - 1) / cs
 	return []chunkSpan{{k, k}}
 }
 
@@ -94,6 +108,12 @@ func (r *root) reserve(c *content, fd *os.File, spans []chunkSpan, newSize int64
 		return nil
 	}
 	a := &c.alloc
+	// Compressed files punch what they reserve: nothing is known to stay
+	// allocated (see above).
+	punched := c.cipher != nil && c.cipher.Header().Compression() != chunk.CompressionNone
+	if punched {
+		*a = allocation{known: true}
+	}
 	if !a.known {
 		// Data up to the first hole is allocated; an empty file or an
 		// error knows nothing (every change then reserves).
@@ -127,7 +147,7 @@ func (r *root) reserve(c *content, fd *os.File, spans []chunkSpan, newSize int64
 		if err != nil {
 			return fmt.Errorf("reserve backing bytes %d-%d: %w", start, end, err)
 		}
-		if start <= a.end {
+		if start <= a.end && !punched {
 			a.end = end
 		}
 	}

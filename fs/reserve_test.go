@@ -1,12 +1,20 @@
 package fs
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
 )
@@ -41,7 +49,11 @@ func TestTruncateSpans(t *testing.T) {
 		want             []chunkSpan
 	}{
 		{0, 1 << 30, nil}, // an empty file grows by holes only
-		{100, 50, nil},    // shrinking rewrites in place
+		{100, 0, nil},     // emptying rewrites nothing
+		{100, 100, nil},
+		{100, 50, []chunkSpan{{0, 0}}}, // shrinking re-seals the new last chunk
+		{3 * cs, cs, []chunkSpan{{0, 0}}},
+		{3 * cs, cs + 1, []chunkSpan{{1, 1}}},
 		{100, 1 << 30, []chunkSpan{{0, 0}}},
 		{3 * cs, 4 * cs, []chunkSpan{{2, 2}}},
 		{3*cs + 1, 3*cs + 2, []chunkSpan{{3, 3}}},
@@ -94,5 +106,108 @@ func TestReserveKnownAllocation(t *testing.T) {
 	}
 	if c.alloc.known {
 		t.Fatal("a truncation kept the known allocation")
+	}
+}
+
+// tmpfsDir mounts a fresh tmpfs of size bytes on a temporary directory
+// and returns it: a backing file system that punches holes and runs out
+// of space deterministically. It needs root.
+func tmpfsDir(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("kmsfs-fs-test", dir, "tmpfs", 0, "size="+strconv.Itoa(size)+",mode=0700"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount tmpfs %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// fillUp writes a file in dir until the file system is full.
+func fillUp(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, n := range []int{64 << 10, 4 << 10, 1} {
+		buf := make([]byte, n)
+		for {
+			if _, err := f.Write(buf); errors.Is(err, syscall.ENOSPC) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestReserveCompressedOnFullDisk: chunk.File punches the zero tails of
+// compressed chunks after writing them, so the backing bytes of a
+// compressed file are never all allocated, whatever the open file has
+// reserved before. A rewrite of such a chunk, or a shrinking truncation
+// that re-seals one, writes the whole slot and needs those blocks again:
+// on a full disk it must fail with ENOSPC before it writes anything, and
+// leave every chunk as it was, not torn (EIO).
+func TestReserveCompressedOnFullDisk(t *testing.T) {
+	const cs = 64 << 10
+	text := goText(t, 4*cs)
+	random := make([]byte, cs)
+	_, _ = rand.Read(random)
+	for _, tc := range []struct {
+		name   string
+		change change
+	}{
+		{"overwrite with random data", change{kind: changeWrite, data: random, off: cs}},
+		{"overwrite with text", change{kind: changeWrite, data: text[:cs], off: 2 * cs}},
+		{"shrink into a compressed chunk", change{kind: changeTruncate, size: 3*cs - 1000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tmpfsDir(t, 2<<20)
+			keys := newFakeKeys()
+			cfg, err := NewConfig(KMSLocal, keys.keyID, cs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Compress = "zstd"
+			rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rn.r.close()
+			r, ctx := rn.r, context.Background()
+			h, _, err := r.createFile(ctx, r.fd, "f", 0o600, syscall.O_RDWR, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Release(ctx)
+			if _, err := r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: text}); err != nil {
+				t.Fatal(err)
+			}
+			if allocated(t, filepath.Join(dir, "f")) >= chunk.CiphertextSize(int64(len(text)), cs) {
+				t.Skip("the backing file system did not punch the compressed chunks' tails")
+			}
+			fillUp(t, dir)
+
+			_, err = r.change(ctx, h.c, &h.backingFile, tc.change)
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("%s on a full disk: %v, want ENOSPC", tc.name, err)
+			}
+			got := make([]byte, len(text)+1)
+			res, errno := h.Read(ctx, got, 0)
+			if errno != 0 {
+				t.Fatalf("read after the failed change: %v (a torn chunk)", errno)
+			}
+			if b, _ := res.Bytes(nil); !bytes.Equal(b, text) {
+				t.Fatalf("read %d bytes after the failed change, not the old content", len(b))
+			}
+		})
 	}
 }

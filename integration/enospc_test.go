@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"syscall"
 	"testing"
@@ -53,7 +54,27 @@ type enospcFile struct {
 // a remount, and deleting a file makes writes work again.
 func TestENOSPC(t *testing.T) {
 	t.Parallel()
-	fs := newFS(t, WithoutMount())
+	testENOSPC(t, randomBytes)
+}
+
+// TestCompressedENOSPC is TestENOSPC on a zstd tree (64 KiB chunks) with
+// text and random writes mixed: compressed chunks have their zero tails
+// punched, so rewriting one (raw or compressed) needs new space even
+// inside the file, which the reservation must claim first.
+func TestCompressedENOSPC(t *testing.T) {
+	t.Parallel()
+	testENOSPC(t, func(r *rand.Rand, n int) []byte {
+		if r.IntN(2) == 0 {
+			return randomBytes(r, n)
+		}
+		return textBytes(r, n)
+	}, compressOpt("zstd"))
+}
+
+// testENOSPC is TestENOSPC with the data of each write from data and the
+// tree made with opts.
+func testENOSPC(t *testing.T, data func(r *rand.Rand, n int) []byte, opts ...Option) {
+	fs := newFS(t, append([]Option{WithoutMount()}, opts...)...)
 	cipherDirOnTmpfs(t, fs, "8m")
 	fs.Mount()
 	seed := testSeed(t)
@@ -92,7 +113,7 @@ func TestENOSPC(t *testing.T) {
 		default: // past the end: pads the old last chunk, leaves holes
 			off, n = size+r.Int64N(4*cs), 1+r.IntN(int(2*cs))
 		}
-		data := randomBytes(r, n)
+		data := data(r, n)
 		got, err := unix.Pwrite(f.fd, data, off)
 		if got > 0 {
 			if got < n {
