@@ -45,6 +45,7 @@ const (
 	ProblemHole           = "unexpected-hole"  // an all-zero chunk where no hole may be
 	ProblemRemnant        = "crash-remnant"    // a middle chunk sealed as final
 	ProblemHasData        = "has-data-missing" // chunks, but no HAS_DATA in the header
+	ProblemPunch          = "punch-failed"     // --repair could not punch the zero tails of compressed chunks (warning)
 )
 
 // NoChunk is Problem.Chunk for a problem of the whole file.
@@ -73,6 +74,9 @@ type FileReport struct {
 	Problems      []Problem `json:"problems,omitempty"`
 	// Zeroed lists the chunks replaced by sealed zeros (ZeroUnreadable).
 	Zeroed []int64 `json:"zeroed,omitempty"`
+	// Freed is the backing bytes Repair gave back by punching the zero
+	// tails of compressed chunks that were still allocated.
+	Freed int64 `json:"freed_bytes,omitempty"`
 	// Unavailable: the key service did not answer, the file was not checked.
 	Unavailable bool `json:"-"`
 }
@@ -104,7 +108,10 @@ type CheckOptions struct {
 	KMSTimeout time.Duration
 	// Repair fixes what loses nothing: a missing or bad copy of the key
 	// record from the good one, crash remnants re-sealed as middle chunks,
-	// a missing HAS_DATA flag.
+	// a missing HAS_DATA flag. In files with compression it also punches
+	// the zero tails of compressed chunks that are still allocated
+	// (written by a kmsfs that did not punch, or copied by a tool that
+	// fills holes), which changes no byte of the file.
 	Repair bool
 	// ZeroUnreadable (with Repair) also replaces chunks that fail
 	// authentication by sealed zero chunks, re-seals a last chunk that
@@ -142,6 +149,7 @@ type CheckSummary struct {
 	Bytes       int64      `json:"plain_bytes"` // plaintext bytes checked
 	Chunks      int64      `json:"chunks"`      // chunks checked
 	Found       int64      `json:"problems"`    // problems found (warnings excluded)
+	Freed       int64      `json:"freed_bytes"` // backing bytes freed by punching zero tails (Repair)
 	XattrsOff   bool       `json:"xattrs_unsupported,omitempty"`
 	Keys        []KeyUsage `json:"keys,omitempty"`
 }
@@ -223,6 +231,7 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 	sum.Files++
 	sum.Bytes += rep.PlaintextSize
 	sum.Chunks += rep.Chunks
+	sum.Freed += rep.Freed
 	if rep.Unavailable {
 		sum.Unavailable++
 	}
@@ -551,6 +560,17 @@ func (c *checker) chunks(fd int, ci *chunk.Cipher, backing int64, rep *FileRepor
 	if !sizeOK {
 		last = -1 // no chunk is the last one
 	}
+	punch := c.opts.Repair && h.Compression() != chunk.CompressionNone
+	if punch {
+		before, err := allocatedBytes(fd)
+		if err == nil {
+			defer func() {
+				if after, err := allocatedBytes(fd); err == nil && after < before {
+					rep.Freed = before - after
+				}
+			}()
+		}
+	}
 	const batch = 64
 	buf := make([]byte, batch*sealedSize)
 	plainBuf := make([]byte, 0, cs)
@@ -567,17 +587,31 @@ func (c *checker) chunks(fd int, ci *chunk.Cipher, backing int64, rep *FileRepor
 			s := (i - first) * sealedSize
 			l := min(sealedSize, want-s)
 			sealed := buf[s : s+l]
-			c.oneChunk(fd, ci, h, i, last, sealed, plainBuf, rep)
+			wrote := c.oneChunk(fd, ci, h, i, last, sealed, plainBuf, rep)
+			if punch && !wrote {
+				// A chunk rewritten by a repair has new bytes: sealed
+				// no longer says where its zeros are.
+				err := punchZeroTail(fd, off+s, sealed, i == last)
+				if errors.Is(err, unix.EOPNOTSUPP) {
+					punch = false
+				} else if err != nil {
+					p := rep.add(ProblemPunch, i, "punching the zero tail: %v", err)
+					p.Warning = true
+					punch = false
+				}
+			}
 		}
 	}
 }
 
 // oneChunk applies the reader rules to chunk i (the file's last is last,
-// -1 for none) and repairs it when allowed.
-func (c *checker) oneChunk(fd int, ci *chunk.Cipher, h chunk.Header, i, last int64, sealed, scratch []byte, rep *FileReport) {
+// -1 for none) and repairs it when allowed. It reports whether it wrote
+// the chunk (a repair, successful or not).
+func (c *checker) oneChunk(fd int, ci *chunk.Cipher, h chunk.Header, i, last int64, sealed, scratch []byte, rep *FileReport) (wrote bool) {
 	off := chunk.DataOffset + i*(int64(ci.ChunkSize())+chunk.Overhead)
 	plainLen := len(sealed) - chunk.Overhead
 	write := func(plain []byte, final bool) error {
+		wrote = true
 		out := ci.SealChunk(nil, plain, uint64(i), final)
 		_, err := unix.Pwrite(fd, out, off)
 		return err
@@ -625,6 +659,7 @@ func (c *checker) oneChunk(fd int, ci *chunk.Cipher, h chunk.Header, i, last int
 		return
 	}
 	zero(rep.add(ProblemTag, i, "authentication failed"), false)
+	return wrote
 }
 
 // repaired records the outcome of a repair and reports whether it worked.
@@ -644,4 +679,41 @@ func isAllZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// tailBlock is the granularity of the punches of punchZeroTail: the block
+// size of the usual backing file systems, as in package chunk.
+const tailBlock = 4096
+
+// punchZeroTail gives back the whole blocks inside the run of zeros that
+// ends the slot of a chunk at backing offset off (sealed, as read): the
+// zero tail of a compressed record that a writer left allocated. Punching
+// zeros changes no byte of the file, whatever the chunk holds. atEOF says
+// the slot ends the file: the punch then runs to the end of the block
+// holding the end of file, as chunk.File's does.
+func punchZeroTail(fd int, off int64, sealed []byte, atEOF bool) error {
+	z := len(sealed)
+	for z > 0 && sealed[z-1] == 0 {
+		z--
+	}
+	end := off + int64(len(sealed))
+	from := (off + int64(z) + tailBlock - 1) / tailBlock * tailBlock
+	to := end / tailBlock * tailBlock
+	if atEOF {
+		to = (end + tailBlock - 1) / tailBlock * tailBlock
+	}
+	if to <= from {
+		return nil
+	}
+	return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, from, to-from)
+}
+
+// allocatedBytes returns the bytes the backing file system allocated for
+// fd.
+func allocatedBytes(fd int) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
 }

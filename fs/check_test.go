@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
@@ -33,12 +34,23 @@ const checkChunk = 512
 
 func newCheckTree(t *testing.T, mode string, files map[string]int) *checkTree {
 	t.Helper()
+	data := map[string][]byte{}
+	for name, n := range files {
+		data[name] = bytes.Repeat([]byte(name), n/len(name)+1)[:n]
+	}
+	return newCheckTreeWith(t, checkChunk, func(c *Config) { c.KeyRecord = mode }, data)
+}
+
+// newCheckTreeWith is newCheckTree with the chunk size cs, a config
+// edited by edit, and the files' contents given.
+func newCheckTreeWith(t *testing.T, cs int, edit func(*Config), files map[string][]byte) *checkTree {
+	t.Helper()
 	keys := newFakeKeys()
-	cfg, err := NewConfig(KMSLocal, keys.keyID, checkChunk)
+	cfg, err := NewConfig(KMSLocal, keys.keyID, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.KeyRecord = mode
+	edit(&cfg)
 	dir := t.TempDir()
 	if err := WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
@@ -50,13 +62,12 @@ func newCheckTree(t *testing.T, mode string, files map[string]int) *checkTree {
 	t.Cleanup(rn.r.close)
 	ct := &checkTree{r: rn.r, keys: keys, dir: dir, data: map[string][]byte{}, ids: map[string]chunk.FileID{}}
 	ctx := context.Background()
-	for name, n := range files {
+	for name, data := range files {
 		h, _, err := ct.r.createFile(ctx, ct.r.fd, name, 0o600, syscall.O_RDWR, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		data := bytes.Repeat([]byte(name), n/len(name)+1)[:n]
-		if n > 0 {
+		if len(data) > 0 {
 			if _, err := ct.r.change(ctx, h.c, &h.backingFile, change{kind: changeWrite, data: data}); err != nil {
 				t.Fatal(err)
 			}
@@ -414,5 +425,57 @@ func TestSlotFallbackReadOnlyAndInfo(t *testing.T) {
 	info, err := FileInfo(ct.path("a"))
 	if err != nil || info.KeyID != ct.keys.keyID || info.FileID != ct.ids["a"].String() || info.PlaintextSize != 3000 {
 		t.Errorf("FileInfo without xattr: %+v, %v", info, err)
+	}
+}
+
+// TestCheckPunchesZeroTails: compressed chunks whose zero tails are
+// allocated again (a copy that filled the holes) are punched by a repair,
+// which reports the bytes freed and changes no byte; a check without
+// repair and a file without compression are left alone.
+func TestCheckPunchesZeroTails(t *testing.T) {
+	const cs = 64 << 10
+	random := make([]byte, 3*cs)
+	_, _ = rand.Read(random)
+	files := map[string][]byte{"text": goText(t, 5*cs+1000), "random": random}
+	ct := newCheckTreeWith(t, cs, func(c *Config) { c.Compress = "zstd" }, files)
+	plain := newCheckTreeWith(t, cs, func(*Config) {}, map[string][]byte{"text": files["text"]})
+	punched := map[string]int64{}
+	for name := range files {
+		punched[name] = allocated(t, ct.path(name))
+		// Rewrite every byte in place, as cp --sparse=never does.
+		ct.edit(t, name, func(b []byte) []byte { return b })
+	}
+	plain.edit(t, "text", func(b []byte) []byte { return b })
+	filled, plainFilled := allocated(t, ct.path("text")), allocated(t, plain.path("text"))
+	if filled <= punched["text"] {
+		t.Skipf("the temp file system allocates %d bytes with holes, %d without: no hole accounting", punched["text"], filled)
+	}
+
+	if got, sum := ct.check(t, false, false); len(got) != 0 || sum.Freed != 0 || allocated(t, ct.path("text")) != filled {
+		t.Fatalf("check without repair: %v, freed %d, %d bytes allocated (was %d)", got, sum.Freed, allocated(t, ct.path("text")), filled)
+	}
+	got, sum := ct.check(t, true, false)
+	if len(got) != 0 {
+		t.Fatalf("repair found %v", got)
+	}
+	after := allocated(t, ct.path("text"))
+	if after != punched["text"] || sum.Freed != filled-after {
+		t.Errorf("repair: text takes %d bytes (%d as written with punching, %d filled), freed %d reported",
+			after, punched["text"], filled, sum.Freed)
+	}
+	if a := allocated(t, ct.path("random")); a != punched["random"] {
+		t.Errorf("repair: incompressible file takes %d bytes, %d before", a, punched["random"])
+	}
+	for name, want := range files {
+		if b, err := ct.read(t, name); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s after repair: %d bytes, %v", name, len(b), err)
+		}
+	}
+	if got, sum := ct.check(t, true, false); len(got) != 0 || sum.Freed != 0 {
+		t.Errorf("second repair: %v, freed %d", got, sum.Freed)
+	}
+
+	if _, sum := plain.check(t, true, false); sum.Freed != 0 || allocated(t, plain.path("text")) != plainFilled {
+		t.Errorf("repair of a file without compression freed %d bytes", sum.Freed)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -165,4 +166,38 @@ func TestCompressedDiskSpace(t *testing.T) {
 	if du["zstd/random"] > du["none/random"] {
 		t.Errorf("zstd: random data takes %d bytes, %d without compression", du["zstd/random"], du["none/random"])
 	}
+}
+
+// TestCompressedFsckPunch copies a zstd file with cp --sparse=never, which
+// allocates the punched zero tails again, and checks that fsck --repair
+// punches them: the summary reports the bytes freed, the exit code stays
+// 0, the file takes what it took before the copy and reads back.
+func TestCompressedFsckPunch(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t, compressOpt("zstd"))
+	text := textBytes(newRand(11), 1<<20)
+	mustWrite(t, fs.Path("text"), text)
+	fs.Unmount()
+	p := fs.Backing("text")
+	punched := duBytes(t, p)
+	if out, err := exec.Command("cp", "--sparse=never", "--preserve=all", p, p+".copy").CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	if err := os.Rename(p+".copy", p); err != nil {
+		t.Fatal(err)
+	}
+	filled := duBytes(t, p)
+	if filled <= punched {
+		t.Skipf("the backing file system allocates %d bytes with holes and %d without", punched, filled)
+	}
+	code, problems, doc := fsck(t, fs, fs.CipherDir, "--repair")
+	if code != 0 || len(problems) != 0 {
+		t.Fatalf("fsck --repair: exit %d, %v", code, problems)
+	}
+	after := duBytes(t, p)
+	if doc.Summary.Freed != filled-after || after != punched {
+		t.Errorf("fsck --repair freed %d bytes (reported %d): %d allocated, %d before the copy", filled-after, doc.Summary.Freed, after, punched)
+	}
+	fs.Mount()
+	checkContent(t, fs.Path("text"), text)
 }

@@ -49,6 +49,7 @@ type fsckJSON struct {
 		Files     int64 `json:"files"`
 		Repaired  int64 `json:"repaired"`
 		Remaining int64 `json:"remaining"`
+		Freed     int64 `json:"freed_bytes"`
 	} `json:"summary"`
 	ExitCode int `json:"exit_code"`
 }

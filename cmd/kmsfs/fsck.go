@@ -137,6 +137,9 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		fmt.Fprintf(out, "; %d files not checked (key service unavailable)", sum.Unavailable)
 	}
 	fmt.Fprintln(out)
+	if sum.Freed > 0 {
+		fmt.Fprintf(out, "fsck: freed %d bytes: punched the zero tails of compressed chunks that were allocated\n", sum.Freed)
+	}
 	if sum.XattrsOff && cfg.KeyRecordMode() == kfs.KeyRecordXattrSlot {
 		fmt.Fprintln(out, "fsck: note: the backing filesystem keeps no user xattrs; key records were read from the key-record slots")
 	}

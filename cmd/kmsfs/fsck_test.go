@@ -22,6 +22,7 @@ func TestFsckResult(t *testing.T) {
 		{"unavailable", kfs.CheckSummary{Unavailable: 1}, false, ExitFsckUnavailable},
 		{"unavailable beats repaired", kfs.CheckSummary{Found: 1, Repaired: 1, Unavailable: 1}, true, ExitFsckUnavailable},
 		{"all repaired", kfs.CheckSummary{Found: 2, Repaired: 2}, true, ExitFsckRepaired},
+		{"tails punched: no problem", kfs.CheckSummary{Freed: 1 << 20}, true, ExitOK},
 	}
 	for _, tt := range tests {
 		if got := exitCode(fsckResult(tt.sum, tt.repair)); got != tt.want {

@@ -198,7 +198,9 @@ stderr (a bar on a terminal), a summary to stdout.
 
 --repair fixes what loses nothing: a missing or bad copy of the key record
 is rewritten from the good one, middle chunks left sealed as final by an
-interrupted write are re-sealed, a missing HAS_DATA flag is set. With
+interrupted write are re-sealed, a missing HAS_DATA flag is set, and the
+zero tails of compressed chunks that are allocated (a copy that filled the
+holes) are punched; the summary says how many bytes that freed. With
 --zero-unreadable it also replaces chunks that fail authentication by sealed
 zero chunks, accepts a cut at a chunk boundary (the last chunk is re-sealed
 as final) and empties a file truncated to empty; each is listed. --repair
