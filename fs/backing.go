@@ -13,15 +13,21 @@ import (
 	"github.com/kmsfs/kmsfs/chunk"
 )
 
-// dirFD is a backing directory descriptor opened for one operation. The
-// root's descriptor is shared and never closed here.
+// dirFD is a backing directory descriptor for one operation: opened for
+// it (own), lent by the directory cache (cached), or the root's, which is
+// shared and never closed here. close must be called exactly once.
 type dirFD struct {
-	fd  int
-	own bool
+	fd     int
+	own    bool
+	cached *dirEntry
+	cache  *dirCache
 }
 
 func (d dirFD) close() {
-	if d.own {
+	switch {
+	case d.cached != nil:
+		d.cache.release(d.cached)
+	case d.own:
 		unix.Close(d.fd)
 	}
 }
@@ -69,6 +75,19 @@ func (r *root) openDir(dir *gofs.Inode) (dirFD, error) {
 	if len(parts) == 0 {
 		return dirFD{fd: r.fd}, nil
 	}
+	if d, ok := r.dirs.get(dir); ok {
+		return d, nil
+	}
+	d, err := r.resolveDir(parts)
+	if err != nil {
+		return dirFD{}, err
+	}
+	return r.dirs.put(dir, d.fd), nil
+}
+
+// resolveDir opens the backing directory at parts (relative to CIPHERDIR,
+// at least one component) as openDir describes.
+func (r *root) resolveDir(parts []string) (dirFD, error) {
 	const flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	rel := strings.Join(parts, "/")
 	if len(rel) < unix.PathMax && !openat2Broken.Load() {

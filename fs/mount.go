@@ -97,6 +97,9 @@ type root struct {
 	// new file whose permissions it would not touch needs no chmod.
 	umask int
 
+	// dirs caches the descriptors of recently used backing directories.
+	dirs dirCache
+
 	// marks carry the flags of WRITE requests that the handle must see
 	// (see rawFS).
 	marks writeMarks
@@ -173,6 +176,7 @@ func newRoot(opts Options) (*node, error) {
 		contents:   make(map[uint64]*content),
 
 		marks: newWriteMarks(),
+		dirs:  dirCache{now: time.Now},
 	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
@@ -188,6 +192,7 @@ func newRoot(opts Options) (*node, error) {
 func (r *root) close() {
 	r.closeOnce.Do(func() {
 		r.pool.close()
+		r.dirs.clear()
 		unix.Close(r.fd)
 	})
 }

@@ -435,7 +435,11 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 		return n.r.errno("unlink", err)
 	}
 	defer d.close()
-	return n.r.errno("unlink", unix.Unlinkat(d.fd, bn, flags))
+	err = unix.Unlinkat(d.fd, bn, flags)
+	if flags&unix.AT_REMOVEDIR != 0 {
+		n.r.dirs.clear()
+	}
+	return n.r.errno("unlink", err)
 }
 
 // Rename moves name to newName in newParent with renameat2 flags: 0,
@@ -459,8 +463,19 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return n.r.errno("rename", err)
 	}
 	defer d2.close()
-	return n.r.errno("rename", unix.Renameat2(d1.fd, b1, d2.fd, b2, uint(flags)))
+	err = unix.Renameat2(d1.fd, b1, d2.fd, b2, uint(flags))
+	// Cached descriptors follow their directories through a rename; the
+	// cache is emptied anyway when a directory moves or is replaced (see
+	// dirCache). The kernel has looked up the source, so an unknown one
+	// counts as a directory; an unknown target did not exist.
+	src, dst := n.GetChild(name), np.GetChild(newName)
+	if src == nil || isDir(src) || (dst != nil && isDir(dst)) {
+		n.r.dirs.clear()
+	}
+	return n.r.errno("rename", err)
 }
+
+func isDir(in *gofs.Inode) bool { return in.StableAttr().Mode == syscall.S_IFDIR }
 
 // Statfs reports the backing filesystem's numbers.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
