@@ -55,13 +55,16 @@ clean:
 	rm -rf bin
 
 # bench runs fio and a metadata job on the plain disk, the go-fuse ceiling,
-# gocryptfs and kmsfs (local and AWS key service), 5 interleaved rounds:
-# about 35 minutes on 2 vCPU. bench-quick is one short round (~3 minutes).
-# Both want root (to drop caches) and an idle machine. See bench/README.md.
+# gocryptfs and kmsfs (local and AWS key service, and zstd compression), 5
+# interleaved rounds, then the disk-space comparison of bench-du at full
+# size: about 45 minutes on 2 vCPU. bench-quick is one short round of the
+# fio and metadata jobs (~3 minutes). Both want root (to drop caches) and
+# an idle machine. See bench/README.md.
 .PHONY: bench bench-quick bench-du
 bench:
 	bash bench/deps.sh
 	$(GO) run ./bench
+	$(GO) run ./bench -du
 
 bench-quick:
 	bash bench/deps.sh
