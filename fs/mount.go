@@ -213,8 +213,8 @@ func mountOptions(opts Options) *gofs.Options {
 		// The file system clears set-ID bits itself on write, truncate
 		// and chown (rawFS, Setattr). Without this the kernel asks for
 		// security.capability before every write: a second round trip
-		// per write(2) (4 KiB random writes: ~2,500 -> ~7,000 IOPS).
-		// With it, the kernel asks once per inode (SB_NOSEC).
+		// per write(2) (README, "Performance"). With it, the kernel asks
+		// once per inode (SB_NOSEC).
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		// Our read replies are decrypted bytes in memory, never a file
 		// range the kernel could splice; with splicing on, go-fuse still
