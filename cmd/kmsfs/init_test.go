@@ -104,19 +104,27 @@ func TestInitCompress(t *testing.T) {
 		{[]string{"--compress", "zstd"}, "zstd", 65536},
 		{[]string{"--compress", "s2", "--chunk-size", "16k"}, "s2", 16384},
 	} {
-		dir := filepath.Join(t.TempDir(), "c")
-		args := append(append([]string{"init"}, tc.args...), dir)
-		if code := runCmd(t, te, args...); code != ExitOK {
-			t.Fatalf("%q: exit %d", args, code)
-		}
-		cfg, err := kfs.LoadConfig(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, cfg := initWith(t, te, tc.args...)
 		if cfg.Compression().String() != tc.compress || cfg.ChunkSize != tc.chunkSize {
-			t.Errorf("%q: compress %q, chunk size %d; want %q, %d", args, cfg.Compress, cfg.ChunkSize, tc.compress, tc.chunkSize)
+			t.Errorf("%q: compress %q, chunk size %d; want %q, %d", tc.args, cfg.Compress, cfg.ChunkSize, tc.compress, tc.chunkSize)
 		}
 	}
+}
+
+// initWith runs `kmsfs init FLAGS... DIR` on a new DIR and returns DIR and
+// its config.
+func initWith(t *testing.T, te *testEnv, flags ...string) (string, kfs.Config) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "c")
+	args := append(append([]string{"init"}, flags...), dir)
+	if code := runCmd(t, te, args...); code != ExitOK {
+		t.Fatalf("%q: exit %d", args, code)
+	}
+	cfg, err := kfs.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfg
 }
 
 // TestInfoCompression checks that info reports each file's compression
@@ -135,15 +143,7 @@ func TestInfoCompression(t *testing.T) {
 		{[]string{"--compress", "zstd"}, "zstd", 65536},
 		{[]string{"--compress", "s2", "--chunk-size", "16k"}, "s2", 16384},
 	} {
-		dir := filepath.Join(t.TempDir(), "c")
-		args := append(append([]string{"init"}, tc.args...), dir)
-		if code := runCmd(t, te, args...); code != ExitOK {
-			t.Fatalf("%q: exit %d", args, code)
-		}
-		cfg, err := kfs.LoadConfig(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		dir, cfg := initWith(t, te, tc.args...)
 		backing := filepath.Join(dir, "file.txt")
 		writeBackingFile(t, ks, cfg, backing, plain)
 		if code := runCmd(t, te, "info", "--json", backing); code != ExitOK {
@@ -158,14 +158,14 @@ func TestInfoCompression(t *testing.T) {
 			t.Fatalf("info --json output %q: %v", te.stdout.String(), err)
 		}
 		if got.Compression == nil || *got.Compression != tc.compress || got.ChunkSize != tc.chunkSize || got.PlaintextSize != int64(len(plain)) {
-			t.Errorf("%q: info --json says %s", args, te.stdout.String())
+			t.Errorf("%q: info --json says %s", tc.args, te.stdout.String())
 		}
 		if code := runCmd(t, te, "info", backing); code != ExitOK {
 			t.Fatalf("info: exit %d", code)
 		}
 		for _, line := range []string{"compression:     " + tc.compress + "\n", fmt.Sprintf("chunk_size:      %d\n", tc.chunkSize)} {
 			if !strings.Contains(te.stdout.String(), line) {
-				t.Errorf("%q: info lacks %q:\n%s", args, line, te.stdout.String())
+				t.Errorf("%q: info lacks %q:\n%s", tc.args, line, te.stdout.String())
 			}
 		}
 	}

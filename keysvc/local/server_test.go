@@ -458,33 +458,12 @@ func TestServerIncorrectKey(t *testing.T) {
 }
 
 func TestServeShutdown(t *testing.T) {
-	store, err := Open(t.TempDir(), Options{})
-	if err != nil {
-		t.Fatal(err)
+	addr, stop := serveForShutdown(t, ServerOptions{})
+	postEmpty(t, addr)
+	if err := stop(); err != nil {
+		t.Fatalf("Serve = %v", err)
 	}
-	defer store.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- NewServer(store, ServerOptions{}).Serve(ctx, ln) }()
-	resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve = %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after cancel")
-	}
-	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Fatal("listener still open")
 	}
 }
@@ -495,42 +474,61 @@ func TestServeShutdown(t *testing.T) {
 // with a 3 s bound Serve failed with "context deadline exceeded" (seen in
 // CI, with the SDK client's spare connections).
 func TestServeShutdownUnusedConn(t *testing.T) {
-	store, err := Open(t.TempDir(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- NewServer(store, ServerOptions{ShutdownTimeout: 3 * time.Second}).Serve(ctx, ln) }()
-	unused, err := net.Dial("tcp", ln.Addr().String())
+	addr, stop := serveForShutdown(t, ServerOptions{ShutdownTimeout: 3 * time.Second})
+	unused, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unused.Close()
 	// One request on another connection proves the server is serving, so
 	// the unused connection has been accepted by the time we cancel.
-	resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve = %v, want nil with only an unused connection open", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Serve did not return after cancel")
+	postEmpty(t, addr)
+	if err := stop(); err != nil {
+		t.Fatalf("Serve = %v, want nil with only an unused connection open", err)
 	}
 	if _, err := unused.Read(make([]byte, 1)); err == nil {
 		t.Fatal("unused connection still open after shutdown")
 	}
+}
+
+// serveForShutdown serves a fresh store on a loopback port and returns
+// its address and a stop function, which cancels Serve's context and
+// returns Serve's result (failing the test if Serve does not return).
+func serveForShutdown(t *testing.T, opts ServerOptions) (string, func() error) {
+	t.Helper()
+	store, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- NewServer(store, opts).Serve(ctx, ln) }()
+	return ln.Addr().String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("Serve did not return after cancel")
+			return nil
+		}
+	}
+}
+
+// postEmpty sends one (unsigned, refused) request to the server at addr.
+func postEmpty(t *testing.T, addr string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/", "application/x-amz-json-1.1", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
 
 // selfSignedTLS returns a server TLS config for 127.0.0.1 and a pool that
