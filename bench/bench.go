@@ -29,9 +29,12 @@ type runResult struct {
 	FioRuntime float64 `json:"fio_runtime_s,omitempty"`
 	// DaemonCPU is the user+system CPU time the FUSE daemon spent in the run
 	// (0 for plain).
-	DaemonCPU float64     `json:"daemon_cpu_s"`
-	Metadata  *metaResult `json:"metadata,omitempty"`
-	Error     string      `json:"error,omitempty"`
+	DaemonCPU float64 `json:"daemon_cpu_s"`
+	// DaemonPeakRSS is the daemon's peak resident set (VmHWM, MiB) from
+	// its start to the end of this run (0 for plain).
+	DaemonPeakRSS float64     `json:"daemon_peak_rss_mib"`
+	Metadata      *metaResult `json:"metadata,omitempty"`
+	Error         string      `json:"error,omitempty"`
 }
 
 // report is the JSON written to bench/results/<time>.json.
@@ -51,6 +54,9 @@ type report struct {
 	Ratios map[string]map[string]float64 `json:"ratios"`
 	// DaemonCPU[job][target] is the median daemon CPU seconds per run.
 	DaemonCPU map[string]map[string]float64 `json:"daemon_cpu_s"`
+	// PeakRSS[target] is the daemon's peak resident set over the whole
+	// benchmark (VmHWM, MiB).
+	PeakRSS map[string]float64 `json:"daemon_peak_rss_mib"`
 }
 
 // benchmark runs everything s asks for and writes the results.
@@ -235,6 +241,7 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 	}
 	res.Elapsed = time.Since(start).Seconds()
 	res.DaemonCPU = cpuSeconds(t.pids) - cpu0
+	res.DaemonPeakRSS = peakRSS(t.pids)
 	return res, nil
 }
 

@@ -71,6 +71,12 @@ func summarise(rep *report) {
 		values[r.Job][r.Target][r.Round] = r.Value
 		cpu[r.Job][r.Target] = append(cpu[r.Job][r.Target], r.DaemonCPU)
 	}
+	rep.PeakRSS = map[string]float64{}
+	for _, r := range rep.Runs {
+		if r.DaemonPeakRSS > rep.PeakRSS[r.Target] {
+			rep.PeakRSS[r.Target] = r.DaemonPeakRSS
+		}
+	}
 	rep.Medians = map[string]map[string]float64{}
 	rep.Ratios = map[string]map[string]float64{}
 	rep.DaemonCPU = map[string]map[string]float64{}
@@ -172,6 +178,16 @@ func formatTable(rep *report) string {
 			}
 		}
 		rows = append(rows, row)
+	}
+	writeColumns(&b, rows)
+	b.WriteString("\ndaemon peak resident set over the whole run:\n")
+	rows = [][]string{append([]string{""}, targets...), {"VmHWM MiB"}}
+	for _, t := range targets {
+		if v, ok := rep.PeakRSS[t]; ok && v > 0 {
+			rows[1] = append(rows[1], fmt.Sprintf("%.1f", v))
+		} else {
+			rows[1] = append(rows[1], "-")
+		}
 	}
 	writeColumns(&b, rows)
 	return b.String()

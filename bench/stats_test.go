@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,32 @@ func TestRandomJobsAreTimeLimitedAndSynced(t *testing.T) {
 				t.Errorf("%s writes without end_fsync: %s", j.Name, args)
 			}
 		}
+	}
+}
+
+// TestPeakRSS checks peakRSS on this process and that the report keeps
+// each target's largest figure over all runs.
+func TestPeakRSS(t *testing.T) {
+	if v := peakRSS([]int{os.Getpid()}); v <= 0 || v > 1<<20 {
+		t.Fatalf("peakRSS(self) = %v MiB", v)
+	}
+	if v := peakRSS([]int{-1}); v != 0 {
+		t.Fatalf("peakRSS(no such process) = %v", v)
+	}
+	rep := &report{
+		Targets: []*target{{Name: "kmsfs", Status: "ok"}},
+		Jobs:    []job{jobByName("seqread"), jobByName("metadata")},
+		Runs: []runResult{
+			{Round: 0, Job: "seqread", Target: "kmsfs", Value: 1, DaemonPeakRSS: 40},
+			{Round: 0, Job: "metadata", Target: "kmsfs", Value: 1, DaemonPeakRSS: 52.5},
+			{Round: 1, Job: "seqread", Target: "kmsfs", Value: 1, DaemonPeakRSS: 50},
+		},
+	}
+	summarise(rep)
+	if rep.PeakRSS["kmsfs"] != 52.5 {
+		t.Fatalf("PeakRSS = %v, want 52.5 for kmsfs", rep.PeakRSS)
+	}
+	if !strings.Contains(formatTable(rep), "52.5") {
+		t.Fatalf("table lacks the peak:\n%s", formatTable(rep))
 	}
 }

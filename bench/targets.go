@@ -460,6 +460,27 @@ func cpuSeconds(pids []int) float64 {
 	return ticks / clockTicks
 }
 
+// peakRSS returns the summed VmHWM (peak resident set) of pids, in MiB.
+func peakRSS(pids []int) float64 {
+	var kib float64
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				f := strings.Fields(v) // "12345 kB"
+				if len(f) > 0 {
+					n, _ := strconv.ParseFloat(f[0], 64)
+					kib += n
+				}
+			}
+		}
+	}
+	return kib / 1024
+}
+
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
 const clockTicks = 100
 
