@@ -51,7 +51,18 @@ func startKeyServer(t testing.TB) *keyServer {
 	ks.AccessKey = strings.TrimPrefix(lines[0], "AWS_ACCESS_KEY_ID=")
 	ks.Secret = strings.TrimPrefix(lines[1], "AWS_SECRET_ACCESS_KEY=")
 
-	cmd := exec.Command(binPath, "keysvc", "serve", "--listen", "127.0.0.1:0", "--audit-log", ks.AuditLog)
+	t.Cleanup(ks.Stop)
+	ks.Endpoint = ks.serve("127.0.0.1:0")
+	return ks
+}
+
+// serve starts `kmsfs keysvc serve --listen listen` on ks's keystore,
+// waits for its readiness line and returns the endpoint it names. The
+// server runs until ks.Stop.
+func (ks *keyServer) serve(listen string) string {
+	t := ks.t
+	t.Helper()
+	cmd := exec.Command(binPath, "keysvc", "serve", "--listen", listen, "--audit-log", ks.AuditLog)
 	cmd.Env = append(os.Environ(), ks.kmsfsEnv()...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -63,7 +74,6 @@ func startKeyServer(t testing.TB) *keyServer {
 		t.Fatal(err)
 	}
 	ks.cmd = cmd
-	t.Cleanup(ks.Stop)
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -79,13 +89,13 @@ func startKeyServer(t testing.TB) *keyServer {
 	select {
 	case ep, ok := <-found:
 		if !ok {
-			t.Fatalf("kmsfs keysvc serve exited without its readiness line; stderr:\n%s", stderr.String())
+			t.Fatalf("kmsfs keysvc serve on %s exited without its readiness line; stderr:\n%s", listen, stderr.String())
 		}
-		ks.Endpoint = ep
+		return ep
 	case <-time.After(30 * time.Second):
-		t.Fatalf("kmsfs keysvc serve printed no readiness line within 30s; stderr:\n%s", stderr.String())
+		t.Fatalf("kmsfs keysvc serve on %s printed no readiness line within 30s; stderr:\n%s", listen, stderr.String())
 	}
-	return ks
+	return ""
 }
 
 func (ks *keyServer) kmsfsEnv() []string { return []string{"KMSFS_KEYSTORE=" + ks.Keystore} }

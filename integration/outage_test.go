@@ -1,13 +1,10 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
-	"io"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,38 +22,8 @@ func restartKeyServer(t *testing.T, ks *keyServer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binPath, "keysvc", "serve", "--listen", u.Host, "--audit-log", ks.AuditLog)
-	cmd.Env = append(os.Environ(), ks.kmsfsEnv()...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ks.cmd = cmd
-	found := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		ok := false
-		for sc.Scan() {
-			if m := serveLineRE.FindStringSubmatch(sc.Text()); m != nil && m[1] == ks.Endpoint {
-				ok = true
-				break
-			}
-		}
-		found <- ok
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case ok := <-found:
-		if !ok {
-			t.Fatalf("kmsfs keysvc serve on %s did not come back; stderr:\n%s", u.Host, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("kmsfs keysvc serve on %s printed no readiness line within 30s; stderr:\n%s", u.Host, stderr.String())
+	if ep := ks.serve(u.Host); ep != ks.Endpoint {
+		t.Fatalf("kmsfs keysvc serve came back on %s, want %s", ep, ks.Endpoint)
 	}
 }
 

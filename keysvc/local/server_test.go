@@ -72,22 +72,45 @@ func startTestServer(t testing.TB) *testServer {
 		}
 		ts.creds[name] = c
 	}
+	t.Cleanup(func() { store.Close() }) // after the server's cleanup
+	addr, _ := serve(t, store, ServerOptions{AuditLog: ts.audit})
+	ts.endpoint = "http://" + addr
+	return ts
+}
+
+// serve runs store's server with opts on a loopback port until the test
+// ends or stop is called, and returns its address and stop, which cancels
+// Serve's context and returns Serve's result. A Serve error that no one
+// asked stop for fails the test at cleanup.
+func serve(t testing.TB, store *Store, opts ServerOptions) (addr string, stop func() error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.endpoint = "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewServer(store, ServerOptions{AuditLog: ts.audit}).Serve(ctx, ln) }()
+	go func() { done <- NewServer(store, opts).Serve(ctx, ln) }()
+	var once sync.Once
+	var serr error
+	halt := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case serr = <-done:
+			case <-time.After(30 * time.Second):
+				serr = errors.New("Serve did not return after cancel")
+			}
+		})
+		return serr
+	}
+	asked := false
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := halt(); err != nil && !asked {
 			t.Errorf("Serve: %v", err)
 		}
-		store.Close()
 	})
-	return ts
+	return ln.Addr().String(), func() error { asked = true; return halt() }
 }
 
 // client returns an SDK client signing as the named credential.
@@ -491,9 +514,7 @@ func TestServeShutdownUnusedConn(t *testing.T) {
 	}
 }
 
-// serveForShutdown serves a fresh store on a loopback port and returns
-// its address and a stop function, which cancels Serve's context and
-// returns Serve's result (failing the test if Serve does not return).
+// serveForShutdown serves a fresh store on a loopback port (see serve).
 func serveForShutdown(t *testing.T, opts ServerOptions) (string, func() error) {
 	t.Helper()
 	store, err := Open(t.TempDir(), Options{})
@@ -501,24 +522,7 @@ func serveForShutdown(t *testing.T, opts ServerOptions) (string, func() error) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	done := make(chan error, 1)
-	go func() { done <- NewServer(store, opts).Serve(ctx, ln) }()
-	return ln.Addr().String(), func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			t.Fatal("Serve did not return after cancel")
-			return nil
-		}
-	}
+	return serve(t, store, opts)
 }
 
 // postEmpty sends one (unsigned, refused) request to the server at addr.
@@ -569,30 +573,16 @@ func TestServerTLSAndLatency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() }) // after the server's cleanup
 	cred, err := store.CreateCredential(context.Background(), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, pool := selfSignedTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- NewServer(store, ServerOptions{TLSConfig: cfg, Latency: 100 * time.Millisecond}).Serve(ctx, ln)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	addr, _ := serve(t, store, ServerOptions{TLSConfig: cfg, Latency: 100 * time.Millisecond})
 	c := kms.New(kms.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String("https://" + ln.Addr().String()),
+		BaseEndpoint: aws.String("https://" + addr),
 		Credentials:  credentials.NewStaticCredentialsProvider(cred.AccessKeyID, cred.SecretAccessKey, ""),
 		HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
 	})
@@ -604,7 +594,7 @@ func TestServerTLSAndLatency(t *testing.T) {
 		t.Fatalf("answer came after %v, latency is 100ms", d)
 	}
 	// Plain HTTP to the TLS port gets nowhere.
-	if resp, err := http.Post("http://"+ln.Addr().String()+"/", "application/x-amz-json-1.1", strings.NewReader("{}")); err == nil {
+	if resp, err := http.Post("http://"+addr+"/", "application/x-amz-json-1.1", strings.NewReader("{}")); err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode == 200 || bytes.Contains(b, []byte("KeyMetadata")) {
@@ -624,21 +614,14 @@ func TestServerScheduledEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() }) // after the server's cleanup
 	cred, err := store.CreateCredential(context.Background(), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	// The server's clock (signatures) stays real; the keystore's moves.
-	go func() { done <- NewServer(store, ServerOptions{}).Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	ts := &testServer{store: store, endpoint: "http://" + ln.Addr().String(), creds: map[string]Credential{"alice": cred}}
+	addr, _ := serve(t, store, ServerOptions{})
+	ts := &testServer{store: store, endpoint: "http://" + addr, creds: map[string]Credential{"alice": cred}}
 	c := ts.client("alice")
 	bg := context.Background()
 
