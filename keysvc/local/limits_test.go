@@ -27,7 +27,7 @@ func readKeystoreFile(t *testing.T, dir string) []byte {
 // fails with ErrLimitExceeded and leaves the keystore file as it was.
 func TestKeyQuota(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir, newTestClock(), func(o *Options) { _ = o })
+	s := openStore(t, dir, newTestClock(), func(o *Options) { o.MaxKeys = 3 })
 	ctx := context.Background()
 	for range 3 {
 		mustCreateKey(t, s, CreateKeyInput{})

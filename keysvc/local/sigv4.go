@@ -36,11 +36,14 @@ const (
 	maxClockSkew = 5 * time.Minute
 )
 
-// requiredSignedHeaders must all be in a request's SignedHeaders, besides
-// the header that carries the signing time (x-amz-date, or date). Every
-// AWS SDK and botocore signs them; without them a signature would not
-// cover which operation is called (X-Amz-Target) or how the body is read,
-// and a request signed for ListKeys could be replayed as DisableKey.
+// requiredSignedHeaders must be in a request's SignedHeaders whenever the
+// request carries them (Host always does), besides the header that
+// carries the signing time (x-amz-date, or date). Every AWS SDK and
+// botocore signs them; without them a signature would not cover which
+// operation is called (X-Amz-Target) or how the body is read, and a
+// request signed for ListKeys could be sent on as DisableKey. A request
+// without X-Amz-Target or Content-Type is refused later, as an unknown
+// operation or a serialization error.
 var requiredSignedHeaders = []struct{ name, display string }{
 	{"host", "Host"},
 	{"x-amz-target", "X-Amz-Target"},
@@ -159,7 +162,8 @@ func verifySigV4(r *http.Request, body []byte, now time.Time, lookup secretLooku
 		return "", err
 	}
 	for _, h := range requiredSignedHeaders {
-		if !hasHeader(a.signedHeaders, h.name) {
+		present := h.name == "host" || len(r.Header.Values(h.name)) > 0
+		if present && !hasHeader(a.signedHeaders, h.name) {
 			return "", &authError{"InvalidSignatureException", "'" + h.display + "' must be a signed header."}
 		}
 	}
