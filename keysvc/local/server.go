@@ -51,7 +51,16 @@ type ServerOptions struct {
 	// ShutdownTimeout bounds the graceful shutdown when Serve's context
 	// ends; 0 means 5 seconds.
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the connections served at once; 0 means
+	// DefaultMaxConnections. Further clients wait in the listen backlog
+	// until a connection closes.
+	MaxConnections int
 }
+
+// DefaultMaxConnections is ServerOptions.MaxConnections' default: a mount
+// keeps a few connections open, so this serves dozens of mounts while
+// bounding the memory and descriptors a flood of connections can take.
+const DefaultMaxConnections = 256
 
 // Server answers the AWS KMS API from a Store. It is an http.Handler.
 type Server struct {
@@ -76,6 +85,9 @@ func NewServer(store *Store, opts ServerOptions) *Server {
 	if s.opts.ShutdownTimeout <= 0 {
 		s.opts.ShutdownTimeout = 5 * time.Second
 	}
+	if s.opts.MaxConnections <= 0 {
+		s.opts.MaxConnections = DefaultMaxConnections
+	}
 	return s
 }
 
@@ -89,11 +101,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       30 * time.Second, // an idle connection holds one of MaxConnections
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	ln = newLimitListener(ln, s.opts.MaxConnections)
 	if s.opts.TLSConfig != nil {
 		cfg := s.opts.TLSConfig.Clone()
 		if cfg.MinVersion < tls.VersionTLS12 {
