@@ -67,6 +67,9 @@ var (
 	// ErrInsecureRootKey: root.key is readable or writable by others, or
 	// not owned by this user, so it protects nothing.
 	ErrInsecureRootKey = errors.New("root.key is not private to its owner")
+	// ErrInsecureKeystoreDir: the keystore directory is not mode 0700 (or
+	// stricter) or not owned by this user.
+	ErrInsecureKeystoreDir = errors.New("the keystore directory is not private to its owner")
 	// ErrCorruptKeystore: keystore.kms is not a keystore file.
 	ErrCorruptKeystore = errors.New("keystore.kms is malformed")
 )

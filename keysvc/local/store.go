@@ -122,11 +122,15 @@ type Store struct {
 var _ keysvc.Service = (*Store)(nil)
 
 // Open opens (creating when missing) the keystore in dir. The directory is
-// created with mode 0700. Open applies any rotation or deletion that has
-// come due.
+// created with mode 0700; an existing one must be private to the caller
+// (ErrInsecureKeystoreDir otherwise). Open applies any rotation or
+// deletion that has come due.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create keystore directory: %w", err)
+	}
+	if err := checkKeystoreDir(dir); err != nil {
+		return nil, err
 	}
 	s := &Store{
 		dir:      dir,
@@ -604,6 +608,27 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// checkKeystoreDir refuses a keystore directory that group or others may
+// enter or that belongs to another user: whoever can write it can swap
+// keystore.kms or root.key, and whoever can read it can read keystore.kms
+// and its lock (and root.key, should its own mode slip).
+func checkKeystoreDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("keystore directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("keystore path %s is not a directory: %w", dir, ErrInsecureKeystoreDir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("keystore directory %s has mode %04o, group or others can reach it; run chmod 700 %s: %w", dir, perm, dir, ErrInsecureKeystoreDir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("keystore directory %s belongs to uid %d, not to uid %d who runs kmsfs; use a keystore of your own (--keystore DIR) or chown it: %w", dir, st.Uid, os.Geteuid(), ErrInsecureKeystoreDir)
+	}
+	return nil
 }
 
 // readRootKeyFile reads root.key, refusing one that others may read or

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,6 +76,40 @@ func TestOpenCreatesPrivateFiles(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, RootKeyFileName)); fi.Size() != rootKeySize {
 		t.Errorf("root.key is %d bytes", fi.Size())
 	}
+}
+
+// TestKeystoreDirMustBePrivate checks that Open refuses a keystore
+// directory group or others can reach, or that another user owns, saying
+// how to fix it (issue 10, item 10), and creates a missing one 0700
+// whatever the umask.
+func TestKeystoreDirMustBePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "new")
+	openStore(t, dir, newTestClock())
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new keystore directory: %v, %v; want 0700", fi.Mode(), err)
+	}
+	for _, mode := range []os.FileMode{0o750, 0o705, 0o777} {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(dir, Options{ScryptLogN: 4})
+		wantErr(t, fmt.Sprintf("Open of a %04o directory", mode), err, ErrInsecureKeystoreDir)
+		if !strings.Contains(err.Error(), "chmod 700 "+dir) {
+			t.Errorf("error %q does not say how to fix it", err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return // only root can give a directory away
+	}
+	dir = t.TempDir()
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{ScryptLogN: 4})
+	wantErr(t, "Open of another user's directory", err, ErrInsecureKeystoreDir)
 }
 
 func TestRootKeyPermissions(t *testing.T) {
