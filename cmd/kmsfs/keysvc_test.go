@@ -34,7 +34,7 @@ func TestCheckListenAddress(t *testing.T) {
 }
 
 func TestKeysvcCredentials(t *testing.T) {
-	te := newTestEnv(map[string]string{envKeystore: t.TempDir()})
+	te := newTestEnv(map[string]string{envKeystore: filepath.Join(t.TempDir(), "keystore")})
 	if code := runCmd(t, te, "keysvc", "credentials", "alice"); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}

@@ -39,7 +39,7 @@ func auditLines(t *testing.T, log string) []auditRecord {
 // many were (issue 10, item 8).
 func TestAuditCapsUnauthenticated(t *testing.T) {
 	clk := newTestClock()
-	store := openStore(t, t.TempDir(), clk)
+	store := openStore(t, privateDir(t), clk)
 	audit := &syncBuffer{}
 	srv := NewServer(store, ServerOptions{AuditLog: audit, Now: clk.Now})
 	forged := strings.Repeat("A", 64<<10)
@@ -87,7 +87,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space
 // AuditFailOpen.
 func TestAuditFailsClosed(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
-		store := openStore(t, t.TempDir(), newTestClock())
+		store := openStore(t, privateDir(t), newTestClock())
 		c, err := store.CreateCredential(context.Background(), "alice")
 		if err != nil {
 			t.Fatal(err)

@@ -69,7 +69,7 @@ func TestDecryptLatencyWhileKeysAreCreated(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing measurement")
 	}
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	p99, n := decryptP99UnderCreateKeyLoad(t, s, 3*time.Second)
 	t.Logf("Decrypt p99 %v while %d keys were created", p99, n)
 	if p99 > 10*time.Millisecond {

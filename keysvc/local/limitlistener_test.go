@@ -12,7 +12,7 @@ import (
 // held open, a third is not served until one of them closes (issue 10,
 // item 10).
 func TestServerCapsConnections(t *testing.T) {
-	store := openStore(t, t.TempDir(), newTestClock())
+	store := openStore(t, privateDir(t), newTestClock())
 	addr, _ := serve(t, store, ServerOptions{MaxConnections: 2})
 	var held []net.Conn
 	for range 2 {

@@ -26,7 +26,7 @@ func readKeystoreFile(t *testing.T, dir string) []byte {
 // TestKeyQuota checks the keystore-wide quota on keys: CreateKey past it
 // fails with ErrLimitExceeded and leaves the keystore file as it was.
 func TestKeyQuota(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, newTestClock(), func(o *Options) { o.MaxKeys = 3 })
 	ctx := context.Background()
 	for range 3 {
@@ -53,7 +53,7 @@ func TestKeyQuota(t *testing.T) {
 // TestFieldLimits checks AWS's limits on every field a caller can grow a
 // key with: at the limit it is accepted, one past it is refused.
 func TestFieldLimits(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	// Descriptions and tags are counted in characters, as AWS counts them.
 	if _, err := s.CreateKey(ctx, CreateKeyInput{Description: strings.Repeat("é", MaxDescriptionSize)}); err != nil {
@@ -86,7 +86,7 @@ func TestFieldLimits(t *testing.T) {
 // TestAliasesPerKey checks AWS's quota of 50 aliases per key, for
 // CreateAlias and for UpdateAlias moving an alias onto a full key.
 func TestAliasesPerKey(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	for i := range MaxAliasesPerKey {
@@ -107,7 +107,7 @@ func TestAliasesPerKey(t *testing.T) {
 // write fails with ErrLimitExceeded, the file is unchanged and still
 // opens, and a write that shrinks the keystore is still allowed.
 func TestKeystoreNeverOutgrowsTheLoader(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	s := openStore(t, dir, clk)
 	ctx := context.Background()
@@ -149,7 +149,7 @@ func TestKeystoreNeverOutgrowsTheLoader(t *testing.T) {
 // maxKeyRecordSize to the keystore: the bound the quota and budget
 // documentation relies on.
 func TestWorstCaseKeySize(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, newTestClock())
 	ctx := context.Background()
 	empty := len(readKeystoreFile(t, dir))
