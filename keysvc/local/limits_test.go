@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,9 +104,8 @@ func TestAliasesPerKey(t *testing.T) {
 }
 
 // TestKeystoreNeverOutgrowsTheLoader checks that no write makes a
-// keystore the loader would refuse, or grows one past keystoreBudget: the
-// write fails with ErrLimitExceeded, the file is unchanged and still
-// opens, and a write that shrinks the keystore is still allowed.
+// keystore the loader would refuse: the write fails with ErrLimitExceeded,
+// the file is unchanged and still opens.
 func TestKeystoreNeverOutgrowsTheLoader(t *testing.T) {
 	dir := privateDir(t)
 	clk := newTestClock()
@@ -113,33 +113,45 @@ func TestKeystoreNeverOutgrowsTheLoader(t *testing.T) {
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	// The Store's own API cannot make a key this large; write the record
-	// directly, as the sum of many keys at their limits would.
-	setDesc := func(n int) error {
-		return s.update(ctx, func(d *keystoreData, _ time.Time) error {
-			d.Keys[k.KeyID].Description = strings.Repeat("x", n)
-			return nil
-		})
-	}
+	// directly, as the sum of many keys at their limits would. Each
+	// control character takes 6 bytes of JSON.
 	before := readKeystoreFile(t, dir)
-	wantErr(t, "write past the loader's limit", setDesc(maxKeystoreSize), keysvc.ErrLimitExceeded)
+	err := s.update(ctx, func(d *keystoreData, _ time.Time) error {
+		d.Keys[k.KeyID].Description = strings.Repeat("\x01", maxKeystoreSize/6+1)
+		return nil
+	})
+	wantErr(t, "write past the loader's limit", err, keysvc.ErrLimitExceeded)
 	if !bytes.Equal(before, readKeystoreFile(t, dir)) {
 		t.Fatal("a refused write changed the keystore file")
 	}
-	if err := setDesc(keystoreBudget - 16<<10); err != nil {
-		t.Fatalf("write just under the budget: %v", err)
-	}
-	before = readKeystoreFile(t, dir)
-	_, err := s.CreateKey(ctx, CreateKeyInput{Description: strings.Repeat("d", MaxDescriptionSize), Policy: `{"a":"` + strings.Repeat("p", MaxPolicySize-10) + `"}`})
-	wantErr(t, "CreateKey past the budget", err, keysvc.ErrLimitExceeded)
-	if !bytes.Equal(before, readKeystoreFile(t, dir)) {
-		t.Fatal("a refused CreateKey changed the keystore file")
-	}
-	if err := setDesc(0); err != nil {
-		t.Fatalf("a write that shrinks the keystore: %v", err)
+	if m, err := s.DescribeKeyMetadata(ctx, k.KeyID); err != nil || m.Description != "" {
+		t.Fatalf("after a refused write: %q, %v; want the key unchanged", m.Description, err)
 	}
 	s2 := openStore(t, dir, clk)
 	if _, err := s2.DescribeKey(ctx, k.KeyID); err != nil {
-		t.Fatalf("the keystore does not load after refused writes: %v", err)
+		t.Fatalf("the keystore does not load after a refused write: %v", err)
+	}
+}
+
+// TestCheckKeystoreSize checks the size rule save applies: never past the
+// loader's limit; past keystoreBudget only when the keystore does not
+// grow, so an administrator can always make room.
+func TestCheckKeystoreSize(t *testing.T) {
+	for _, tc := range []struct {
+		size, old int64
+		ok        bool
+	}{
+		{keystoreBudget, 0, true},
+		{keystoreBudget + 1, keystoreBudget, false},
+		{keystoreBudget + 1, keystoreBudget + 1, true},
+		{keystoreBudget + 1, keystoreBudget + 2, true},
+		{maxKeystoreSize, maxKeystoreSize, true},
+		{maxKeystoreSize + 1, maxKeystoreSize + 2, false},
+	} {
+		err := checkKeystoreSize(tc.size, tc.old)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, keysvc.ErrLimitExceeded)) {
+			t.Errorf("checkKeystoreSize(%d, %d) = %v, want ok = %v", tc.size, tc.old, err, tc.ok)
+		}
 	}
 }
 
