@@ -50,8 +50,13 @@ var rules = []rule{
 		why:   "chunk is the content format: standard library and golang.org/x/crypto only, nothing of the project",
 	},
 	{
+		pkg:   "codec/...",
+		never: []string{"fs/...", "keysvc/...", "cipherdir/...", "cmd/...", "github.com/hanwen/go-fuse/..."},
+		why:   "codec only adapts compression libraries to chunk.Compressor: it imports chunk and nothing above it",
+	},
+	{
 		pkg:   "keysvc/...",
-		never: []string{"fs/...", "chunk/...", "cipherdir/...", "github.com/hanwen/go-fuse/..."},
+		never: []string{"fs/...", "chunk/...", "codec/...", "cipherdir/...", "github.com/hanwen/go-fuse/..."},
 		why:   "keysvc is about keys: it knows neither the content format, nor the CIPHERDIR, nor FUSE",
 	},
 	{
