@@ -24,6 +24,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -44,6 +45,10 @@ type Options struct {
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
+	// Codecs compress and decompress chunks (codec.All()). A file whose
+	// compression has no codec here fails to open (EIO); the mount fails
+	// when the compression Config gives new files has none.
+	Codecs chunk.Codecs
 	// ReadOnly mounts with "ro".
 	ReadOnly bool
 	// AllowOther lets other users in; it always comes with the kernel's
@@ -84,6 +89,7 @@ type root struct {
 	dev        uint64
 	cfg        Config
 	keys       keysvc.Service
+	codecs     chunk.Codecs
 	log        *slog.Logger
 	kmsTimeout time.Duration
 	keyRecheck time.Duration  // see Options.KeyRecheck
@@ -129,6 +135,9 @@ func newRoot(opts Options) (*node, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}
+	if _, err := opts.Codecs.Lookup(opts.Config.Compression()); err != nil {
+		return nil, fmt.Errorf("fs: new files are compressed with %s: %w", opts.Config.Compression(), err)
+	}
 	fd, err := unix.Open(opts.CipherDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("fs: open %s: %w", opts.CipherDir, err)
@@ -166,6 +175,7 @@ func newRoot(opts Options) (*node, error) {
 		dev:        st.Dev,
 		cfg:        opts.Config,
 		keys:       opts.Keys,
+		codecs:     opts.Codecs,
 		log:        log,
 		kmsTimeout: timeout,
 		readOnly:   opts.ReadOnly,

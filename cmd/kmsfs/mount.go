@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
@@ -403,6 +404,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		CipherDir:  f.cipherDir,
 		Config:     cfg,
 		Keys:       keys,
+		Codecs:     codec.All(),
 		ReadOnly:   f.readOnly,
 		AllowOther: f.allowOther,
 		Logger:     logger,
