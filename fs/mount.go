@@ -76,6 +76,12 @@ type Options struct {
 	// later batches. Only for a tree that no other mount or program
 	// changes meanwhile (see mountOptions).
 	WritebackCache bool
+
+	// beforeCreate, when set (tests only), runs in Create after the
+	// kernel's lookup found no entry and before the backing file is
+	// created, with the backing directory and name: a test makes the
+	// name appear there to drive the race deterministically.
+	beforeCreate func(dirfd int, name string)
 }
 
 // root is the state shared by every node of one mount.
@@ -116,6 +122,8 @@ type root struct {
 
 	metrics *Metrics
 	pool    *keyPool // nil when disabled
+
+	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
@@ -177,6 +185,8 @@ func newRoot(opts Options) (*node, error) {
 
 		marks: newWriteMarks(),
 		dirs:  dirCache{now: time.Now},
+
+		beforeCreate: opts.beforeCreate,
 	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
