@@ -53,7 +53,9 @@ type Options struct {
 	Logger *slog.Logger
 	// KMSTimeout bounds each key service call (0: DefaultKMSTimeout).
 	KMSTimeout time.Duration
-	// Debug logs every FUSE request (go-fuse's debug output).
+	// Debug logs every FUSE request on Logger at debug level: operation,
+	// node ID, status, duration, and offset and size of reads and writes;
+	// never file names, file data or other payloads.
 	Debug bool
 	// KeyRecheck is how long an open file's data key is used before the
 	// key service is asked again (through Keys, so give the DEK cache the
@@ -214,8 +216,9 @@ func mountOptions(opts Options) *gofs.Options {
 		FsName:     opts.CipherDir,
 		Name:       "kmsfs",
 		AllowOther: opts.AllowOther,
-		Debug:      opts.Debug,
-		MaxWrite:   1 << 20,
+		// Debug stays off: go-fuse's request log shows 8 bytes of every
+		// read and write. rawFS logs requests instead (Options.Debug).
+		MaxWrite: 1 << 20,
 		// Never let the kernel read the backing file itself: it would hand
 		// ciphertext to the reader. The handle does not implement
 		// FilePassthroughFder either; this is the second lock on that door.
@@ -292,7 +295,13 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 		return nil, nil, err
 	}
 	o := mountOptions(opts)
+	// go-fuse's own messages (a failed reply, a panic in a handler) go
+	// to the mount's logger rather than the process's standard logger.
+	o.MountOptions.Logger = slog.NewLogLogger(rn.r.log.Handler(), slog.LevelWarn)
 	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics}
+	if opts.Debug {
+		raw.debug = rn.r.log
+	}
 	server, err := fuse.NewServer(raw, mountpoint, &o.MountOptions)
 	if err != nil {
 		rn.r.close()
@@ -337,7 +346,8 @@ func (r *root) writable() syscall.Errno {
 type rawFS struct {
 	fuse.RawFileSystem
 	marks writeMarks
-	m     *Metrics // every request is timed and counted (metrics.go)
+	m     *Metrics     // every request is timed and counted (metrics.go)
+	debug *slog.Logger // logs every request when set (Options.Debug)
 }
 
 // writeMarks are the stand-in cancel channels of rawFS, one per
@@ -369,7 +379,7 @@ func (w *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (ui
 	t := time.Now()
 	n, s := w.RawFileSystem.Write(w.mark(cancel, in), in, data)
 	w.m.bytesEncrypted.Add(uint64(n))
-	w.m.record(opWrite, t, s)
+	w.recordIO(opWrite, t, s, in.NodeId, in.Offset, n)
 	return n, s
 }
 
@@ -378,7 +388,7 @@ func (w *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 	t := time.Now()
 	n, s := w.RawFileSystem.Writev(w.mark(cancel, in), in, data)
 	w.m.bytesEncrypted.Add(uint64(n))
-	w.m.record(opWrite, t, s)
+	w.recordIO(opWrite, t, s, in.NodeId, in.Offset, n)
 	return n, s
 }
 
