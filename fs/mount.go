@@ -24,6 +24,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -78,6 +79,10 @@ type Options struct {
 	// later batches. Only for a tree that no other mount or program
 	// changes meanwhile (see mountOptions).
 	WritebackCache bool
+	// Memory holds the data keys the mount keeps for a while (the key
+	// pool): locked, non-dumpable pages (package secmem). nil means an
+	// arena of the mount's own, warning on Logger when refused.
+	Memory *secmem.Arena
 
 	// beforeCreate, when set (tests only), runs in Create after the
 	// kernel's lookup found no entry and before the backing file is
@@ -124,6 +129,8 @@ type root struct {
 
 	metrics *Metrics
 	pool    *keyPool // nil when disabled
+	mem     *secmem.Arena
+	ownMem  bool // mem is the mount's own: close releases it
 
 	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
 
@@ -190,6 +197,10 @@ func newRoot(opts Options) (*node, error) {
 
 		beforeCreate: opts.beforeCreate,
 	}
+	r.mem = opts.Memory
+	if r.mem == nil {
+		r.mem, r.ownMem = secmem.New(secmem.Options{Logger: log}), true
+	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
 		if size == 0 {
@@ -204,6 +215,9 @@ func newRoot(opts Options) (*node, error) {
 func (r *root) close() {
 	r.closeOnce.Do(func() {
 		r.pool.close()
+		if r.ownMem {
+			r.mem.Close()
+		}
 		r.dirs.clear()
 		unix.Close(r.fd)
 	})

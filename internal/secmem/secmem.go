@@ -68,10 +68,10 @@ type Arena struct {
 
 	mu      sync.Mutex
 	regions []region
-	free    [][]byte // free slots, each SlotSize long
+	free    [][]byte // free slots, each SlotSize long, oldest first
 	heap    bool     // mapping failed: slots come from the Go heap
 	warned  bool
-	closed  []region // unmapped by Close: Free must not touch them
+	closed  bool
 }
 
 // region is one mapping of an arena.
@@ -111,14 +111,15 @@ func (a *Arena) alloc(n int) []byte {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.free) == 0 && !a.heap {
+	if len(a.free) == 0 && !a.heap && !a.closed {
 		a.grow()
 	}
 	if len(a.free) == 0 {
 		return make([]byte, n)
 	}
-	s := a.free[len(a.free)-1]
-	a.free = a.free[:len(a.free)-1]
+	// The slot freed longest ago: a slot is reused as late as possible.
+	s := a.free[0]
+	a.free = a.free[1:]
 	return s[:n:n]
 }
 
@@ -186,13 +187,10 @@ func (a *Arena) Free(b []byte) {
 			off -= off % SlotSize
 			slot := r.mem[off : off+SlotSize : off+SlotSize]
 			clear(slot)
-			a.free = append(a.free, slot)
+			if !a.closed {
+				a.free = append(a.free, slot)
+			}
 			return
-		}
-	}
-	for _, r := range a.closed {
-		if r.contains(p) {
-			return // zeroed and unmapped by Close
 		}
 	}
 	clear(b[:cap(b)])
@@ -214,18 +212,19 @@ func (a *Arena) Locked(b []byte) bool {
 	return false
 }
 
-// Close zeroes and unmaps every region. Slices from Copy must not be used
-// afterwards (Free of one is a no-op); later Copy calls map afresh.
+// Close zeroes every slot and unlocks the memory; the owner calls it once
+// it holds no key any more. The pages stay mapped (zero), so a slice still
+// held reads zeros rather than faulting, and Free of one stays harmless.
+// Later Copy calls return heap copies.
 func (a *Arena) Close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, r := range a.regions {
+	for i, r := range a.regions {
 		clear(r.mem)
 		if r.locked {
 			_ = unix.Munlock(r.mem)
+			a.regions[i].locked = false
 		}
-		_ = unix.Munmap(r.mem)
-		a.closed = append(a.closed, region{mem: r.mem})
 	}
-	a.regions, a.free = nil, nil
+	a.free, a.closed = nil, true
 }
