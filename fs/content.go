@@ -87,7 +87,7 @@ func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, 
 	if k, ok := r.pool.take(); ok {
 		r.metrics.poolHits.Add(1)
 		c, err := chunk.NewCipher(k.dk.Plaintext, k.h, r.codecs)
-		keysvc.Zero(k.dk.Plaintext)
+		r.mem.Free(k.dk.Plaintext)
 		if err != nil {
 			return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", k.h.FileID, err)
 		}

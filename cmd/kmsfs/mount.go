@@ -21,6 +21,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 )
@@ -384,9 +385,14 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 	// cache, every second.
 	recheck := time.Second
 	metrics := &mountMetrics{kms: metered, fs: &kfs.Metrics{}}
+	// The data keys kept for a while (DEK cache, key pool) share locked
+	// memory left out of core dumps; a refusal by the kernel is logged
+	// once. Closed after the cache (defers run last first).
+	keyMem := secmem.New(secmem.Options{Logger: logger})
+	defer keyMem.Close()
 	if f.cacheMaxAge > 0 {
 		recheck = f.cacheMaxAge
-		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge})
+		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge, Memory: keyMem})
 		// Zero every cached data key however we leave.
 		defer cache.Close()
 		keys = cache
@@ -412,6 +418,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		KeyRecheck: recheck,
 		KeyCheck:   svc,
 		Metrics:    metrics.fs,
+		Memory:     keyMem,
 
 		WritebackCache: f.writeback,
 	})

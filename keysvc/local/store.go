@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -98,6 +99,7 @@ type Store struct {
 	header  fileHeader    // of the file data was read from (or will be written with)
 	hasHdr  bool
 	rootKey []byte
+	mem     *secmem.Arena
 	nextDue time.Time // earliest scheduled rotation or deletion; zero = none
 	loads   int       // times keystore.kms was parsed (tests check the hot path does not)
 }
@@ -171,7 +173,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.data.zero()
 	s.data = newKeystoreData()
-	keysvc.Zero(s.rootKey)
+	s.setRootKey(nil)
 	keysvc.Zero(s.passphrase)
 	return s.lockFile.Close()
 }
@@ -414,10 +416,9 @@ func (s *Store) rootKeyFor(h fileHeader) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		keysvc.Zero(s.rootKey)
-		s.rootKey = k
+		s.setRootKey(k)
 		s.header, s.hasHdr = h, true
-		return k, nil
+		return s.rootKey, nil
 	default:
 		if s.passphrase != nil {
 			return nil, fmt.Errorf("keystore %s is protected by %s, not a passphrase: %w", s.dir, RootKeyFileName, ErrKeystoreMode)
@@ -429,8 +430,8 @@ func (s *Store) rootKeyFor(h fileHeader) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.rootKey = k
-		return k, nil
+		s.setRootKey(k)
+		return s.rootKey, nil
 	}
 }
 
@@ -453,14 +454,13 @@ func (s *Store) headerForSave() (fileHeader, error) {
 		if err != nil {
 			return fileHeader{}, err
 		}
-		keysvc.Zero(s.rootKey)
-		s.rootKey = k
+		s.setRootKey(k)
 	} else if s.rootKey == nil {
 		k, err := loadOrCreateRootKey(s.dir)
 		if err != nil {
 			return fileHeader{}, err
 		}
-		s.rootKey = k
+		s.setRootKey(k)
 	}
 	s.header, s.hasHdr = h, true
 	return h, nil
