@@ -116,9 +116,11 @@ type Cipher struct {
 }
 
 // NewCipher returns a Cipher for the file with header h under the 32-byte
-// dek. The key is expanded into the Cipher, so the caller may zero dek
-// afterwards. The error never contains key bytes.
-func NewCipher(dek []byte, h Header) (*Cipher, error) {
+// dek, compressing and decompressing chunks with the codec in codecs that
+// h.Compression() names (none is needed for CompressionNone; without it
+// the error wraps ErrNoCodec). The key is expanded into the Cipher, so the
+// caller may zero dek afterwards. The error never contains key bytes.
+func NewCipher(dek []byte, h Header, codecs Codecs) (*Cipher, error) {
 	if len(dek) != DEKSize {
 		return nil, fmt.Errorf("chunk: data key is %d bytes, want %d", len(dek), DEKSize)
 	}
@@ -133,7 +135,7 @@ func NewCipher(dek []byte, h Header) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk: %w", err)
 	}
-	comp, err := compressorFor(h.Compression())
+	comp, err := codecs.Lookup(h.Compression())
 	if err != nil {
 		return nil, err
 	}

@@ -64,15 +64,22 @@ func seqKey() []byte {
 	return k
 }
 
-// newTestCipher returns a Cipher over the fixed key with a fixed file ID.
+// newTestCipher returns a Cipher over the fixed key with a fixed file ID,
+// compression testCompression and testCodecs (see compress_test.go).
 func newTestCipher(t testing.TB, chunkSize int) *Cipher {
+	t.Helper()
+	return newTestCipherCodecs(t, chunkSize, testCompression, testCodecs)
+}
+
+// newTestCipherCodecs is newTestCipher for a file with compression comp,
+// given codecs.
+func newTestCipherCodecs(t testing.TB, chunkSize int, comp Compression, codecs Codecs) *Cipher {
 	t.Helper()
 	h, err := newHeader(chunkSize, bytes.NewReader(pattern(FileIDSize, 0xa0)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h = h.WithCompression(testCompression) // see compress_test.go
-	c, err := NewCipher(seqKey(), h)
+	c, err := NewCipher(seqKey(), h.WithCompression(comp), codecs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +163,7 @@ func TestVectors(t *testing.T) {
 		var id FileID
 		copy(id[:], unhex(t, set.FileID))
 		h := Header{Version: 1, Algorithm: AES256GCM, ChunkSize: uint32(set.ChunkSize), FileID: id}
-		c, err := NewCipher(key, h)
+		c, err := NewCipher(key, h, testCodecs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +235,7 @@ func TestNewCipherErrors(t *testing.T) {
 	}
 	for _, n := range []int{0, 16, 24, 31, 33} {
 		key := bytes.Repeat([]byte{0xee}, n)
-		_, err := NewCipher(key, h)
+		_, err := NewCipher(key, h, testCodecs)
 		if err == nil {
 			t.Errorf("NewCipher with %d-byte key succeeded", n)
 		} else if n > 0 && strings.Contains(err.Error(), "ee") {
@@ -237,18 +244,18 @@ func TestNewCipherErrors(t *testing.T) {
 	}
 	bad := h
 	bad.Version = 2
-	if _, err := NewCipher(seqKey(), bad); !errors.Is(err, ErrCorrupt) {
+	if _, err := NewCipher(seqKey(), bad, testCodecs); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("NewCipher(version 2) = %v, want ErrCorrupt", err)
 	}
 	// The key is copied: zeroing it afterwards must not matter.
 	key := seqKey()
-	c, err := NewCipher(key, h)
+	c, err := NewCipher(key, h, testCodecs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sealed := c.Seal(nil, []byte("x"), 0)
 	clear(key)
-	c2, _ := NewCipher(seqKey(), h)
+	c2, _ := NewCipher(seqKey(), h, testCodecs)
 	if _, err := c2.Open(nil, sealed, 0); err != nil {
 		t.Errorf("open after zeroing caller's key: %v", err)
 	}
@@ -302,7 +309,7 @@ func TestHeaderBitFlips(t *testing.T) {
 		}
 	}
 	// Another key must not verify the header.
-	other, _ := NewCipher(bytes.Repeat([]byte{1}, DEKSize), c.Header())
+	other, _ := NewCipher(bytes.Repeat([]byte{1}, DEKSize), c.Header(), testCodecs)
 	if err := other.VerifyHeader(hb); !errors.Is(err, ErrAuthentication) {
 		t.Errorf("VerifyHeader under another key = %v", err)
 	}
@@ -360,7 +367,7 @@ func TestChunkBitFlips(t *testing.T) {
 		for bit := 0; bit < FileIDSize*8; bit++ {
 			h := c.Header()
 			h.FileID[bit/8] ^= 1 << (bit % 8)
-			other, err := NewCipher(seqKey(), h)
+			other, err := NewCipher(seqKey(), h, testCodecs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -371,7 +378,7 @@ func TestChunkBitFlips(t *testing.T) {
 		for cs := MinChunkSize * 2; cs <= MaxChunkSize; cs *= 2 {
 			h := c.Header()
 			h.ChunkSize = uint32(cs)
-			other, _ := NewCipher(seqKey(), h)
+			other, _ := NewCipher(seqKey(), h, testCodecs)
 			if _, err := other.Open(nil, sealed, index); !errors.Is(err, ErrAuthentication) {
 				t.Fatalf("len %d: chunk size %d: Open = %v", n, cs, err)
 			}
@@ -411,7 +418,7 @@ func TestAADFieldsBound(t *testing.T) {
 	for _, flags := range []uint8{FlagHasData, FlagSparse, FlagHasData | FlagSparse} {
 		h := c.Header()
 		h.Flags = flags
-		other, err := NewCipher(seqKey(), h)
+		other, err := NewCipher(seqKey(), h, testCodecs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -471,7 +478,7 @@ func TestHeaderFlags(t *testing.T) {
 		}
 		h := c.Header()
 		h.Flags = 1 << bit
-		if _, err := NewCipher(seqKey(), h); !errors.Is(err, ErrCorrupt) {
+		if _, err := NewCipher(seqKey(), h, testCodecs); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("flag bit %d: NewCipher = %v, want ErrCorrupt", bit, err)
 		}
 		mustPanic(t, "MarshalHeaderFlags(unknown)", func() { c.MarshalHeaderFlags(1 << bit) })

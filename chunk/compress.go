@@ -3,15 +3,15 @@ package chunk
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
-	"sync"
 )
 
 // Compression of chunk contents (FORMAT.md, "Compressed chunks"). The
 // package stays pure: it defines the wire format and the identifiers, and
-// the codecs are registered by the caller (package fs registers s2 and
-// zstd from github.com/klauspost/compress).
+// the caller hands the codecs to NewCipher (package codec has s2 and zstd
+// from github.com/klauspost/compress).
 
 // Compression identifies the compression algorithm of a file, stored in the
 // high nibble of the header flags. It is chosen when the file is created
@@ -90,37 +90,28 @@ type Compressor interface {
 	Decompress(dst, src []byte, size int) ([]byte, error)
 }
 
-var (
-	compressorsMu sync.RWMutex
-	compressors   [maxCompression + 1]Compressor
-)
+// Codecs are the compression codecs a Cipher may use, at most one per
+// Compression. The caller builds them and passes them to NewCipher, which
+// picks the one the file's header names; nil holds none, which opens only
+// files without compression.
+type Codecs []Compressor
 
-// RegisterCompressor makes c available to every Cipher whose header names
-// c.Compression(). A later registration of the same algorithm replaces the
-// earlier one. It panics for CompressionNone or an unknown algorithm.
-func RegisterCompressor(c Compressor) {
-	id := c.Compression()
-	if id == CompressionNone || id > maxCompression {
-		panic(fmt.Sprintf("chunk: cannot register a compressor for %s", id))
-	}
-	compressorsMu.Lock()
-	compressors[id] = c
-	compressorsMu.Unlock()
-}
+// ErrNoCodec: a file's header names a compression for which the caller
+// provided no codec (Codecs.Lookup, NewCipher).
+var ErrNoCodec = errors.New("chunk: no codec provided for the file's compression")
 
-// compressorFor returns the registered codec of id, nil for
-// CompressionNone, or an error when none is registered.
-func compressorFor(id Compression) (Compressor, error) {
+// Lookup returns the codec of id in cs: nil for CompressionNone, the first
+// codec whose Compression is id, or an error wrapping ErrNoCodec.
+func (cs Codecs) Lookup(id Compression) (Compressor, error) {
 	if id == CompressionNone {
 		return nil, nil
 	}
-	compressorsMu.RLock()
-	c := compressors[id]
-	compressorsMu.RUnlock()
-	if c == nil {
-		return nil, fmt.Errorf("chunk: no compressor registered for %s", id)
+	for _, c := range cs {
+		if c != nil && c.Compression() == id {
+			return c, nil
+		}
 	}
-	return c, nil
+	return nil, fmt.Errorf("%w: %s", ErrNoCodec, id)
 }
 
 // Compressed chunk layout, at the start of the chunk's slot of

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
-// The package is pure, so its tests cannot use the real codecs (fs
-// registers klauspost/compress's s2 and zstd and tests them there). Stand-in
+// The package is pure, so its tests cannot use the real codecs (package
+// codec has klauspost/compress's s2 and zstd and tests them there). Stand-in
 // codecs from the standard library exercise the format under both
 // identifiers: what this package specifies is the framing, the AAD and the
 // slot rules, not the codec.
@@ -51,10 +52,9 @@ func (rleCodec) Decompress(dst, src []byte, size int) ([]byte, error) {
 	return out, nil
 }
 
-func init() {
-	RegisterCompressor(rleCodec{id: CompressionS2})
-	RegisterCompressor(rleCodec{id: CompressionZstd})
-}
+// testCodecs are the codecs of every test Cipher: rleCodec under both
+// identifiers.
+var testCodecs = Codecs{rleCodec{id: CompressionS2}, rleCodec{id: CompressionZstd}}
 
 // runs returns n bytes of runs of one letter each, 40 to 100 long: the
 // "text" that rleCodec compresses.
@@ -327,10 +327,9 @@ func (c decliningCodec) Compress(dst, src []byte) []byte {
 func TestCompressorDeclines(t *testing.T) {
 	const cs = DefaultChunkSize
 	text := runs(5 * cs)
-	RegisterCompressor(decliningCodec{rleCodec{id: CompressionS2}})
-	var tf *testFile
-	withCompression(t, CompressionS2, func(t *testing.T) { tf = newTestFile(t, cs) })
-	RegisterCompressor(rleCodec{id: CompressionS2})
+	mem := &memBacking{}
+	declining := newTestCipherCodecs(t, cs, CompressionS2, Codecs{decliningCodec{rleCodec{id: CompressionS2}}})
+	tf := &testFile{t: t, f: NewFile(mem, declining), mem: mem, cs: cs}
 	tf.write(text, 0)
 	tf.check()
 	var declined int
@@ -429,14 +428,15 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) { clear(p); p[0] = 1; return len(p), nil }
 
 // TestCompressionHeader checks the flags nibble: parsed, kept on rewrites,
-// unknown values rejected, and a Cipher needs a registered codec.
+// unknown values rejected, and a Cipher needs the caller to provide the
+// file's codec.
 func TestCompressionHeader(t *testing.T) {
 	h, err := NewHeader(DefaultChunkSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h = h.WithCompression(CompressionZstd)
-	c, err := NewCipher(seqKey(), h)
+	c, err := NewCipher(seqKey(), h, testCodecs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,13 +461,16 @@ func TestCompressionHeader(t *testing.T) {
 	if _, err := ParseCompression("gzip"); err == nil {
 		t.Fatal("ParseCompression(gzip) succeeded")
 	}
-	compressorsMu.Lock()
-	saved := compressors[CompressionS2]
-	compressors[CompressionS2] = nil
-	compressorsMu.Unlock()
-	defer RegisterCompressor(saved)
-	if _, err := NewCipher(seqKey(), h.WithCompression(CompressionS2)); err == nil {
-		t.Fatal("NewCipher without a registered codec succeeded")
+	// The caller's codecs decide: a file whose codec is missing does not
+	// open, with an error that names the compression.
+	for _, codecs := range []Codecs{nil, {rleCodec{id: CompressionZstd}}} {
+		_, err := NewCipher(seqKey(), h.WithCompression(CompressionS2), codecs)
+		if !errors.Is(err, ErrNoCodec) || !strings.Contains(err.Error(), "s2") {
+			t.Fatalf("NewCipher(s2 file, codecs %v) = %v, want ErrNoCodec naming s2", codecs, err)
+		}
+	}
+	if _, err := NewCipher(seqKey(), h.WithCompression(CompressionNone), nil); err != nil {
+		t.Fatalf("NewCipher(uncompressed file, no codecs) = %v", err)
 	}
 }
 

@@ -28,7 +28,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	c, err := chunk.NewCipher(dek, h)
+	c, err := chunk.NewCipher(dek, h, nil) // nil: no codecs, for a file without compression
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	c2, err := chunk.NewCipher(dek, h2)
+	c2, err := chunk.NewCipher(dek, h2, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

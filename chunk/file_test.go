@@ -423,7 +423,7 @@ func TestTamper(t *testing.T) {
 		_ = other
 		ob[12] ^= 1 // give it another file ID (header is not checked by File)
 		h, _ := ParseHeader(ob)
-		oc, _ := NewCipher(seqKey(), h)
+		oc, _ := NewCipher(seqKey(), h, testCodecs)
 		b := append([]byte{}, orig...)
 		sealed := oc.Seal(nil, make([]byte, cs), 1)
 		copy(b[at(1):], sealed)

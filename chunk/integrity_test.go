@@ -114,7 +114,7 @@ func TestDetected(t *testing.T) {
 	t.Run("copy from another file", func(t *testing.T) {
 		h := newTestCipher(t, cs).Header()
 		h.FileID[0] ^= 1
-		other, _ := NewCipher(seqKey(), h) // same key: only the file ID differs
+		other, _ := NewCipher(seqKey(), h, testCodecs) // same key: only the file ID differs
 		b := edit(orig, func(b []byte) []byte {
 			copy(b[at(1):], other.SealChunk(nil, make([]byte, cs), 1, false))
 			copy(b[at(3):], other.SealChunk(nil, make([]byte, cs-10), 3, true))

@@ -104,6 +104,9 @@ type CheckOptions struct {
 	// Keys unwraps the key records; it should not be a cache that outlives
 	// the run (fsck asks the KMS itself).
 	Keys keysvc.Service
+	// Codecs decompress the chunks of compressed files (codec.All()); a
+	// file whose compression has none is reported unreadable.
+	Codecs chunk.Codecs
 	// KMSTimeout bounds each key service call (0: 30 s).
 	KMSTimeout time.Duration
 	// Repair fixes what loses nothing: a missing or bad copy of the key
@@ -482,7 +485,7 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 		return
 	}
 	r.dek = u.Plaintext
-	ci, err := chunk.NewCipher(u.Plaintext, h)
+	ci, err := chunk.NewCipher(u.Plaintext, h, c.opts.Codecs)
 	if err != nil {
 		r.err = err
 		return

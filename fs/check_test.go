@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/codec"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -55,7 +56,7 @@ func newCheckTreeWith(t *testing.T, cs int, edit func(*Config), files map[string
 	if err := WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
-	rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys})
+	rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys, Codecs: codec.All()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func (ct *checkTree) check(t *testing.T, repair, zero bool) ([]string, CheckSumm
 	t.Helper()
 	var got []string
 	sum, err := Check(context.Background(), CheckOptions{
-		CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Repair: repair, ZeroUnreadable: zero,
+		CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Codecs: ct.r.codecs, Repair: repair, ZeroUnreadable: zero,
 		Report: func(r FileReport) {
 			for _, p := range r.Problems {
 				s := fmt.Sprintf("%s %s %d", r.Path, p.Kind, p.Chunk)
@@ -278,7 +279,7 @@ func TestCheckChunks(t *testing.T) {
 		t.Errorf("summary %+v", sum)
 	}
 	var zeroed []string
-	sum, err := Check(context.Background(), CheckOptions{CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Repair: true, ZeroUnreadable: true,
+	sum, err := Check(context.Background(), CheckOptions{CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Codecs: ct.r.codecs, Repair: true, ZeroUnreadable: true,
 		Report: func(r FileReport) {
 			if len(r.Zeroed) > 0 {
 				zeroed = append(zeroed, fmt.Sprint(r.Path, r.Zeroed))
@@ -436,7 +437,7 @@ func TestCheckPunchesZeroTails(t *testing.T) {
 	const cs = 64 << 10
 	random := make([]byte, 3*cs)
 	_, _ = rand.Read(random)
-	files := map[string][]byte{"text": goText(t, 5*cs+1000), "random": random}
+	files := map[string][]byte{"text": compressibleText(5*cs + 1000), "random": random}
 	ct := newCheckTreeWith(t, cs, func(c *Config) { c.Compress = "zstd" }, files)
 	plain := newCheckTreeWith(t, cs, func(*Config) {}, map[string][]byte{"text": files["text"]})
 	punched := map[string]int64{}

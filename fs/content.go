@@ -86,8 +86,8 @@ func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
 func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, error) {
 	if k, ok := r.pool.take(); ok {
 		r.metrics.poolHits.Add(1)
-		c, err := chunk.NewCipher(k.dk.Plaintext, k.h)
-		keysvc.Zero(k.dk.Plaintext)
+		c, err := chunk.NewCipher(k.dk.Plaintext, k.h, r.codecs)
+		r.mem.Free(k.dk.Plaintext)
 		if err != nil {
 			return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", k.h.FileID, err)
 		}
@@ -107,7 +107,7 @@ func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, 
 	if err != nil {
 		return nil, nil, time.Time{}, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
 	}
-	c, err := chunk.NewCipher(dk.Plaintext, h)
+	c, err := chunk.NewCipher(dk.Plaintext, h, r.codecs)
 	keysvc.Zero(dk.Plaintext)
 	if err != nil {
 		return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
@@ -161,7 +161,7 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if confirmed.IsZero() {
 		confirmed = time.Now()
 	}
-	c, err := chunk.NewCipher(uw.Plaintext, h)
+	c, err := chunk.NewCipher(uw.Plaintext, h, r.codecs)
 	keysvc.Zero(uw.Plaintext)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)

@@ -26,7 +26,7 @@ func errnoOf(err error) syscall.Errno {
 	// Integrity and key failures first: they may wrap a syscall.Errno
 	// (a timeout wrapping ETIMEDOUT, say) that must not leak through.
 	switch {
-	case errors.Is(err, chunk.ErrAuthentication), errors.Is(err, chunk.ErrCorrupt):
+	case errors.Is(err, chunk.ErrAuthentication), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, chunk.ErrNoCodec):
 		return syscall.EIO
 	case errors.Is(err, chunk.ErrFileTooLarge):
 		return syscall.EFBIG

@@ -35,6 +35,7 @@ func TestErrnoOf(t *testing.T) {
 		{chunk.ErrAuthentication, syscall.EIO},
 		{fmt.Errorf("read: %w", authErr), syscall.EIO},
 		{fmt.Errorf("size: %w", chunk.ErrCorrupt), syscall.EIO},
+		{fmt.Errorf("file 00: %w: zstd", chunk.ErrNoCodec), syscall.EIO},
 		{chunk.ErrFileTooLarge, syscall.EFBIG},
 		{fmt.Errorf("k: %w", keysvc.ErrDisabled), syscall.EACCES},
 		{keysvc.ErrInvalidState, syscall.EACCES},

@@ -34,7 +34,9 @@ import (
 //     (and never longer than the key re-check interval): a key rotation or
 //     a disabled key reaches new files within that time, and the new file
 //     re-validates its key counting from when it was generated.
-//   - Keys it drops (expired, or at unmount) are zeroed.
+//   - Keys it holds live in the mount's locked, non-dumpable memory
+//     (root.mem, package secmem); keys it drops (expired, or at unmount)
+//     are zeroed.
 //   - A failed background call pauses filling for keyPoolRetry; creates
 //     then call the KMS inline and report its error themselves.
 
@@ -93,7 +95,7 @@ func newKeyPool(r *root, size int, maxAge time.Duration) *keyPool {
 
 // take returns a pooled key for a create, if there is one young enough,
 // and counts the create towards starting the filling. The caller owns the
-// key's plaintext and zeroes it.
+// key's plaintext (in root.mem) and frees it with root.mem.Free.
 func (p *keyPool) take() (pooledKey, bool) {
 	if p == nil {
 		return pooledKey{}, false
@@ -122,7 +124,7 @@ func (p *keyPool) take() (pooledKey, bool) {
 func (p *keyPool) expireLocked(now time.Time) {
 	n := 0
 	for n < len(p.keys) && now.Sub(p.keys[n].at) >= p.maxAge {
-		keysvc.Zero(p.keys[n].dk.Plaintext)
+		p.r.mem.Free(p.keys[n].dk.Plaintext)
 		n++
 	}
 	if n > 0 {
@@ -154,7 +156,7 @@ func (p *keyPool) generate() {
 		p.mu.Lock()
 		switch {
 		case p.closed:
-			keysvc.Zero(k.dk.Plaintext)
+			p.r.mem.Free(k.dk.Plaintext)
 			p.running--
 			p.mu.Unlock()
 			return
@@ -192,6 +194,9 @@ func (p *keyPool) newKey() (pooledKey, error) {
 	if err != nil {
 		return pooledKey{}, err
 	}
+	plain := dk.Plaintext
+	dk.Plaintext = p.r.mem.Copy(plain)
+	keysvc.Zero(plain)
 	return pooledKey{h: h, dk: dk, at: at}, nil
 }
 
@@ -204,7 +209,7 @@ func (p *keyPool) close() {
 	p.mu.Lock()
 	p.closed = true
 	for i := range p.keys {
-		keysvc.Zero(p.keys[i].dk.Plaintext)
+		p.r.mem.Free(p.keys[i].dk.Plaintext)
 	}
 	p.keys = nil
 	p.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -21,7 +22,7 @@ func poolRoot(t *testing.T, keys keysvc.Service) *root {
 		t.Fatal(err)
 	}
 	return &root{cfg: cfg, keys: keys, kmsTimeout: time.Minute, metrics: &Metrics{},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), mem: secmem.New(secmem.Options{})}
 }
 
 // waitIdle waits until no background generator runs.
@@ -124,6 +125,12 @@ func TestKeyPoolIdle(t *testing.T) {
 	p.mu.Unlock()
 	if len(held) != p.size {
 		t.Fatalf("after a burst the pool holds %d keys, want %d", len(held), p.size)
+	}
+	for i, b := range held {
+		// Root may always lock memory (CAP_IPC_LOCK).
+		if os.Geteuid() == 0 && !r.mem.Locked(b) {
+			t.Errorf("pooled key %d is not in locked memory", i)
+		}
 	}
 	time.Sleep(250 * time.Millisecond)
 	if _, ok := p.take(); ok {

@@ -159,6 +159,29 @@ func (m *Metrics) WritePrometheus(w io.Writer) error {
 	return bw.Flush()
 }
 
+// record counts a request of op on node that started at start and ended
+// with s and, with Options.Debug, logs it (operation, node, status,
+// duration) at debug level. The line never carries a file name, an xattr
+// value, a symlink target or file data: go-fuse's own request logging
+// (MountOptions.Debug) prints the first 8 bytes of every read and write
+// and of other payloads, so it stays off.
+func (w *rawFS) record(op fuseOp, start time.Time, s fuse.Status, node uint64) {
+	w.m.record(op, start, s)
+	if w.debug != nil {
+		w.debug.Debug("fuse request", "op", opNames[op], "node", node, "status", s, "took", time.Since(start))
+	}
+}
+
+// recordIO is record for a read or a write, whose debug line also gives
+// the offset and the byte count (never the bytes).
+func (w *rawFS) recordIO(op fuseOp, start time.Time, s fuse.Status, node, off uint64, n uint32) {
+	w.m.record(op, start, s)
+	if w.debug != nil {
+		w.debug.Debug("fuse request", "op", opNames[op], "node", node, "status", s, "took", time.Since(start),
+			"offset", off, "bytes", n)
+	}
+}
+
 // The rawFS methods below time every FUSE request (and count the bytes of
 // reads and writes) around go-fuse's node bridge. Write and Writev are in
 // mount.go.
@@ -167,7 +190,7 @@ func (m *Metrics) WritePrometheus(w io.Writer) error {
 func (w *rawFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Lookup(c, h, name, out)
-	w.m.record(opLookup, t, s)
+	w.record(opLookup, t, s, h.NodeId)
 	return s
 }
 
@@ -175,14 +198,14 @@ func (w *rawFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fu
 func (w *rawFS) Forget(nodeid, nlookup uint64) {
 	t := time.Now()
 	w.RawFileSystem.Forget(nodeid, nlookup)
-	w.m.record(opForget, t, fuse.OK)
+	w.record(opForget, t, fuse.OK, nodeid)
 }
 
 // GetAttr implements fuse.RawFileSystem.
 func (w *rawFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.GetAttr(c, in, out)
-	w.m.record(opGetattr, t, s)
+	w.record(opGetattr, t, s, in.NodeId)
 	return s
 }
 
@@ -190,7 +213,7 @@ func (w *rawFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut
 func (w *rawFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.SetAttr(c, in, out)
-	w.m.record(opSetattr, t, s)
+	w.record(opSetattr, t, s, in.NodeId)
 	return s
 }
 
@@ -198,7 +221,7 @@ func (w *rawFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 func (w *rawFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Mknod(c, in, name, out)
-	w.m.record(opMknod, t, s)
+	w.record(opMknod, t, s, in.NodeId)
 	return s
 }
 
@@ -206,7 +229,7 @@ func (w *rawFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fus
 func (w *rawFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Mkdir(c, in, name, out)
-	w.m.record(opMkdir, t, s)
+	w.record(opMkdir, t, s, in.NodeId)
 	return s
 }
 
@@ -214,7 +237,7 @@ func (w *rawFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fus
 func (w *rawFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Unlink(c, h, name)
-	w.m.record(opUnlink, t, s)
+	w.record(opUnlink, t, s, h.NodeId)
 	return s
 }
 
@@ -222,7 +245,7 @@ func (w *rawFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.St
 func (w *rawFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Rmdir(c, h, name)
-	w.m.record(opRmdir, t, s)
+	w.record(opRmdir, t, s, h.NodeId)
 	return s
 }
 
@@ -230,7 +253,7 @@ func (w *rawFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Sta
 func (w *rawFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Rename(c, in, oldName, newName)
-	w.m.record(opRename, t, s)
+	w.record(opRename, t, s, in.NodeId)
 	return s
 }
 
@@ -238,7 +261,7 @@ func (w *rawFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName st
 func (w *rawFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Link(c, in, name, out)
-	w.m.record(opLink, t, s)
+	w.record(opLink, t, s, in.NodeId)
 	return s
 }
 
@@ -246,7 +269,7 @@ func (w *rawFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.
 func (w *rawFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Symlink(c, h, target, name, out)
-	w.m.record(opSymlink, t, s)
+	w.record(opSymlink, t, s, h.NodeId)
 	return s
 }
 
@@ -254,7 +277,7 @@ func (w *rawFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string
 func (w *rawFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	t := time.Now()
 	b, s := w.RawFileSystem.Readlink(c, h)
-	w.m.record(opReadlink, t, s)
+	w.record(opReadlink, t, s, h.NodeId)
 	return b, s
 }
 
@@ -262,7 +285,7 @@ func (w *rawFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Stat
 func (w *rawFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Access(c, in)
-	w.m.record(opAccess, t, s)
+	w.record(opAccess, t, s, in.NodeId)
 	return s
 }
 
@@ -270,7 +293,7 @@ func (w *rawFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 func (w *rawFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	t := time.Now()
 	n, s := w.RawFileSystem.GetXAttr(c, h, attr, dest)
-	w.m.record(opGetxattr, t, s)
+	w.record(opGetxattr, t, s, h.NodeId)
 	return n, s
 }
 
@@ -278,7 +301,7 @@ func (w *rawFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, dest 
 func (w *rawFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	t := time.Now()
 	n, s := w.RawFileSystem.ListXAttr(c, h, dest)
-	w.m.record(opListxattr, t, s)
+	w.record(opListxattr, t, s, h.NodeId)
 	return n, s
 }
 
@@ -286,7 +309,7 @@ func (w *rawFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uin
 func (w *rawFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.SetXAttr(c, in, attr, data)
-	w.m.record(opSetxattr, t, s)
+	w.record(opSetxattr, t, s, in.NodeId)
 	return s
 }
 
@@ -294,7 +317,7 @@ func (w *rawFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, da
 func (w *rawFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.RemoveXAttr(c, h, attr)
-	w.m.record(opRemovexattr, t, s)
+	w.record(opRemovexattr, t, s, h.NodeId)
 	return s
 }
 
@@ -302,7 +325,7 @@ func (w *rawFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fu
 func (w *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Create(c, in, name, out)
-	w.m.record(opCreate, t, s)
+	w.record(opCreate, t, s, in.NodeId)
 	return s
 }
 
@@ -310,7 +333,7 @@ func (w *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *f
 func (w *rawFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Open(c, in, out)
-	w.m.record(opOpen, t, s)
+	w.record(opOpen, t, s, in.NodeId)
 	return s
 }
 
@@ -318,10 +341,12 @@ func (w *rawFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse
 func (w *rawFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	t := time.Now()
 	r, s := w.RawFileSystem.Read(c, in, buf)
+	var n int
 	if s == fuse.OK && r != nil {
-		w.m.bytesDecrypted.Add(uint64(r.Size()))
+		n = r.Size()
+		w.m.bytesDecrypted.Add(uint64(n))
 	}
-	w.m.record(opRead, t, s)
+	w.recordIO(opRead, t, s, in.NodeId, in.Offset, uint32(n))
 	return r, s
 }
 
@@ -329,7 +354,7 @@ func (w *rawFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadR
 func (w *rawFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Lseek(c, in, out)
-	w.m.record(opLseek, t, s)
+	w.record(opLseek, t, s, in.NodeId)
 	return s
 }
 
@@ -337,14 +362,14 @@ func (w *rawFS) Lseek(c <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) f
 func (w *rawFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 	t := time.Now()
 	w.RawFileSystem.Release(c, in)
-	w.m.record(opRelease, t, fuse.OK)
+	w.record(opRelease, t, fuse.OK, in.NodeId)
 }
 
 // CopyFileRange implements fuse.RawFileSystem.
 func (w *rawFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
 	t := time.Now()
 	n, s := w.RawFileSystem.CopyFileRange(c, in)
-	w.m.record(opCopyFileRange, t, s)
+	w.record(opCopyFileRange, t, s, in.NodeId)
 	return n, s
 }
 
@@ -352,7 +377,7 @@ func (w *rawFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint
 func (w *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Flush(c, in)
-	w.m.record(opFlush, t, s)
+	w.record(opFlush, t, s, in.NodeId)
 	return s
 }
 
@@ -360,7 +385,7 @@ func (w *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 func (w *rawFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Fsync(c, in)
-	w.m.record(opFsync, t, s)
+	w.record(opFsync, t, s, in.NodeId)
 	return s
 }
 
@@ -368,7 +393,7 @@ func (w *rawFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 func (w *rawFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Fallocate(c, in)
-	w.m.record(opFallocate, t, s)
+	w.record(opFallocate, t, s, in.NodeId)
 	return s
 }
 
@@ -376,7 +401,7 @@ func (w *rawFS) Fallocate(c <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 func (w *rawFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.OpenDir(c, in, out)
-	w.m.record(opOpendir, t, s)
+	w.record(opOpendir, t, s, in.NodeId)
 	return s
 }
 
@@ -384,7 +409,7 @@ func (w *rawFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 func (w *rawFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.ReadDir(c, in, out)
-	w.m.record(opReaddir, t, s)
+	w.record(opReaddir, t, s, in.NodeId)
 	return s
 }
 
@@ -392,7 +417,7 @@ func (w *rawFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryLi
 func (w *rawFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.ReadDirPlus(c, in, out)
-	w.m.record(opReaddirplus, t, s)
+	w.record(opReaddirplus, t, s, in.NodeId)
 	return s
 }
 
@@ -400,14 +425,14 @@ func (w *rawFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEnt
 func (w *rawFS) ReleaseDir(in *fuse.ReleaseIn) {
 	t := time.Now()
 	w.RawFileSystem.ReleaseDir(in)
-	w.m.record(opReleasedir, t, fuse.OK)
+	w.record(opReleasedir, t, fuse.OK, in.NodeId)
 }
 
 // FsyncDir implements fuse.RawFileSystem.
 func (w *rawFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.FsyncDir(c, in)
-	w.m.record(opFsyncdir, t, s)
+	w.record(opFsyncdir, t, s, in.NodeId)
 	return s
 }
 
@@ -415,7 +440,7 @@ func (w *rawFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 func (w *rawFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.StatFs(c, h, out)
-	w.m.record(opStatfs, t, s)
+	w.record(opStatfs, t, s, h.NodeId)
 	return s
 }
 
@@ -423,6 +448,6 @@ func (w *rawFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut)
 func (w *rawFS) Statx(c <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
 	t := time.Now()
 	s := w.RawFileSystem.Statx(c, in, out)
-	w.m.record(opStatx, t, s)
+	w.record(opStatx, t, s, in.NodeId)
 	return s
 }

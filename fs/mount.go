@@ -24,6 +24,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -44,6 +46,10 @@ type Options struct {
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
+	// Codecs compress and decompress chunks (codec.All()). A file whose
+	// compression has no codec here fails to open (EIO); the mount fails
+	// when the compression Config gives new files has none.
+	Codecs chunk.Codecs
 	// ReadOnly mounts with "ro".
 	ReadOnly bool
 	// AllowOther lets other users in; it always comes with the kernel's
@@ -53,7 +59,9 @@ type Options struct {
 	Logger *slog.Logger
 	// KMSTimeout bounds each key service call (0: DefaultKMSTimeout).
 	KMSTimeout time.Duration
-	// Debug logs every FUSE request (go-fuse's debug output).
+	// Debug logs every FUSE request on Logger at debug level: operation,
+	// node ID, status, duration, and offset and size of reads and writes;
+	// never file names, file data or other payloads.
 	Debug bool
 	// KeyRecheck is how long an open file's data key is used before the
 	// key service is asked again (through Keys, so give the DEK cache the
@@ -76,6 +84,16 @@ type Options struct {
 	// later batches. Only for a tree that no other mount or program
 	// changes meanwhile (see mountOptions).
 	WritebackCache bool
+	// Memory holds the data keys the mount keeps for a while (the key
+	// pool): locked, non-dumpable pages (package secmem). nil means an
+	// arena of the mount's own, warning on Logger when refused.
+	Memory *secmem.Arena
+
+	// beforeCreate, when set (tests only), runs in Create after the
+	// kernel's lookup found no entry and before the backing file is
+	// created, with the backing directory and name: a test makes the
+	// name appear there to drive the race deterministically.
+	beforeCreate func(dirfd int, name string)
 }
 
 // root is the state shared by every node of one mount.
@@ -84,6 +102,7 @@ type root struct {
 	dev        uint64
 	cfg        Config
 	keys       keysvc.Service
+	codecs     chunk.Codecs
 	log        *slog.Logger
 	kmsTimeout time.Duration
 	keyRecheck time.Duration  // see Options.KeyRecheck
@@ -116,6 +135,10 @@ type root struct {
 
 	metrics *Metrics
 	pool    *keyPool // nil when disabled
+	mem     *secmem.Arena
+	ownMem  bool // mem is the mount's own: close releases it
+
+	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
@@ -128,6 +151,9 @@ func newRoot(opts Options) (*node, error) {
 	}
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
+	}
+	if _, err := opts.Codecs.Lookup(opts.Config.Compression()); err != nil {
+		return nil, fmt.Errorf("fs: new files are compressed with %s: %w", opts.Config.Compression(), err)
 	}
 	fd, err := unix.Open(opts.CipherDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -166,6 +192,7 @@ func newRoot(opts Options) (*node, error) {
 		dev:        st.Dev,
 		cfg:        opts.Config,
 		keys:       opts.Keys,
+		codecs:     opts.Codecs,
 		log:        log,
 		kmsTimeout: timeout,
 		readOnly:   opts.ReadOnly,
@@ -177,6 +204,12 @@ func newRoot(opts Options) (*node, error) {
 
 		marks: newWriteMarks(),
 		dirs:  dirCache{now: time.Now},
+
+		beforeCreate: opts.beforeCreate,
+	}
+	r.mem = opts.Memory
+	if r.mem == nil {
+		r.mem, r.ownMem = secmem.New(secmem.Options{Logger: log}), true
 	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
@@ -192,6 +225,9 @@ func newRoot(opts Options) (*node, error) {
 func (r *root) close() {
 	r.closeOnce.Do(func() {
 		r.pool.close()
+		if r.ownMem {
+			r.mem.Close()
+		}
 		r.dirs.clear()
 		unix.Close(r.fd)
 	})
@@ -204,8 +240,9 @@ func mountOptions(opts Options) *gofs.Options {
 		FsName:     opts.CipherDir,
 		Name:       "kmsfs",
 		AllowOther: opts.AllowOther,
-		Debug:      opts.Debug,
-		MaxWrite:   1 << 20,
+		// Debug stays off: go-fuse's request log shows 8 bytes of every
+		// read and write. rawFS logs requests instead (Options.Debug).
+		MaxWrite: 1 << 20,
 		// Never let the kernel read the backing file itself: it would hand
 		// ciphertext to the reader. The handle does not implement
 		// FilePassthroughFder either; this is the second lock on that door.
@@ -282,7 +319,13 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 		return nil, nil, err
 	}
 	o := mountOptions(opts)
+	// go-fuse's own messages (a failed reply, a panic in a handler) go
+	// to the mount's logger rather than the process's standard logger.
+	o.MountOptions.Logger = slog.NewLogLogger(rn.r.log.Handler(), slog.LevelWarn)
 	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics}
+	if opts.Debug {
+		raw.debug = rn.r.log
+	}
 	server, err := fuse.NewServer(raw, mountpoint, &o.MountOptions)
 	if err != nil {
 		rn.r.close()
@@ -327,7 +370,8 @@ func (r *root) writable() syscall.Errno {
 type rawFS struct {
 	fuse.RawFileSystem
 	marks writeMarks
-	m     *Metrics // every request is timed and counted (metrics.go)
+	m     *Metrics     // every request is timed and counted (metrics.go)
+	debug *slog.Logger // logs every request when set (Options.Debug)
 }
 
 // writeMarks are the stand-in cancel channels of rawFS, one per
@@ -359,7 +403,7 @@ func (w *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (ui
 	t := time.Now()
 	n, s := w.RawFileSystem.Write(w.mark(cancel, in), in, data)
 	w.m.bytesEncrypted.Add(uint64(n))
-	w.m.record(opWrite, t, s)
+	w.recordIO(opWrite, t, s, in.NodeId, in.Offset, n)
 	return n, s
 }
 
@@ -368,7 +412,7 @@ func (w *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) 
 	t := time.Now()
 	n, s := w.RawFileSystem.Writev(w.mark(cancel, in), in, data)
 	w.m.bytesEncrypted.Add(uint64(n))
-	w.m.record(opWrite, t, s)
+	w.recordIO(opWrite, t, s, in.NodeId, in.Offset, n)
 	return n, s
 }
 

@@ -487,8 +487,18 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-// Create makes a new encrypted file and opens it. A name that appeared
-// since the kernel's lookup is opened instead, unless O_EXCL was asked.
+// Create makes a new encrypted file and opens it. The kernel sends
+// CREATE only after its lookup found no entry, and it skips its own
+// permission checks (default_permissions) and O_TRUNC for the file it
+// believes is new, so a name that appeared since the lookup is never
+// opened here: that would hand any caller, O_TRUNC included, another
+// user's file. With O_EXCL the answer is EEXIST, as open(2) gives. Without
+// it the answer is ESTALE: the kernel then repeats the whole open once
+// with a fresh lookup (do_filp_open, LOOKUP_REVAL), finds the file and
+// opens it with its usual checks, so the caller sees what open(2) on a
+// local file system gives (EEXIST would reach the caller as is: the
+// kernel retries only on ESTALE). A second race on that retry reaches
+// the caller as ESTALE.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	if e := n.r.writable(); e != 0 {
 		return nil, nil, 0, e
@@ -498,15 +508,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.r.errno("create", err)
 	}
 	defer d.close()
+	if n.r.beforeCreate != nil {
+		n.r.beforeCreate(d.fd, bn)
+	}
 	h, st, err := n.r.createFile(ctx, d.fd, bn, mode&07777, flags, true)
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
-		h, err = n.r.openFile(ctx, d.fd, bn, flags)
-		if err == nil {
-			err = statAt(h.raw, "", &st)
-			if err != nil {
-				h.Release(ctx)
-			}
-		}
+		return nil, nil, 0, syscall.ESTALE
 	}
 	if err != nil {
 		return nil, nil, 0, n.r.errno("create", err)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/codec"
 )
 
 func TestWriteSpans(t *testing.T) {
@@ -158,7 +159,7 @@ func fillUp(t *testing.T, dir string) {
 // leave every chunk as it was, not torn (EIO).
 func TestReserveCompressedOnFullDisk(t *testing.T) {
 	const cs = 64 << 10
-	text := goText(t, 4*cs)
+	text := compressibleText(4 * cs)
 	random := make([]byte, cs)
 	_, _ = rand.Read(random)
 	for _, tc := range []struct {
@@ -177,7 +178,7 @@ func TestReserveCompressedOnFullDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg.Compress = "zstd"
-			rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys})
+			rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys, Codecs: codec.All()})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -145,7 +145,7 @@ func (r *root) confirmKey(ctx context.Context, c *content, fd interface{ Fd() ui
 	if _, err := unix.Pread(int(fd.Fd()), hb[:], 0); err != nil {
 		return wk.KeyID, fmt.Errorf("file %s: read header: %w", h.FileID, err)
 	}
-	nc, err := chunk.NewCipher(uw.Plaintext, h)
+	nc, err := chunk.NewCipher(uw.Plaintext, h, r.codecs)
 	if err != nil {
 		return wk.KeyID, err
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/kmsfs/kmsfs/internal/secmem"
 )
 
 // Cache defaults, used when CacheOptions leaves a field zero.
@@ -29,6 +31,10 @@ type CacheOptions struct {
 	MaxAge time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Memory holds the cached plaintexts: locked, non-dumpable pages
+	// (package secmem). nil means an arena of the cache's own, freed by
+	// Close, whose refusals are not logged; pass one made with a logger.
+	Memory *secmem.Arena
 }
 
 // CacheStats counts what a Cache did since it was made.
@@ -60,7 +66,7 @@ func makeCacheKey(blob []byte, ec EncryptionContext, keyID string) cacheKey {
 
 type cacheEntry struct {
 	key     cacheKey
-	value   Unwrapped // Plaintext owned by the cache; zeroed on eviction
+	value   Unwrapped // Plaintext in c.mem, owned by the cache; freed (zeroed) on eviction
 	fetched time.Time
 	elem    *list.Element
 }
@@ -75,14 +81,17 @@ type flight struct {
 
 // Cache is a Service that keeps unwrapped data keys in memory, bounded by
 // entry count (LRU) and age, so reopening a file needs no KMS call. It is
-// safe for concurrent use. Plaintexts it returns are copies the caller
-// owns and must zero; plaintexts it drops are zeroed. Errors are never
-// cached.
+// safe for concurrent use. The plaintexts it holds live in locked memory
+// left out of core dumps (CacheOptions.Memory); those it returns are heap
+// copies the caller owns and must zero; those it drops are zeroed. Errors
+// are never cached.
 type Cache struct {
 	svc        Service
 	maxEntries int
 	maxAge     time.Duration
 	now        func() time.Time
+	mem        *secmem.Arena
+	ownMem     bool // mem is the cache's own: Close frees it
 
 	mu        sync.Mutex
 	entries   map[cacheKey]*cacheEntry
@@ -102,6 +111,7 @@ func NewCache(svc Service, opts CacheOptions) *Cache {
 		maxEntries: opts.MaxEntries,
 		maxAge:     opts.MaxAge,
 		now:        opts.Now,
+		mem:        opts.Memory,
 		entries:    make(map[cacheKey]*cacheEntry),
 		lru:        list.New(),
 		flights:    make(map[cacheKey]*flight),
@@ -115,11 +125,21 @@ func NewCache(svc Service, opts CacheOptions) *Cache {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	if c.mem == nil {
+		c.mem, c.ownMem = secmem.New(secmem.Options{}), true
+	}
 	return c
 }
 
 func cloneUnwrapped(u Unwrapped) Unwrapped {
 	u.Plaintext = append([]byte(nil), u.Plaintext...)
+	return u
+}
+
+// keep returns u with a copy of its plaintext in the cache's memory, for
+// an entry. c.mu must be held.
+func (c *Cache) keep(u Unwrapped) Unwrapped {
+	u.Plaintext = c.mem.Copy(u.Plaintext)
 	return u
 }
 
@@ -181,7 +201,9 @@ func (c *Cache) lead(ctx context.Context, key cacheKey, f *flight, blob []byte, 
 			u.Fetched = now
 		}
 		f.value = cloneUnwrapped(u)
-		c.insertLocked(key, cloneUnwrapped(u), now)
+		if !c.closed {
+			c.insertLocked(key, c.keep(u), now)
+		}
 	}
 	if f.refs == 0 {
 		Zero(f.value.Plaintext)
@@ -249,9 +271,9 @@ func (c *Cache) GenerateDataKey(ctx context.Context, keyID string, ec Encryption
 		return dk, nil
 	}
 	now := c.now()
-	c.insertLocked(makeCacheKey(dk.Wrapped.Blob, ec, keyID), cloneUnwrapped(u), now)
+	c.insertLocked(makeCacheKey(dk.Wrapped.Blob, ec, keyID), c.keep(u), now)
 	if dk.Wrapped.KeyID != keyID && dk.Wrapped.KeyID != "" {
-		c.insertLocked(makeCacheKey(dk.Wrapped.Blob, ec, dk.Wrapped.KeyID), cloneUnwrapped(u), now)
+		c.insertLocked(makeCacheKey(dk.Wrapped.Blob, ec, dk.Wrapped.KeyID), c.keep(u), now)
 	}
 	return dk, nil
 }
@@ -287,20 +309,24 @@ func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, e := range c.entries {
-		Zero(e.value.Plaintext)
+		c.mem.Free(e.value.Plaintext)
 	}
 	clear(c.entries)
 	c.lru.Init()
 	c.closed = true
+	if c.ownMem {
+		c.mem.Close()
+	}
 }
 
 // insertLocked adds or replaces the entry for key, taking ownership of
-// u.Plaintext, and evicts least recently used entries beyond MaxEntries.
+// u.Plaintext (from c.keep), and evicts least recently used entries beyond
+// MaxEntries.
 func (c *Cache) insertLocked(key cacheKey, u Unwrapped, now time.Time) {
 	if old, ok := c.entries[key]; ok {
 		c.lru.Remove(old.elem)
 		delete(c.entries, key)
-		Zero(old.value.Plaintext)
+		c.mem.Free(old.value.Plaintext)
 	}
 	e := &cacheEntry{key: key, value: u, fetched: now}
 	e.elem = c.lru.PushFront(e)
@@ -314,7 +340,7 @@ func (c *Cache) insertLocked(key cacheKey, u Unwrapped, now time.Time) {
 func (c *Cache) removeLocked(e *cacheEntry) {
 	c.lru.Remove(e.elem)
 	delete(c.entries, e.key)
-	Zero(e.value.Plaintext)
+	c.mem.Free(e.value.Plaintext)
 	c.stats.Evictions++
 }
 

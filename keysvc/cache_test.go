@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kmsfs/kmsfs/internal/secmem"
 )
 
 // fakeService unwraps by deriving the "plaintext" from the blob, counts
@@ -351,5 +354,39 @@ func BenchmarkCacheHit(b *testing.B) {
 			b.Fatal(err)
 		}
 		Zero(u.Plaintext)
+	}
+}
+
+// TestCacheKeysInLockedMemory: the plaintexts the cache holds, from
+// Decrypt and from GenerateDataKey, live in the arena given as
+// CacheOptions.Memory (locked, left out of core dumps); the copies it
+// returns do not.
+func TestCacheKeysInLockedMemory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to be sure mlock is allowed (RLIMIT_MEMLOCK)")
+	}
+	mem := secmem.New(secmem.Options{})
+	defer mem.Close()
+	c := NewCache(&fakeService{}, CacheOptions{Memory: mem})
+	defer c.Close()
+	ctx := context.Background()
+	u, err := c.Decrypt(ctx, []byte("blob"), "", testEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := c.GenerateDataKey(ctx, "k", testEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string][]byte{
+		"decrypted": entryPlaintext(c, []byte("blob"), testEC, ""),
+		"generated": entryPlaintext(c, dk.Wrapped.Blob, testEC, "k"),
+	} {
+		if !mem.Locked(p) {
+			t.Errorf("%s key is not in the cache's locked memory", name)
+		}
+	}
+	if mem.Locked(u.Plaintext) {
+		t.Error("the caller's copy is in the cache's memory")
 	}
 }

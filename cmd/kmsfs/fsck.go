@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 )
 
@@ -83,6 +84,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		CipherDir:      dir,
 		Config:         cfg,
 		Keys:           svc,
+		Codecs:         codec.All(),
 		Repair:         *repair,
 		ZeroUnreadable: *zero,
 		Jobs:           *jobs,

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 	"github.com/kmsfs/kmsfs/keysvc/local"
@@ -313,7 +314,7 @@ func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := chunk.NewCipher(dk.Plaintext, h)
+	c, err := chunk.NewCipher(dk.Plaintext, h, codec.All())
 	keysvc.Zero(dk.Plaintext)
 	if err != nil {
 		t.Fatal(err)

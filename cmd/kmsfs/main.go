@@ -9,8 +9,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+
+	"github.com/kmsfs/kmsfs/internal/secmem"
 )
 
 // Env is everything a command takes from the process: where to print and
@@ -25,6 +28,13 @@ type Env struct {
 
 func main() {
 	env := &Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	// Nearly every command holds keys (data keys, the keystore's root key
+	// and backing keys): no core dump, and no ptrace or /proc/PID/mem
+	// access by other processes of the user. Here rather than in run, so
+	// tests calling run leave their own process as it was.
+	if err := secmem.DisableDumps(); err != nil {
+		fmt.Fprintf(env.Stderr, "kmsfs: warning: %v\n", err)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], env))
 }
 

@@ -19,7 +19,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 )
@@ -391,9 +393,14 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 	// cache, every second.
 	recheck := time.Second
 	metrics := &mountMetrics{kms: metered, fs: &kfs.Metrics{}}
+	// The data keys kept for a while (DEK cache, key pool) share locked
+	// memory left out of core dumps; a refusal by the kernel is logged
+	// once. Closed after the cache (defers run last first).
+	keyMem := secmem.New(secmem.Options{Logger: logger})
+	defer keyMem.Close()
 	if f.cacheMaxAge > 0 {
 		recheck = f.cacheMaxAge
-		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge})
+		cache := keysvc.NewCache(svc, keysvc.CacheOptions{MaxAge: f.cacheMaxAge, Memory: keyMem})
 		// Zero every cached data key however we leave.
 		defer cache.Close()
 		keys = cache
@@ -411,6 +418,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		CipherDir:  f.cipherDir,
 		Config:     cfg,
 		Keys:       keys,
+		Codecs:     codec.All(),
 		ReadOnly:   f.readOnly,
 		AllowOther: f.allowOther,
 		Logger:     logger,
@@ -418,6 +426,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		KeyRecheck: recheck,
 		KeyCheck:   svc,
 		Metrics:    metrics.fs,
+		Memory:     keyMem,
 
 		WritebackCache: f.writeback,
 	})

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -51,6 +52,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 		close func()
 	}
 	trees := map[string]*tree{}
+	codecs := codec.All()
 	defer func() {
 		for _, t := range trees {
 			t.close()
@@ -91,7 +93,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 			t = &tree{cfg: cfg, svc: svc, close: closeSvc}
 			trees[dir] = t
 		}
-		oldID, newID, err := rekeyFile(ctx, t.svc, t.cfg, dir, backing)
+		oldID, newID, err := rekeyFile(ctx, t.svc, t.cfg, codecs, dir, backing)
 		if err != nil {
 			fail(p, err)
 			continue
@@ -142,7 +144,7 @@ func tempName() string {
 // to a temporary name, rename over the link). Between the first and the
 // last of those renames, different links of the file name different
 // inodes with the same plaintext.
-func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing string) (oldID, newID string, err error) {
+func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, codecs chunk.Codecs, dir, backing string) (oldID, newID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, rekeyTimeout)
 	defer cancel()
 	ofd, err := openBackingRead(backing)
@@ -169,7 +171,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	if int(h.ChunkSize) != cfg.ChunkSize {
 		return oldID, "", withKind(errCipherDir, fmt.Errorf("file %s has chunk size %d, the filesystem %d", oldID, h.ChunkSize, cfg.ChunkSize))
 	}
-	oldCipher, err := unwrapCipher(ctx, svc, cfg, wk, h)
+	oldCipher, err := unwrapCipher(ctx, svc, cfg, codecs, wk, h)
 	if err != nil {
 		return oldID, "", err
 	}
@@ -197,7 +199,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	if err != nil {
 		return oldID, "", fmt.Errorf("new data key: %w", err)
 	}
-	newCipher, err := chunk.NewCipher(dk.Plaintext, nh)
+	newCipher, err := chunk.NewCipher(dk.Plaintext, nh, codecs)
 	keysvc.Zero(dk.Plaintext)
 	if err != nil {
 		return oldID, "", err
@@ -271,15 +273,16 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 	return oldID, newID, nil
 }
 
-// unwrapCipher unwraps the file's data key and returns its cipher.
-func unwrapCipher(ctx context.Context, svc keysvc.Service, cfg kfs.Config, wk keysvc.WrappedKey, h chunk.Header) (*chunk.Cipher, error) {
+// unwrapCipher unwraps the file's data key and returns its cipher, which
+// (de)compresses with codecs.
+func unwrapCipher(ctx context.Context, svc keysvc.Service, cfg kfs.Config, codecs chunk.Codecs, wk keysvc.WrappedKey, h chunk.Header) (*chunk.Cipher, error) {
 	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: cfg.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
 	u, err := svc.Decrypt(ctx, wk.Blob, wk.KeyID, ec)
 	if err != nil {
 		return nil, fmt.Errorf("unwrap data key of file %s: %w", h.FileID, err)
 	}
 	defer keysvc.Zero(u.Plaintext)
-	return chunk.NewCipher(u.Plaintext, h)
+	return chunk.NewCipher(u.Plaintext, h, codecs)
 }
 
 // copyPlaintext copies size plaintext bytes from src to dst, which is

@@ -61,7 +61,7 @@ func (lt *lifecycleTree) write(t *testing.T, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := chunk.NewCipher(dk.Plaintext, h)
+	c, err := chunk.NewCipher(dk.Plaintext, h, nil) // no compression
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := unwrapCipher(context.Background(), lt.store, lt.cfg, wk, h)
+	c, err := unwrapCipher(context.Background(), lt.store, lt.cfg, nil, wk, h)
 	if err != nil {
 		t.Fatal(err)
 	}

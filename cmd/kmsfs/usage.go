@@ -98,7 +98,7 @@ Flags:
                           in /etc/fuse.conf unless root)
   --log-file F            append the daemon's log (text) to F (created 0600;
                           a symbolic link is refused)
-  --debug                 log every FUSE request (verbose)
+  --debug                 log every FUSE request (verbose; no file data or names)
   --cache-max-age D       keep unwrapped data keys at most D (default 5m;
                           0 disables the cache: every open asks the KMS)
   --kms-endpoint URL      AWS KMS endpoint (for --kms aws file systems)

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -99,11 +100,12 @@ type Store struct {
 	// (a flock belongs to the open file, so goroutines sharing lockFile
 	// must not interleave their locks). Only a holder of fileMu replaces
 	// data, so it may read data without mu. It also guards header,
-	// hasHdr and rootKey. Lock order: fileMu, the flock, mu.
+	// hasHdr, rootKey and mem. Lock order: fileMu, the flock, mu.
 	fileMu  sync.Mutex
 	header  fileHeader // of the file data was read from (or will be written with)
 	hasHdr  bool
 	rootKey []byte
+	mem     *secmem.Arena // holds rootKey (rootkey.go)
 
 	// mu guards the snapshot readers use. Readers hold it shared while
 	// they look at data; a writer builds the next keystore in a copy,
@@ -199,7 +201,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.data.zero()
 	s.data = newKeystoreData()
-	keysvc.Zero(s.rootKey)
+	s.setRootKey(nil)
 	keysvc.Zero(s.passphrase)
 	return s.lockFile.Close()
 }
@@ -457,10 +459,9 @@ func (s *Store) rootKeyFor(h fileHeader) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		keysvc.Zero(s.rootKey)
-		s.rootKey = k
+		s.setRootKey(k)
 		s.header, s.hasHdr = h, true
-		return k, nil
+		return s.rootKey, nil
 	default:
 		if s.passphrase != nil {
 			return nil, fmt.Errorf("keystore %s is protected by %s, not a passphrase: %w", s.dir, RootKeyFileName, ErrKeystoreMode)
@@ -472,8 +473,8 @@ func (s *Store) rootKeyFor(h fileHeader) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.rootKey = k
-		return k, nil
+		s.setRootKey(k)
+		return s.rootKey, nil
 	}
 }
 
@@ -496,14 +497,13 @@ func (s *Store) headerForSave() (fileHeader, error) {
 		if err != nil {
 			return fileHeader{}, err
 		}
-		keysvc.Zero(s.rootKey)
-		s.rootKey = k
+		s.setRootKey(k)
 	} else if s.rootKey == nil {
 		k, err := loadOrCreateRootKey(s.dir)
 		if err != nil {
 			return fileHeader{}, err
 		}
-		s.rootKey = k
+		s.setRootKey(k)
 	}
 	s.header, s.hasHdr = h, true
 	return h, nil

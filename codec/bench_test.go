@@ -1,4 +1,4 @@
-package fs
+package codec
 
 import (
 	"crypto/rand"
@@ -15,7 +15,7 @@ import (
 // fio's buffers) sealed and opened by a Cipher with each compression,
 // against none: the cost of compressing per chunk.
 //
-//	go test ./fs -run '^$' -bench Compressed -benchtime 200ms
+//	go test ./codec -run '^$' -bench Compressed -benchtime 200ms
 func BenchmarkCompressedSeal(b *testing.B) {
 	benchCompressed(b, func(b *testing.B, c *chunk.Cipher, plain []byte) {
 		dst := make([]byte, 0, len(plain)+chunk.Overhead)
@@ -42,6 +42,7 @@ func benchCompressed(b *testing.B, op func(b *testing.B, c *chunk.Cipher, plain 
 	random := make([]byte, 64<<10)
 	_, _ = rand.Read(random)
 	stamp := stamped(64<<10, 16)
+	codecs := All()
 	for _, comp := range []chunk.Compression{chunk.CompressionNone, chunk.CompressionS2, chunk.CompressionZstd} {
 		for _, n := range []int{4 << 10, 64 << 10} {
 			for _, data := range []struct {
@@ -53,7 +54,7 @@ func benchCompressed(b *testing.B, op func(b *testing.B, c *chunk.Cipher, plain 
 					if err != nil {
 						b.Fatal(err)
 					}
-					c, err := chunk.NewCipher(make([]byte, chunk.DEKSize), h.WithCompression(comp))
+					c, err := chunk.NewCipher(make([]byte, chunk.DEKSize), h.WithCompression(comp), codecs)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -71,7 +72,7 @@ func benchCompressed(b *testing.B, op func(b *testing.B, c *chunk.Cipher, plain 
 // probe, reporting the compressed size as a ratio (1 when declined or
 // incompressible). The settings of newZstdCodec come from here.
 //
-//	go test ./fs -run '^$' -bench ZstdOptions -benchtime 40x -count 3 -cpu 1
+//	go test ./codec -run '^$' -bench ZstdOptions -benchtime 40x -count 3 -cpu 1
 func BenchmarkZstdOptions(b *testing.B) {
 	const n = 64 << 10
 	random := make([]byte, n)
@@ -113,7 +114,7 @@ func BenchmarkZstdOptions(b *testing.B) {
 // parallel writers with 1, 2 and 4 encoders (newZstdCodec has
 // GOMAXPROCS).
 //
-//	go test ./fs -run '^$' -bench ZstdParallel -benchtime 100x -cpu 2
+//	go test ./codec -run '^$' -bench ZstdParallel -benchtime 100x -cpu 2
 func BenchmarkZstdParallel(b *testing.B) {
 	text := goText(b, 64<<10)
 	for _, encoders := range []int{1, 2, 4} {
