@@ -33,11 +33,19 @@ shut it down gracefully.
 Flags:
   --listen ADDR          address to listen on (default ` + defaultListen + `;
                          port 0 picks a free port)
-  --listen-any-address   allow a non-loopback --listen address
+  --listen-any-address   allow a non-loopback --listen address (needs
+                         --tls-cert/--tls-key or --insecure-plaintext)
+  --insecure-plaintext   allow --listen-any-address without TLS: data keys
+                         and plaintexts cross the network in clear text
   --tls-cert FILE        serve HTTPS with this certificate (PEM) ...
   --tls-key FILE         ... and this private key (PEM)
+  --max-connections N    serve at most N connections at once (default 256)
   --audit-log FILE       append one JSON line per request (time, caller,
-                         operation, key, encryption context, result)
+                         operation, key, encryption context, result); created
+                         0600, a symbolic link is refused. A request whose
+                         line cannot be written is refused (fails closed)
+  --audit-fail-open      answer requests even when the audit log cannot be
+                         written
   --latency D            delay every answer by D (e.g. 20ms), to test clients
   --keystore DIR, --passphrase-file FILE   the local keystore
 
@@ -124,6 +132,9 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 	tlsKey := fset.String("tls-key", "", "TLS private key file (PEM)")
 	auditPath := fset.String("audit-log", "", "audit log file (JSON lines)")
 	latency := fset.Duration("latency", 0, "delay every answer by this much")
+	insecure := fset.Bool("insecure-plaintext", false, "allow --listen-any-address without TLS")
+	maxConns := fset.Int("max-connections", local.DefaultMaxConnections, "serve at most this many connections at once")
+	auditFailOpen := fset.Bool("audit-fail-open", false, "answer requests even when the audit log cannot be written")
 	if _, err := parseArgs(fset, "keysvc", args, env, 0, 0); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -136,11 +147,18 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usageErrorf("keysvc serve: --tls-cert and --tls-key go together")
 	}
+	if *anyAddr && *tlsCert == "" && !*insecure {
+		return withHint(usageErrorf("keysvc serve: --listen-any-address without TLS would send data keys and plaintexts to other hosts in clear text"),
+			"add --tls-cert FILE --tls-key FILE, or --insecure-plaintext if the network is trusted")
+	}
 	if *latency < 0 {
 		return usageErrorf("keysvc serve: --latency must not be negative")
 	}
+	if *maxConns < 1 {
+		return usageErrorf("keysvc serve: --max-connections must be at least 1")
+	}
 	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts := local.ServerOptions{Logger: logger, Latency: *latency}
+	opts := local.ServerOptions{Logger: logger, Latency: *latency, MaxConnections: *maxConns, AuditFailOpen: *auditFailOpen}
 	if *tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
 		if err != nil {
@@ -149,7 +167,7 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if *auditPath != "" {
-		f, err := os.OpenFile(*auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := openLogFile(*auditPath)
 		if err != nil {
 			return fmt.Errorf("keysvc serve: open audit log: %w", err)
 		}

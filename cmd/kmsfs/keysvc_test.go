@@ -1,7 +1,11 @@
 package main
 
 import (
+	"net"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -30,7 +34,7 @@ func TestCheckListenAddress(t *testing.T) {
 }
 
 func TestKeysvcCredentials(t *testing.T) {
-	te := newTestEnv(map[string]string{envKeystore: t.TempDir()})
+	te := newTestEnv(map[string]string{envKeystore: filepath.Join(t.TempDir(), "keystore")})
 	if code := runCmd(t, te, "keysvc", "credentials", "alice"); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -46,5 +50,45 @@ func TestKeysvcCredentials(t *testing.T) {
 	}
 	if code := runCmd(t, te, "keysvc", "frobnicate"); code != ExitUsage {
 		t.Fatalf("unknown subcommand: exit %d", code)
+	}
+}
+
+// TestKeysvcServeRefusesInsecureSetups checks what `keysvc serve` refuses
+// before it listens (issue 10, item 10): --listen-any-address without TLS
+// unless --insecure-plaintext, and an --audit-log that is a symbolic link.
+// The port is taken, so a command that gets as far as listening fails
+// there instead, with another message.
+func TestKeysvcServeRefusesInsecureSetups(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	link := filepath.Join(dir, "audit.jsonl")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"any address in plain text", []string{"--listen", addr, "--listen-any-address"}, "--insecure-plaintext"},
+		{"audit log through a symlink", []string{"--listen", addr, "--audit-log", link}, "symbolic link"},
+		{"any address, plain text allowed", []string{"--listen", addr, "--listen-any-address", "--insecure-plaintext"}, "address already in use"},
+	} {
+		te := newTestEnv(map[string]string{envKeystore: filepath.Join(dir, "ks")})
+		if code := runCmd(t, te, append([]string{"keysvc", "serve"}, tc.args...)...); code == ExitOK {
+			t.Errorf("%s: exit 0", tc.name)
+		}
+		if !strings.Contains(te.stderr.String(), tc.want) {
+			t.Errorf("%s: stderr %q lacks %q", tc.name, te.stderr.String(), tc.want)
+		}
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Errorf("the symlink's target was created: %v", err)
 	}
 }

@@ -60,11 +60,13 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// startMetrics listens on addr and serves /metrics (and, on a loopback
-// address only, Go's profiler under /debug/pprof/) until stop is called.
-// A non-loopback address needs anyAddress: the counters say what files are
-// used how much, and the profiler must never leave the host.
-func startMetrics(addr string, anyAddress bool, m *mountMetrics, log *slog.Logger) (stop func(), err error) {
+// startMetrics listens on addr and serves /metrics (and, with withPprof
+// on a loopback address only, Go's profiler under /debug/pprof/) until
+// stop is called. A non-loopback address needs anyAddress: the counters
+// say what files are used how much, and the profiler must never leave the
+// host. The profiler is off unless asked for (--pprof): any local user
+// can reach a loopback port, and a heap profile or trace reveals much.
+func startMetrics(addr string, anyAddress, withPprof bool, m *mountMetrics, log *slog.Logger) (stop func(), err error) {
 	loopback := isLoopback(addr)
 	if !loopback && !anyAddress {
 		return nil, usageErrorf("mount: --metrics %s is not a loopback address; add --metrics-any-address to serve it anyway", addr)
@@ -80,7 +82,7 @@ func startMetrics(addr string, anyAddress bool, m *mountMetrics, log *slog.Logge
 			log.Debug("metrics: write", "err", err.Error())
 		}
 	})
-	if loopback {
+	if loopback && withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

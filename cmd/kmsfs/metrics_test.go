@@ -40,7 +40,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("decrypt: %v", err)
 	}
 
-	if _, err := startMetrics("0.0.0.0:0", false, m, log); !errors.Is(err, errUsage) {
+	if _, err := startMetrics("0.0.0.0:0", false, false, m, log); !errors.Is(err, errUsage) {
 		t.Errorf("a non-loopback address without --metrics-any-address: %v, want a usage error", err)
 	}
 	// Find a free loopback port, then serve on it.
@@ -50,7 +50,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	stop, err := startMetrics(addr, false, m, log)
+	stop, err := startMetrics(addr, false, false, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +80,18 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
 	}
+	// The profiler only with --pprof (issue 10, item 10).
+	if code, _, _ := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --pprof: %d, want 404", code)
+	}
+	stop()
+	stop, err = startMetrics(addr, false, true, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
 	if code, _, _ := get("/debug/pprof/"); code != 200 {
-		t.Errorf("/debug/pprof/ on loopback: %d", code)
+		t.Errorf("/debug/pprof/ on loopback with --pprof: %d", code)
 	}
 }
 

@@ -51,6 +51,7 @@ type mountFlags struct {
 	ks          keystoreFlags
 	metrics     string // --metrics ADDR: serve Prometheus metrics there
 	metricsAny  bool   // --metrics-any-address: allow a non-loopback ADDR
+	pprof       bool   // --pprof: Go's profiler on the (loopback) metrics port
 	writeback   bool   // --writeback-cache
 
 	cipherDir  string // absolute, symlinks resolved
@@ -70,6 +71,7 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	fset.StringVar(&f.endpoint, "kms-endpoint", "", "AWS KMS endpoint URL")
 	fset.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this address (loopback, e.g. 127.0.0.1:9101)")
 	fset.BoolVar(&f.metricsAny, "metrics-any-address", false, "allow a non-loopback --metrics address")
+	fset.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the loopback --metrics address")
 	fset.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache writes (only for a tree nothing else changes)")
 	f.ks.register(fset)
 	pos, err := parseArgs(fset, "mount", args, env, 2, 2)
@@ -81,6 +83,9 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	}
 	if f.metrics != "" && !f.metricsAny && !isLoopback(f.metrics) {
 		return nil, usageErrorf("mount: --metrics %s is not a loopback address; add --metrics-any-address to serve it anyway", f.metrics)
+	}
+	if f.pprof && (f.metrics == "" || !isLoopback(f.metrics)) {
+		return nil, usageErrorf("mount: --pprof needs a loopback --metrics address (the profiler must never leave the host)")
 	}
 	if f.logFile != "" {
 		if f.logFile, err = filepath.Abs(f.logFile); err != nil {
@@ -184,6 +189,9 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 	if f.metricsAny {
 		args = append(args, "--metrics-any-address")
 	}
+	if f.pprof {
+		args = append(args, "--pprof")
+	}
 	if f.writeback {
 		args = append(args, "--writeback-cache")
 	}
@@ -233,7 +241,7 @@ func startDaemon(f *mountFlags, cfg kfs.Config, env *Env) error {
 	// file: then what the daemon cannot log itself (a Go panic, the
 	// fusermount3 helper's complaint) lands there rather than nowhere.
 	if f.logFile != "" {
-		lf, err := os.OpenFile(f.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		lf, err := openLogFile(f.logFile)
 		if err != nil {
 			w.Close()
 			return withKind(errUsage, fmt.Errorf("log file: %w", err))
@@ -399,7 +407,7 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		metrics.cache = cache
 	}
 	if f.metrics != "" {
-		stop, err := startMetrics(f.metrics, f.metricsAny, metrics, logger)
+		stop, err := startMetrics(f.metrics, f.metricsAny, f.pprof, metrics, logger)
 		if err != nil {
 			return fail(err)
 		}
@@ -491,7 +499,7 @@ func daemonLogger(f *mountFlags, env *Env, background bool) (*slog.Logger, func(
 	closeFn := func() {}
 	switch {
 	case f.logFile != "":
-		lf, err := os.OpenFile(f.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		lf, err := openLogFile(f.logFile)
 		if err != nil {
 			return nil, nil, withKind(errUsage, fmt.Errorf("log file: %w", err))
 		}

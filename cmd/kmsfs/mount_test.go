@@ -47,6 +47,8 @@ func TestParseMountFlags(t *testing.T) {
 		{"cipherdir missing", []string{filepath.Join(root, "missing"), mnt}, errCipherDir},
 		{"negative cache age", []string{"--cache-max-age", "-1s", cipher, mnt}, errUsage},
 		{"one argument", []string{cipher}, errUsage},
+		{"pprof without metrics", []string{"--pprof", cipher, mnt}, errUsage},
+		{"pprof on a non-loopback metrics address", []string{"--pprof", "--metrics", "0.0.0.0:9101", "--metrics-any-address", cipher, mnt}, errUsage},
 	} {
 		if _, err := parseMountFlags(tt.args, &te.Env); !errors.Is(err, tt.kind) {
 			t.Errorf("%s: err = %v, want class %v", tt.name, err, tt.kind)

@@ -96,16 +96,19 @@ Flags:
   --allow-other           let other users in (always with the kernel's
                           default_permissions checks; needs user_allow_other
                           in /etc/fuse.conf unless root)
-  --log-file F            append the daemon's log (text) to F
+  --log-file F            append the daemon's log (text) to F (created 0600;
+                          a symbolic link is refused)
   --debug                 log every FUSE request (verbose; no file data or names)
   --cache-max-age D       keep unwrapped data keys at most D (default 5m;
                           0 disables the cache: every open asks the KMS)
   --kms-endpoint URL      AWS KMS endpoint (for --kms aws file systems)
-  --metrics ADDR          serve Prometheus metrics at http://ADDR/metrics
-                          (and Go's profiler under /debug/pprof/); ADDR must
-                          be a loopback address unless --metrics-any-address
+  --metrics ADDR          serve Prometheus metrics at http://ADDR/metrics;
+                          ADDR must be a loopback address unless
+                          --metrics-any-address
   --metrics-any-address   allow a non-loopback --metrics address (metrics
                           only, no profiler)
+  --pprof                 also serve Go's profiler under /debug/pprof/ on the
+                          --metrics address (loopback only)
   --writeback-cache       let the kernel cache writes and send them later, in
                           batches: faster small writes, but only for a
                           CIPHERDIR that nothing else changes meanwhile

@@ -3,6 +3,7 @@ package kmstest_test
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ import (
 // for it and a key ARN.
 func benchServer(b *testing.B) (*awskms.Client, string) {
 	b.Helper()
-	store, err := local.Open(b.TempDir(), local.Options{})
+	store, err := local.Open(filepath.Join(b.TempDir(), "keystore"), local.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ import (
 // TestStore runs the suite on the embedded keystore, in process.
 func TestStore(t *testing.T) {
 	kmstest.Run(t, func(t *testing.T) kmstest.Backend {
-		s, err := local.Open(t.TempDir(), local.Options{})
+		s, err := local.Open(filepath.Join(t.TempDir(), "keystore"), local.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func sdkBackend(t *testing.T, endpoint, accessKey, secret string, gaps map[strin
 // TestServerThroughSDK runs the suite on `kmsfs keysvc serve`'s server on
 // a loopback port, through keysvc/aws.
 func TestServerThroughSDK(t *testing.T) {
-	store, err := local.Open(t.TempDir(), local.Options{})
+	store, err := local.Open(filepath.Join(t.TempDir(), "keystore"), local.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

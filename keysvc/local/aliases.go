@@ -46,6 +46,21 @@ func aliasTarget(d *keystoreData, ref string, now time.Time) (*keyRecord, error)
 	return k, notPendingDeletion(k)
 }
 
+// checkAliasCount refuses another alias for k when it has
+// MaxAliasesPerKey (50, as AWS allows) already.
+func checkAliasCount(d *keystoreData, k *keyRecord) error {
+	n := 0
+	for _, a := range d.Aliases {
+		if a.KeyID == k.ID {
+			n++
+		}
+	}
+	if n >= MaxAliasesPerKey {
+		return fmt.Errorf("key %s has %d aliases, the maximum: %w", k.ARN, n, keysvc.ErrLimitExceeded)
+	}
+	return nil
+}
+
 // CreateAlias names key targetKeyID (a key ID or ARN) name. An existing
 // alias is ErrAlreadyExists.
 func (s *Store) CreateAlias(ctx context.Context, name, targetKeyID string) error {
@@ -58,6 +73,9 @@ func (s *Store) CreateAlias(ctx context.Context, name, targetKeyID string) error
 		}
 		k, err := aliasTarget(d, targetKeyID, now)
 		if err != nil {
+			return err
+		}
+		if err := checkAliasCount(d, k); err != nil {
 			return err
 		}
 		d.Aliases[name] = &aliasRecord{KeyID: k.ID, Created: now.UTC(), Updated: now.UTC()}
@@ -78,6 +96,11 @@ func (s *Store) UpdateAlias(ctx context.Context, name, targetKeyID string) error
 		k, err := aliasTarget(d, targetKeyID, now)
 		if err != nil {
 			return err
+		}
+		if a.KeyID != k.ID {
+			if err := checkAliasCount(d, k); err != nil {
+				return err
+			}
 		}
 		a.KeyID, a.Updated = k.ID, now.UTC()
 		return nil

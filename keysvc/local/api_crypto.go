@@ -294,7 +294,13 @@ func (c *call) reEncrypt(in *reEncryptInput) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	c.audit.DestinationEncryptionContext = in.DestinationEncryptionContext
 	dst, aerr := c.authorize(*in.DestinationKeyID, "kms:ReEncryptTo")
+	if dst.ARN != "" {
+		c.audit.DestinationKeyID = dst.ARN
+	} else {
+		c.audit.DestinationKeyID = *in.DestinationKeyID
+	}
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -319,7 +325,9 @@ func (c *call) reEncrypt(in *reEncryptInput) (any, *apiError) {
 		}
 		return nil, storeError(err, ref)
 	}
-	c.audit.KeyMaterialID = out.Wrapped.KeyMaterialID
+	c.audit.KeyID = out.SourceKeyID
+	c.audit.KeyMaterialID = out.SourceKeyMaterialID
+	c.audit.DestinationKeyMaterialID = out.Wrapped.KeyMaterialID
 	return struct {
 		CiphertextBlob                 []byte `json:"CiphertextBlob"`
 		SourceKeyID                    string `json:"SourceKeyId"`

@@ -8,7 +8,7 @@ import (
 )
 
 func benchStore(b *testing.B) (*Store, KeyMetadata, keysvc.EncryptionContext) {
-	s := openStore(b, b.TempDir(), newTestClock())
+	s := openStore(b, privateDir(b), newTestClock())
 	k := mustCreateKey(b, s, CreateKeyInput{RotationPeriodDays: 365})
 	ec := keysvc.EncryptionContext{
 		keysvc.ContextFilesystemID: "0123456789abcdef0123456789abcdef",

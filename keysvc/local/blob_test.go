@@ -12,7 +12,7 @@ import (
 )
 
 func TestGenerateDecryptEveryReference(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	if err := s.CreateAlias(ctx, "alias/data", k.KeyID); err != nil {
@@ -44,7 +44,7 @@ func TestGenerateDecryptEveryReference(t *testing.T) {
 }
 
 func TestEncryptLimits(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	for _, n := range []int{0, MaxPlaintextSize + 1} {
@@ -88,7 +88,7 @@ func TestEncryptLimits(t *testing.T) {
 }
 
 func TestEncryptionContextBinding(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	w, err := s.Encrypt(ctx, k.KeyID, []byte("secret"), keysvc.EncryptionContext{"ab": "c"})
@@ -120,7 +120,7 @@ func TestEncryptionContextBinding(t *testing.T) {
 }
 
 func TestDecryptIncorrectKey(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	a := mustCreateKey(t, s, CreateKeyInput{})
 	b := mustCreateKey(t, s, CreateKeyInput{})
@@ -140,7 +140,7 @@ func TestDecryptIncorrectKey(t *testing.T) {
 }
 
 func TestDamagedBlobs(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	if _, err := s.RotateKey(ctx, k.KeyID); err != nil { // two materials: a flipped material ID may name neither
@@ -184,7 +184,7 @@ func TestDamagedBlobs(t *testing.T) {
 }
 
 func TestReEncryptWith(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	a := mustCreateKey(t, s, CreateKeyInput{})
 	b := mustCreateKey(t, s, CreateKeyInput{})
@@ -214,7 +214,7 @@ func TestReEncryptWith(t *testing.T) {
 
 func TestCacheInFrontOfStore(t *testing.T) {
 	clk := newTestClock()
-	s := openStore(t, t.TempDir(), clk)
+	s := openStore(t, privateDir(t), clk)
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	c := keysvc.NewCache(s, keysvc.CacheOptions{MaxAge: time.Minute, Now: clk.Now})
@@ -243,7 +243,7 @@ func TestCacheInFrontOfStore(t *testing.T) {
 }
 
 func TestReloadZeroesDroppedMaterial(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	a, b := openStore(t, dir, clk), openStore(t, dir, clk)
 	k := mustCreateKey(t, a, CreateKeyInput{})

@@ -67,7 +67,7 @@ func checkAll(t *testing.T, dir string, want int) {
 }
 
 func TestTwoStoresInParallel(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	const perWriter = 15
 	stores := []*Store{openStore(t, dir, newTestClock()), openStore(t, dir, newTestClock())}
 	var wg sync.WaitGroup
@@ -120,7 +120,7 @@ func TestTwoProcesses(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("child")
 	}
-	dir := t.TempDir() // empty: the children also race to create root.key and the keystore
+	dir := privateDir(t) // empty: the children also race to create root.key and the keystore
 	const procs, perProc = 2, 20
 	var cmds []*exec.Cmd
 	outs := make([]*lockedBuffer, procs)

@@ -18,7 +18,7 @@ var fuzzRootKey = bytes.Repeat([]byte{0x42}, rootKeySize)
 // sampleKeystoreJSON builds a keystore with every kind of record (keys in
 // each state, rotations, aliases, a credential) and returns its JSON.
 func sampleKeystoreJSON(t testing.TB) []byte {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	s := openStore(t, dir, clk)
 	ctx := context.Background()

@@ -166,6 +166,18 @@ func validateRotationPeriod(days int) error {
 	return nil
 }
 
+// validateDescription checks a key description against AWS's limit of
+// 8,192 characters.
+func validateDescription(desc string) error {
+	if !utf8.ValidString(desc) {
+		return fmt.Errorf("description is not UTF-8: %w", keysvc.ErrInvalidArgument)
+	}
+	if n := utf8.RuneCountInString(desc); n > MaxDescriptionSize {
+		return fmt.Errorf("description of %d characters, want at most %d: %w", n, MaxDescriptionSize, keysvc.ErrInvalidArgument)
+	}
+	return nil
+}
+
 func validatePolicy(p string) error {
 	if len(p) == 0 || len(p) > MaxPolicySize {
 		return fmt.Errorf("key policy of %d bytes, want 1..%d: %w", len(p), MaxPolicySize, keysvc.ErrInvalidArgument)
@@ -178,15 +190,18 @@ func validatePolicy(p string) error {
 }
 
 func validateTags(tags map[string]string) error {
+	if len(tags) > MaxTags {
+		return fmt.Errorf("%d tags, at most %d: %w", len(tags), MaxTags, keysvc.ErrInvalidArgument)
+	}
 	for k, v := range tags {
-		if k == "" || len(k) > MaxTagKeySize || !utf8.ValidString(k) {
-			return fmt.Errorf("tag key %q: want 1..%d bytes of UTF-8: %w", k, MaxTagKeySize, keysvc.ErrInvalidArgument)
+		if !utf8.ValidString(k) || k == "" || utf8.RuneCountInString(k) > MaxTagKeySize {
+			return fmt.Errorf("tag key of %d bytes: want 1..%d characters of UTF-8: %w", len(k), MaxTagKeySize, keysvc.ErrInvalidArgument)
 		}
 		if strings.HasPrefix(k, "aws:") {
 			return fmt.Errorf("tag key %q: the aws: prefix is reserved: %w", k, keysvc.ErrInvalidArgument)
 		}
-		if len(v) > MaxTagValueSize || !utf8.ValidString(v) {
-			return fmt.Errorf("value of tag %q: want at most %d bytes of UTF-8: %w", k, MaxTagValueSize, keysvc.ErrInvalidArgument)
+		if !utf8.ValidString(v) || utf8.RuneCountInString(v) > MaxTagValueSize {
+			return fmt.Errorf("value of tag %q: want at most %d characters of UTF-8: %w", k, MaxTagValueSize, keysvc.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -194,8 +209,8 @@ func validateTags(tags map[string]string) error {
 
 // CreateKey creates an enabled symmetric key with fresh key material.
 func (s *Store) CreateKey(ctx context.Context, in CreateKeyInput) (KeyMetadata, error) {
-	if len(in.Description) > MaxDescriptionSize || !utf8.ValidString(in.Description) {
-		return KeyMetadata{}, fmt.Errorf("description of %d bytes, want at most %d of UTF-8: %w", len(in.Description), MaxDescriptionSize, keysvc.ErrInvalidArgument)
+	if err := validateDescription(in.Description); err != nil {
+		return KeyMetadata{}, err
 	}
 	if in.RotationPeriodDays != 0 {
 		if err := validateRotationPeriod(in.RotationPeriodDays); err != nil {
@@ -216,11 +231,11 @@ func (s *Store) CreateKey(ctx context.Context, in CreateKeyInput) (KeyMetadata, 
 	if err := validateTags(in.Tags); err != nil {
 		return KeyMetadata{}, err
 	}
-	if len(in.Tags) > MaxTags {
-		return KeyMetadata{}, fmt.Errorf("%d tags, at most %d: %w", len(in.Tags), MaxTags, keysvc.ErrInvalidArgument)
-	}
 	var m KeyMetadata
 	err := s.update(ctx, func(d *keystoreData, now time.Time) error {
+		if len(d.Keys) >= s.maxKeys {
+			return fmt.Errorf("the keystore has %d keys, its quota: %w", len(d.Keys), keysvc.ErrLimitExceeded)
+		}
 		raw, err := randomBytes(16)
 		if err != nil {
 			return err

@@ -14,7 +14,7 @@ import (
 
 func TestCreateDescribeList(t *testing.T) {
 	clk := newTestClock()
-	s := openStore(t, t.TempDir(), clk)
+	s := openStore(t, privateDir(t), clk)
 	ctx := context.Background()
 	a := mustCreateKey(t, s, CreateKeyInput{Description: "first"})
 	clk.Advance(time.Second)
@@ -52,7 +52,7 @@ func TestCreateDescribeList(t *testing.T) {
 }
 
 func TestCreateKeyValidation(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	bad := []CreateKeyInput{
 		{Description: strings.Repeat("d", MaxDescriptionSize+1)},
@@ -76,7 +76,7 @@ func TestCreateKeyValidation(t *testing.T) {
 
 func TestKeyStates(t *testing.T) {
 	clk := newTestClock()
-	s := openStore(t, t.TempDir(), clk)
+	s := openStore(t, privateDir(t), clk)
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	dk, err := s.GenerateDataKey(ctx, k.KeyID, nil)
@@ -134,7 +134,7 @@ func TestKeyStates(t *testing.T) {
 
 func TestScheduledDeletionHappens(t *testing.T) {
 	clk := newTestClock()
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, clk)
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
@@ -176,7 +176,7 @@ func TestScheduledDeletionHappens(t *testing.T) {
 
 func TestDeletionAppliedOnOpen(t *testing.T) {
 	clk := newTestClock()
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, clk)
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	if _, err := s.ScheduleKeyDeletion(context.Background(), k.KeyID, 30); err != nil {
@@ -194,7 +194,7 @@ func TestDeletionAppliedOnOpen(t *testing.T) {
 }
 
 func TestRotationKeepsOldMaterial(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock(), func(o *Options) { o.MaxOnDemandRotations = -1 })
+	s := openStore(t, privateDir(t), newTestClock(), func(o *Options) { o.MaxOnDemandRotations = -1 })
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: "fs", keysvc.ContextFileID: "f"}
@@ -251,7 +251,7 @@ func TestRotationKeepsOldMaterial(t *testing.T) {
 }
 
 func TestOnDemandRotationCap(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock(), func(o *Options) { o.MaxOnDemandRotations = 3 })
+	s := openStore(t, privateDir(t), newTestClock(), func(o *Options) { o.MaxOnDemandRotations = 3 })
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	for range 3 {
@@ -265,7 +265,7 @@ func TestOnDemandRotationCap(t *testing.T) {
 
 func TestAutomaticRotation(t *testing.T) {
 	clk := newTestClock()
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, clk)
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{})
@@ -329,7 +329,7 @@ func TestAutomaticRotation(t *testing.T) {
 }
 
 func TestAliases(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	a := mustCreateKey(t, s, CreateKeyInput{})
 	b := mustCreateKey(t, s, CreateKeyInput{})
@@ -379,7 +379,7 @@ func TestAliases(t *testing.T) {
 }
 
 func TestPolicyAndTags(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{Creator: "bob", Tags: map[string]string{"a": "1"}})
 	p, err := s.GetKeyPolicy(ctx, k.KeyID)
@@ -426,7 +426,7 @@ func TestPolicyAndTags(t *testing.T) {
 }
 
 func TestCredentials(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	c1, err := s.CreateCredential(ctx, "alice")
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 
 	"golang.org/x/crypto/scrypt"
+
+	"github.com/kmsfs/kmsfs/keysvc"
 )
 
 // keystore.kms layout (all integers big-endian):
@@ -29,8 +31,17 @@ const (
 	rootKeySize     = 32
 	gcmNonceSize    = 12
 	gcmTagSize      = 16
-	// maxKeystoreSize bounds what is read from disk.
+	// maxKeystoreSize bounds what is read from disk. save never writes a
+	// larger file, so the keystore always loads.
 	maxKeystoreSize = 64 << 20
+	// keystoreBudget is the size past which a keystore may not grow: a
+	// write that makes keystore.kms larger than this and larger than it
+	// was fails with keysvc.ErrLimitExceeded. Writes that do not grow it
+	// (deleting aliases or tags, shortening a description or policy) still
+	// go through up to maxKeystoreSize, so an administrator can always
+	// make room: the 16 MiB between the two leaves space for the small
+	// growth of scheduling deletions and state changes.
+	keystoreBudget = 48 << 20
 
 	// DefaultScryptLogN is log2 of the scrypt cost N used for new
 	// passphrase keystores: N = 2^17, r = 8, p = 1 (128 MiB, about half a
@@ -56,6 +67,9 @@ var (
 	// ErrInsecureRootKey: root.key is readable or writable by others, or
 	// not owned by this user, so it protects nothing.
 	ErrInsecureRootKey = errors.New("root.key is not private to its owner")
+	// ErrInsecureKeystoreDir: the keystore directory is not mode 0700 (or
+	// stricter) or not owned by this user.
+	ErrInsecureKeystoreDir = errors.New("the keystore directory is not private to its owner")
 	// ErrCorruptKeystore: keystore.kms is not a keystore file.
 	ErrCorruptKeystore = errors.New("keystore.kms is malformed")
 )
@@ -96,6 +110,25 @@ func (h fileHeader) encode() []byte {
 		b = append(b, h.salt[:]...)
 	}
 	return b
+}
+
+// sealedSize is the size of the keystore file that seals plainLen bytes
+// of JSON under header h.
+func sealedSize(h fileHeader, plainLen int) int64 {
+	return int64(len(h.encoded)) + gcmNonceSize + int64(plainLen) + gcmTagSize
+}
+
+// checkKeystoreSize refuses a keystore file of size bytes, replacing one of
+// oldSize bytes, that the loader would refuse or that grows past
+// keystoreBudget.
+func checkKeystoreSize(size, oldSize int64) error {
+	if size > maxKeystoreSize {
+		return fmt.Errorf("the keystore would be %d bytes, more than the %d it may have: %w", size, maxKeystoreSize, keysvc.ErrLimitExceeded)
+	}
+	if size > keystoreBudget && size > oldSize {
+		return fmt.Errorf("the keystore would grow to %d bytes, past its %d-byte budget; delete keys, aliases or tags to make room: %w", size, keystoreBudget, keysvc.ErrLimitExceeded)
+	}
+	return nil
 }
 
 // parseKeystoreFile splits a keystore file into header, nonce and sealed

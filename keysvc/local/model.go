@@ -47,18 +47,38 @@ const (
 	MinPendingWindowDays      = 7
 	MaxPendingWindowDays      = 30
 	DefaultPendingWindowDays  = 30
-	MaxPlaintextSize          = 4096 // Encrypt
-	MaxDataKeyBytes           = 1024 // GenerateDataKey NumberOfBytes, GenerateRandom
-	MaxDescriptionSize        = 8192
-	MaxPolicySize             = 32768
-	MaxTags                   = 50
-	MaxTagKeySize             = 128
-	MaxTagValueSize           = 256
-	MaxAliasNameSize          = 256
+	MaxPlaintextSize          = 4096  // Encrypt
+	MaxDataKeyBytes           = 1024  // GenerateDataKey NumberOfBytes, GenerateRandom
+	MaxDescriptionSize        = 8192  // characters (Unicode code points)
+	MaxPolicySize             = 32768 // bytes
+	MaxTags                   = 50    // per key
+	MaxTagKeySize             = 128   // characters
+	MaxTagValueSize           = 256   // characters
+	MaxAliasNameSize          = 256   // bytes, "alias/" included
+	MaxAliasesPerKey          = 50
 	// DefaultMaxOnDemandRotations is the per-key cap on RotateKey.
 	DefaultMaxOnDemandRotations = 25
+	// DefaultMaxKeys is the keystore-wide quota on keys (Options.MaxKeys),
+	// in every state. AWS allows 100,000 per account and region; a local
+	// keystore is one file rewritten on every change, so the quota is
+	// lower: 1,000 keys of the usual size (about 1.5 KiB each with the
+	// default policy) make a keystore of about 1.5 MiB. Keys with every
+	// field at its maximum are much larger (see maxKeyRecordSize); for
+	// them keystoreBudget is the binding limit.
+	DefaultMaxKeys = 1000
 
 	materialSize = 32 // AES-256 backing key
+
+	// maxKeyRecordSize bounds what one key adds to the keystore file with
+	// every field at its limit in characters JSON escapes to 6 bytes
+	// (control characters, "<"), its 26 material versions (initial and
+	// every on-demand rotation) and its 50 aliases: about 380 KB. Each
+	// automatic rotation (at most one per 90 days) adds maxVersionSize.
+	maxKeyRecordSize = 6*(MaxDescriptionSize+MaxPolicySize+MaxTags*(MaxTagKeySize+MaxTagValueSize)) +
+		MaxTags*8 + (1+DefaultMaxOnDemandRotations)*maxVersionSize +
+		MaxAliasesPerKey*(MaxAliasNameSize+maxAliasOverhead) + 2048
+	maxVersionSize   = 240 // one keyVersion in JSON
+	maxAliasOverhead = 160 // an aliasRecord's JSON besides its name
 )
 
 // keystoreData is the plaintext content of keystore.kms (JSON).

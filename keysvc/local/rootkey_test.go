@@ -18,17 +18,17 @@ func TestRootKeyInLockedMemory(t *testing.T) {
 		"passphrase": func(o *Options) { o.Passphrase = []byte("correct horse") },
 	} {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			s := openStore(t, dir, newTestClock(), mod)
 			mustCreateKey(t, s, CreateKeyInput{}) // writes the keystore: the root key is loaded
 			s.Close()
 			// Reopened: the root key is read (or derived) from scratch.
 			s = openStore(t, dir, newTestClock(), mod)
 			mustCreateKey(t, s, CreateKeyInput{})
-			s.mu.RLock()
+			s.fileMu.Lock() // guards rootKey and mem
 			k := s.rootKey
 			locked := s.mem != nil && s.mem.Locked(k)
-			s.mu.RUnlock()
+			s.fileMu.Unlock()
 			if len(k) != rootKeySize || !locked {
 				t.Fatalf("root key of %d bytes, in locked memory: %v", len(k), locked)
 			}

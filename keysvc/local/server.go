@@ -32,9 +32,14 @@ type ServerOptions struct {
 	// Logger receives server events (never key material); nil discards.
 	Logger *slog.Logger
 	// AuditLog, when non-nil, receives one JSON object per line for every
-	// request: time, caller, operation, key, encryption context, result.
-	// Writes are serialised.
+	// request: time, caller, operation, key, encryption context, result
+	// (audit.go). Writes are serialised. A request whose line cannot be
+	// written is answered with KMSInternalException instead of its result,
+	// unless AuditFailOpen is set.
 	AuditLog io.Writer
+	// AuditFailOpen answers requests even when their audit line cannot be
+	// written (the failure is logged).
+	AuditFailOpen bool
 	// Latency, when positive, delays every answer by this much, to test
 	// clients against a KMS that is a network round trip away.
 	Latency time.Duration
@@ -46,7 +51,16 @@ type ServerOptions struct {
 	// ShutdownTimeout bounds the graceful shutdown when Serve's context
 	// ends; 0 means 5 seconds.
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the connections served at once; 0 means
+	// DefaultMaxConnections. Further clients wait in the listen backlog
+	// until a connection closes.
+	MaxConnections int
 }
+
+// DefaultMaxConnections is ServerOptions.MaxConnections' default: a mount
+// keeps a few connections open, so this serves dozens of mounts while
+// bounding the memory and descriptors a flood of connections can take.
+const DefaultMaxConnections = 256
 
 // Server answers the AWS KMS API from a Store. It is an http.Handler.
 type Server struct {
@@ -55,7 +69,7 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	auditMu sync.Mutex
+	audit auditWriter
 }
 
 // NewServer returns a server for store. The store stays owned by the
@@ -71,6 +85,9 @@ func NewServer(store *Store, opts ServerOptions) *Server {
 	if s.opts.ShutdownTimeout <= 0 {
 		s.opts.ShutdownTimeout = 5 * time.Second
 	}
+	if s.opts.MaxConnections <= 0 {
+		s.opts.MaxConnections = DefaultMaxConnections
+	}
 	return s
 }
 
@@ -84,11 +101,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       30 * time.Second, // an idle connection holds one of MaxConnections
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	ln = newLimitListener(ln, s.opts.MaxConnections)
 	if s.opts.TLSConfig != nil {
 		cfg := s.opts.TLSConfig.Clone()
 		if cfg.MinVersion < tls.VersionTLS12 {
@@ -228,23 +246,6 @@ type call struct {
 	audit     *auditRecord
 }
 
-// auditRecord is one line of the audit log, the local CloudTrail. It never
-// holds plaintext, blobs or key material; the encryption context is not
-// secret (AWS logs it too).
-type auditRecord struct {
-	Time              string            `json:"time"`
-	RequestID         string            `json:"requestId"`
-	SourceIP          string            `json:"sourceIp,omitempty"`
-	Caller            string            `json:"caller,omitempty"`
-	AccessKeyID       string            `json:"accessKeyId,omitempty"`
-	Operation         string            `json:"operation"`
-	KeyID             string            `json:"keyId,omitempty"`
-	KeyMaterialID     string            `json:"keyMaterialId,omitempty"`
-	EncryptionContext map[string]string `json:"encryptionContext,omitempty"`
-	Result            string            `json:"result"`
-	ErrorMessage      string            `json:"errorMessage,omitempty"`
-}
-
 func newRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -276,26 +277,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("X-Amzn-Requestid", rec.RequestID)
 	h.Set("Content-Type", "application/x-amz-json-1.1")
-	if aerr != nil {
-		rec.Result, rec.ErrorMessage = aerr.typ, aerr.msg
-		s.writeAudit(rec)
-		writeError(w, aerr)
-		return
-	}
 	if z, ok := out.(zeroer); ok {
 		defer z.zero()
 	}
-	body, err := json.Marshal(out)
-	if err != nil {
-		s.log.Error("key server: encode response", "operation", rec.Operation, "err", err)
-		rec.Result = internalError.typ
-		s.writeAudit(rec)
-		writeError(w, internalError)
-		return
+	var body []byte
+	if aerr == nil {
+		var err error
+		if body, err = json.Marshal(out); err != nil {
+			s.log.Error("key server: encode response", "operation", rec.Operation, "err", err)
+			aerr = internalError
+		}
 	}
 	defer clear(body) // may hold a plaintext data key
-	rec.Result = "Success"
-	s.writeAudit(rec)
+	if aerr != nil {
+		rec.Result, rec.ErrorMessage = aerr.typ, aerr.msg
+	} else {
+		rec.Result = "Success"
+	}
+	if err := s.writeAudit(rec); err != nil {
+		s.log.Error("key server: cannot write the audit log", "request_id", rec.RequestID, "operation", rec.Operation, "err", err)
+		if !s.opts.AuditFailOpen {
+			// Fail closed: no answer without its audit line. A change the
+			// request made to the keystore stays made.
+			writeError(w, internalError)
+			return
+		}
+	}
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
@@ -377,23 +388,6 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller, accessKey s
 		return "", accessKey, internalError
 	}
 	return caller, accessKey, nil
-}
-
-// writeAudit appends rec to the audit log as one JSON line.
-func (s *Server) writeAudit(rec *auditRecord) {
-	if s.opts.AuditLog == nil {
-		return
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return
-	}
-	b = append(b, '\n')
-	s.auditMu.Lock()
-	defer s.auditMu.Unlock()
-	if _, err := s.opts.AuditLog.Write(b); err != nil {
-		s.log.Error("key server: write audit log", "err", err)
-	}
 }
 
 // authorize checks the caller against the key policy of the key ref names

@@ -60,7 +60,7 @@ type testServer struct {
 // credentials alice and bob, until the test ends.
 func startTestServer(t testing.TB) *testServer {
 	t.Helper()
-	store, err := Open(t.TempDir(), Options{})
+	store, err := Open(privateDir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +517,7 @@ func TestServeShutdownUnusedConn(t *testing.T) {
 // serveForShutdown serves a fresh store on a loopback port (see serve).
 func serveForShutdown(t *testing.T, opts ServerOptions) (string, func() error) {
 	t.Helper()
-	store, err := Open(t.TempDir(), Options{})
+	store, err := Open(privateDir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +569,7 @@ func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 // TestServerTLSAndLatency serves HTTPS with an added latency and checks
 // that the SDK client gets through and waits.
 func TestServerTLSAndLatency(t *testing.T) {
-	store, err := Open(t.TempDir(), Options{})
+	store, err := Open(privateDir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +610,7 @@ func TestServerScheduledEvents(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	store, err := Open(t.TempDir(), Options{Now: clock})
+	store, err := Open(privateDir(t), Options{Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,9 +32,23 @@ const (
 	sigV4Terminal  = "aws4_request"
 	amzDateFormat  = "20060102T150405Z"
 	// maxClockSkew is how far the request's X-Amz-Date may be from the
-	// server's clock, as AWS allows.
-	maxClockSkew = 15 * time.Minute
+	// server's clock: 5 minutes, as AWS allows for SigV4.
+	maxClockSkew = 5 * time.Minute
 )
+
+// requiredSignedHeaders must be in a request's SignedHeaders whenever the
+// request carries them (Host always does), besides the header that
+// carries the signing time (x-amz-date, or date). Every AWS SDK and
+// botocore signs them; without them a signature would not cover which
+// operation is called (X-Amz-Target) or how the body is read, and a
+// request signed for ListKeys could be sent on as DisableKey. A request
+// without X-Amz-Target or Content-Type is refused later, as an unknown
+// operation or a serialization error.
+var requiredSignedHeaders = []struct{ name, display string }{
+	{"host", "Host"},
+	{"x-amz-target", "X-Amz-Target"},
+	{"content-type", "Content-Type"},
+}
 
 // authError is a failed authentication, with the AWS error type to answer.
 type authError struct {
@@ -147,8 +161,18 @@ func verifySigV4(r *http.Request, body []byte, now time.Time, lookup secretLooku
 	if err != nil {
 		return "", err
 	}
-	if !hasHeader(a.signedHeaders, "host") {
-		return "", &authError{"InvalidSignatureException", "'Host' must be a signed header."}
+	for _, h := range requiredSignedHeaders {
+		present := h.name == "host" || len(r.Header.Values(h.name)) > 0
+		if present && !hasHeader(a.signedHeaders, h.name) {
+			return "", &authError{"InvalidSignatureException", "'" + h.display + "' must be a signed header."}
+		}
+	}
+	if r.Header.Get("X-Amz-Date") != "" {
+		if !hasHeader(a.signedHeaders, "x-amz-date") {
+			return "", &authError{"InvalidSignatureException", "'X-Amz-Date' must be a signed header."}
+		}
+	} else if !hasHeader(a.signedHeaders, "date") {
+		return "", &authError{"InvalidSignatureException", "'Date' must be a signed header."}
 	}
 	if a.date != t.Format("20060102") {
 		return "", &authError{"InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '" + a.date + "' != '" + t.Format("20060102") + "', from '" + amzDate + "'."}
@@ -163,11 +187,11 @@ func verifySigV4(r *http.Request, body []byte, now time.Time, lookup secretLooku
 		return "", &authError{"InvalidSignatureException", "Credential should be scoped to a valid region."}
 	}
 	if t.Before(now.Add(-maxClockSkew)) {
-		return "", &authError{"InvalidSignatureException", fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - 15 min.)",
+		return "", &authError{"InvalidSignatureException", fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - 5 min.)",
 			amzDate, now.Add(-maxClockSkew).UTC().Format(amzDateFormat), now.UTC().Format(amzDateFormat))}
 	}
 	if t.After(now.Add(maxClockSkew)) {
-		return "", &authError{"InvalidSignatureException", fmt.Sprintf("Signature not yet current: %s is still later than %s (%s + 15 min.)",
+		return "", &authError{"InvalidSignatureException", fmt.Sprintf("Signature not yet current: %s is still later than %s (%s + 5 min.)",
 			amzDate, now.Add(maxClockSkew).UTC().Format(amzDateFormat), now.UTC().Format(amzDateFormat))}
 	}
 	secret, caller, ok := lookup(a.accessKeyID)

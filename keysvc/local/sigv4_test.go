@@ -92,8 +92,8 @@ func TestSigV4Rejects(t *testing.T) {
 		{name: "unknown access key", mutate: func(r *http.Request) {
 			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), testAccessKey, "AKIAXXXXXXXXXXXXXXXX", 1))
 		}, want: "UnrecognizedClientException"},
-		{name: "expired", at: now.Add(-16 * time.Minute), want: "InvalidSignatureException"},
-		{name: "from the future", at: now.Add(16 * time.Minute), want: "InvalidSignatureException"},
+		{name: "expired", at: now.Add(-5*time.Minute - time.Second), want: "InvalidSignatureException"},
+		{name: "from the future", at: now.Add(5*time.Minute + time.Second), want: "InvalidSignatureException"},
 		{name: "other service", service: "s3", want: "InvalidSignatureException"},
 		{name: "other algorithm", mutate: func(r *http.Request) {
 			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256", 1))
@@ -179,5 +179,60 @@ func TestURIEncode(t *testing.T) {
 	}
 	if !bytes.Equal([]byte(uriEncode("a/b", false)), []byte("a/b")) {
 		t.Error("slash encoded")
+	}
+}
+
+// resign replaces r's signature by a valid one over only the headers
+// signed, as a client that signs too little would send it.
+func resign(r *http.Request, body string, signed []string) {
+	amzDate := r.Header.Get("X-Amz-Date")
+	date := amzDate[:8]
+	scope := date + "/us-east-1/kms/aws4_request"
+	sum := sha256.Sum256([]byte(canonicalRequest(r, signed, []byte(body))))
+	sts := sigV4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(sum[:])
+	sig := hex.EncodeToString(hmacSHA256(signingKey(testSecret, date, "us-east-1", "kms"), []byte(sts)))
+	r.Header.Set("Authorization", sigV4Algorithm+" Credential="+testAccessKey+"/"+scope+", SignedHeaders="+strings.Join(signed, ";")+", Signature="+sig)
+}
+
+// TestSigV4RequiresSignedHeaders checks that a request whose signature is
+// valid but leaves Host, X-Amz-Date, X-Amz-Target or Content-Type out of
+// SignedHeaders is refused: otherwise the operation (X-Amz-Target) of a
+// signed ListKeys could be changed to DisableKey (issue 10, item 7).
+func TestSigV4RequiresSignedHeaders(t *testing.T) {
+	now := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
+	body := "{}"
+	all := []string{"content-type", "host", "x-amz-date", "x-amz-target"}
+	r := signedRequest(t, body, now, "us-east-1", "kms", testSecret, func(r *http.Request) { resign(r, body, all) })
+	if _, err := verifySigV4(r, []byte(body), now, testLookup); err != nil {
+		t.Fatalf("signed over %v: %v", all, err)
+	}
+	for i, left := range all {
+		signed := append(append([]string{}, all[:i]...), all[i+1:]...)
+		r := signedRequest(t, body, now, "us-east-1", "kms", testSecret, func(r *http.Request) {
+			resign(r, body, signed)
+			if left == "x-amz-target" {
+				r.Header.Set("X-Amz-Target", "TrentService.DisableKey")
+			}
+		})
+		_, err := verifySigV4(r, []byte(body), now, testLookup)
+		var ae *authError
+		if !errors.As(err, &ae) || ae.typ != "InvalidSignatureException" || !strings.Contains(strings.ToLower(ae.msg), left) {
+			t.Errorf("%s not signed: verify = %v, want InvalidSignatureException naming it", left, err)
+		}
+	}
+}
+
+// TestSigV4ClockSkew checks AWS's 5-minute window either side.
+func TestSigV4ClockSkew(t *testing.T) {
+	now := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		off time.Duration
+		ok  bool
+	}{{-5 * time.Minute, true}, {5 * time.Minute, true}, {-6 * time.Minute, false}, {6 * time.Minute, false}} {
+		r := signedRequest(t, "{}", now.Add(tc.off), "us-east-1", "kms", testSecret, nil)
+		_, err := verifySigV4(r, []byte("{}"), now, testLookup)
+		if (err == nil) != tc.ok {
+			t.Errorf("signed %v from the server's clock: err = %v, want ok = %v", tc.off, err, tc.ok)
+		}
 	}
 }

@@ -59,6 +59,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives key lifecycle events (never material); nil discards.
 	Logger *slog.Logger
+	// MaxKeys caps the number of keys in the keystore (in every state,
+	// as AWS counts them); 0 means DefaultMaxKeys. CreateKey beyond it
+	// fails with keysvc.ErrLimitExceeded.
+	MaxKeys int
 }
 
 // fileIdent is what tells whether keystore.kms changed since it was read.
@@ -90,28 +94,45 @@ type Store struct {
 	now        func() time.Time
 	log        *slog.Logger
 	lockFile   *os.File
+	maxKeys    int
 
-	mu      sync.RWMutex
-	closed  bool
-	data    *keystoreData // never nil once open
-	ident   fileIdent     // of the keystore.kms data was read from
-	stale   bool          // data may differ from the file: reload before use
-	header  fileHeader    // of the file data was read from (or will be written with)
+	// fileMu serialises this Store's writers and every use of lockFile
+	// (a flock belongs to the open file, so goroutines sharing lockFile
+	// must not interleave their locks). Only a holder of fileMu replaces
+	// data, so it may read data without mu. It also guards header,
+	// hasHdr, rootKey and mem. Lock order: fileMu, the flock, mu.
+	fileMu  sync.Mutex
+	header  fileHeader // of the file data was read from (or will be written with)
 	hasHdr  bool
 	rootKey []byte
-	mem     *secmem.Arena
-	nextDue time.Time // earliest scheduled rotation or deletion; zero = none
-	loads   int       // times keystore.kms was parsed (tests check the hot path does not)
+	mem     *secmem.Arena // holds rootKey (rootkey.go)
+
+	// mu guards the snapshot readers use. Readers hold it shared while
+	// they look at data; a writer builds the next keystore in a copy,
+	// writes the file without holding mu, and takes mu exclusively only
+	// to swap the copy in, so a Decrypt never waits for a file rewrite.
+	mu      sync.RWMutex
+	closed  bool
+	data    *keystoreData // never nil once open; never modified in place
+	ident   fileIdent     // of the keystore.kms data was read from
+	stale   bool          // data may differ from the file: reload before use
+	writing bool          // a writer holds the exclusive flock: a changed file is its own, not yet swapped in
+	nextDue time.Time     // earliest scheduled rotation or deletion; zero = none
+	loads   int           // times keystore.kms was parsed (tests check the hot path does not)
 }
 
 var _ keysvc.Service = (*Store)(nil)
 
 // Open opens (creating when missing) the keystore in dir. The directory is
-// created with mode 0700. Open applies any rotation or deletion that has
-// come due.
+// created with mode 0700; an existing one must be private to the caller
+// (ErrInsecureKeystoreDir otherwise). Open applies any rotation or
+// deletion that has come due.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create keystore directory: %w", err)
+	}
+	if err := checkKeystoreDir(dir); err != nil {
+		return nil, err
 	}
 	s := &Store{
 		dir:      dir,
@@ -138,6 +159,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if s.maxOnDmd == 0 {
 		s.maxOnDmd = DefaultMaxOnDemandRotations
 	}
+	s.maxKeys = opts.MaxKeys
+	if s.maxKeys <= 0 {
+		s.maxKeys = DefaultMaxKeys
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -149,9 +174,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open keystore lock: %w", err)
 	}
 	s.lockFile = lf
-	s.mu.Lock()
-	err = s.maintainLocked(context.Background(), s.now(), true)
-	s.mu.Unlock()
+	// Apply what has come due, and write the keystore file if there is none.
+	err = s.mutate(context.Background(), func(*keystoreData, time.Time) (bool, error) {
+		return !s.ident.exists, nil
+	})
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -165,6 +191,8 @@ func (s *Store) Dir() string { return s.dir }
 // Close zeroes the keys held in memory and releases the lock file. The
 // Store must not be used afterwards.
 func (s *Store) Close() error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -217,7 +245,9 @@ func (s *Store) currentIdent() (fileIdent, error) {
 
 // view runs fn on an up-to-date snapshot of the keystore, under a read
 // lock. On the hot path (nothing changed, nothing due) this costs one
-// stat and no parsing. fn must not keep references into d.
+// stat and no parsing; while this Store rewrites the file it costs not
+// even that, and never waits for the rewrite. fn must not keep references
+// into d, nor change it.
 func (s *Store) view(ctx context.Context, fn func(d *keystoreData, now time.Time) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -228,62 +258,88 @@ func (s *Store) view(ctx context.Context, fn func(d *keystoreData, now time.Time
 		return errClosed
 	}
 	now := s.now()
-	id, err := s.currentIdent()
-	if err == nil && !s.stale && id == s.ident && (s.nextDue.IsZero() || now.Before(s.nextDue)) {
+	due := !s.nextDue.IsZero() && !now.Before(s.nextDue)
+	fresh := !s.stale && s.writing
+	if !fresh && !s.stale {
+		id, err := s.currentIdent()
+		fresh = err == nil && id == s.ident
+	}
+	if fresh && !due {
 		defer s.mu.RUnlock()
 		return fn(s.data, now)
 	}
 	s.mu.RUnlock()
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.refresh(ctx, now, due); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
 		return errClosed
-	}
-	if err := s.refreshLocked(ctx, now); err != nil {
-		return err
 	}
 	return fn(s.data, now)
 }
 
-// refreshLocked reloads the keystore when the file changed and applies
-// what has come due. s.mu must be held for writing.
-func (s *Store) refreshLocked(ctx context.Context, now time.Time) error {
-	id, err := s.currentIdent()
+// refresh reloads the keystore when the file changed and, when due is
+// set, applies the rotations and deletions that have come due.
+func (s *Store) refresh(ctx context.Context, now time.Time, due bool) error {
+	if due {
+		err := s.mutate(ctx, func(*keystoreData, time.Time) (bool, error) { return false, nil })
+		if errors.Is(err, errClosed) {
+			return err
+		}
+		if err != nil {
+			// Reads go on (due deletions are hidden by resolve); retry later.
+			s.log.Warn("keystore: cannot apply due rotation or deletion", "err", err)
+			s.mu.Lock()
+			s.nextDue = now.Add(time.Minute)
+			s.mu.Unlock()
+		}
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return errClosed
+	}
+	unlock, err := s.flock(ctx, unix.LOCK_SH)
 	if err != nil {
 		return err
 	}
-	if s.stale || id != s.ident {
-		unlock, err := s.flock(ctx, unix.LOCK_SH)
-		if err != nil {
-			return err
-		}
-		err = s.loadLocked()
-		unlock()
-		if err != nil {
-			return err
-		}
-	}
-	if !s.nextDue.IsZero() && !now.Before(s.nextDue) {
-		if err := s.maintainLocked(ctx, now, false); err != nil {
-			// Reads go on (due deletions are hidden by resolve); retry later.
-			s.log.Warn("keystore: cannot apply due rotation or deletion", "err", err)
-			s.nextDue = now.Add(time.Minute)
-		}
-	}
-	return nil
+	defer unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reloadIfChangedLocked()
 }
 
-// update runs fn on the freshest keystore under the exclusive file lock and
-// saves the result. When fn fails, nothing is saved and the in-memory copy
-// is reloaded before its next use.
+// update runs fn on a copy of the freshest keystore under the exclusive
+// file lock and saves the copy, which then replaces the snapshot readers
+// use. When fn or the save fails, the keystore (file and memory) is left
+// as it was.
 func (s *Store) update(ctx context.Context, fn func(d *keystoreData, now time.Time) error) error {
+	return s.mutate(ctx, func(d *keystoreData, now time.Time) (bool, error) {
+		return true, fn(d, now)
+	})
+}
+
+// mutate is the one write path. Holding fileMu and the exclusive flock,
+// it reloads the keystore if another process changed it, copies it,
+// applies what has come due to the copy, runs fn on the copy, and saves
+// the copy when fn asks to or something came due. Readers keep using the
+// previous snapshot until the new file is in place.
+func (s *Store) mutate(ctx context.Context, fn func(d *keystoreData, now time.Time) (save bool, err error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
 		return errClosed
 	}
 	unlock, err := s.flock(ctx, unix.LOCK_EX)
@@ -291,43 +347,30 @@ func (s *Store) update(ctx context.Context, fn func(d *keystoreData, now time.Ti
 		return err
 	}
 	defer unlock()
-	if err := s.reloadIfChangedLocked(); err != nil {
-		return err
-	}
-	now := s.now()
-	s.applyDue(s.data, now)
-	if err := fn(s.data, now); err != nil {
-		s.stale = true
-		return err
-	}
-	if err := s.saveLocked(); err != nil {
-		s.stale = true
-		return err
-	}
-	return nil
-}
-
-// maintainLocked applies due rotations and deletions under the exclusive
-// file lock, saving only when something changed (or, with create, when the
-// keystore file does not exist yet).
-func (s *Store) maintainLocked(ctx context.Context, now time.Time, create bool) error {
-	unlock, err := s.flock(ctx, unix.LOCK_EX)
+	s.mu.Lock()
+	err = s.reloadIfChangedLocked()
+	s.writing = err == nil
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	if err := s.reloadIfChangedLocked(); err != nil {
+	defer func() {
+		s.mu.Lock()
+		s.writing = false
+		s.mu.Unlock()
+	}()
+	d, err := s.data.clone()
+	if err != nil {
 		return err
 	}
-	changed := s.applyDue(s.data, now)
-	if !changed && !(create && !s.ident.exists) {
-		return nil
-	}
-	if err := s.saveLocked(); err != nil {
-		s.stale = true
+	now := s.now()
+	due := s.applyDue(d, now)
+	save, err := fn(d, now)
+	if err != nil || !(save || due) {
+		d.zero()
 		return err
 	}
-	return nil
+	return s.save(d)
 }
 
 func (s *Store) reloadIfChangedLocked() error {
@@ -466,15 +509,28 @@ func (s *Store) headerForSave() (fileHeader, error) {
 	return h, nil
 }
 
-// saveLocked writes s.data to keystore.kms atomically: temp file, fsync,
-// rename, fsync of the directory. The caller holds the exclusive lock.
-func (s *Store) saveLocked() error {
+// save writes d to keystore.kms atomically (temp file, fsync, rename,
+// fsync of the directory) and makes it the snapshot readers use, zeroing
+// the previous one. A keystore the loader would refuse, or one that
+// grows past keystoreBudget, is not written: the error wraps
+// keysvc.ErrLimitExceeded and d is zeroed. The caller holds fileMu and
+// the exclusive flock; save takes mu only for the swap.
+func (s *Store) save(d *keystoreData) (err error) {
+	defer func() {
+		if err != nil {
+			d.zero()
+		}
+	}()
 	h, err := s.headerForSave()
 	if err != nil {
 		return err
 	}
-	plain, err := encodeKeystoreData(s.data)
+	plain, err := encodeKeystoreData(d)
 	if err != nil {
+		return err
+	}
+	if err := checkKeystoreSize(sealedSize(h, len(plain)), s.ident.size); err != nil {
+		keysvc.Zero(plain)
 		return err
 	}
 	sealed, err := sealKeystore(h, s.rootKey, plain)
@@ -510,6 +566,10 @@ func (s *Store) saveLocked() error {
 		return fmt.Errorf("save keystore: %w", err)
 	}
 	if err := syncDir(s.dir); err != nil {
+		// The file may hold d or not: reload before the next use.
+		s.mu.Lock()
+		s.stale = true
+		s.mu.Unlock()
 		return fmt.Errorf("save keystore: %w", err)
 	}
 	// Rename keeps the inode, size and mtime of the temp file.
@@ -517,10 +577,28 @@ func (s *Store) saveLocked() error {
 	if now, err := s.currentIdent(); err == nil {
 		id = now // ctime changes on rename on some filesystems
 	}
+	s.mu.Lock()
+	old := s.data
+	s.data = d
 	s.ident = id
 	s.stale = false
-	s.nextDue = nextDue(s.data)
+	s.nextDue = nextDue(d)
+	s.mu.Unlock()
+	old.zero() // no reader holds it any more: they held mu shared
 	return nil
+}
+
+// clone returns a deep copy of d, material included, made by a JSON round
+// trip so that it copies every field the keystore holds (and stays right
+// when fields are added).
+func (d *keystoreData) clone() (*keystoreData, error) {
+	plain, err := encodeKeystoreData(d)
+	if err != nil {
+		return nil, err
+	}
+	c, err := decodeKeystoreData(plain)
+	keysvc.Zero(plain)
+	return c, err
 }
 
 func syncDir(dir string) error {
@@ -530,6 +608,27 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// checkKeystoreDir refuses a keystore directory that group or others may
+// enter or that belongs to another user: whoever can write it can swap
+// keystore.kms or root.key, and whoever can read it can read keystore.kms
+// and its lock (and root.key, should its own mode slip).
+func checkKeystoreDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("keystore directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("keystore path %s is not a directory: %w", dir, ErrInsecureKeystoreDir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("keystore directory %s has mode %04o, group or others can reach it; run chmod 700 %s: %w", dir, perm, dir, ErrInsecureKeystoreDir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("keystore directory %s belongs to uid %d, not to uid %d who runs kmsfs; use a keystore of your own (--keystore DIR) or chown it: %w", dir, st.Uid, os.Geteuid(), ErrInsecureKeystoreDir)
+	}
+	return nil
 }
 
 // readRootKeyFile reads root.key, refusing one that others may read or

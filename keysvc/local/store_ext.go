@@ -2,11 +2,7 @@ package local
 
 import (
 	"context"
-	"fmt"
 	"time"
-	"unicode/utf8"
-
-	"github.com/kmsfs/kmsfs/keysvc"
 )
 
 // Store helpers the key server needs, kept apart from the Store's own
@@ -41,8 +37,8 @@ func blobKeyID(blob []byte) (id string, ok bool) {
 // updateKeyDescription replaces a key's description (UpdateKeyDescription),
 // which the Store's exported API does not offer.
 func (s *Store) updateKeyDescription(ctx context.Context, ref, desc string) error {
-	if len(desc) > MaxDescriptionSize || !utf8.ValidString(desc) {
-		return fmt.Errorf("description of %d bytes, want at most %d of UTF-8: %w", len(desc), MaxDescriptionSize, keysvc.ErrInvalidArgument)
+	if err := validateDescription(desc); err != nil {
+		return err
 	}
 	return s.changeKey(ctx, ref, func(_ *keystoreData, k *keyRecord, _ time.Time) error {
 		if err := notPendingDeletion(k); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,17 @@ func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c
 func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 const day = 24 * time.Hour
+
+// privateDir returns a new empty directory of mode 0700, as Open wants a
+// keystore directory: t.TempDir makes its directories 0777 &^ umask.
+func privateDir(t testing.TB) string {
+	t.Helper()
+	d := filepath.Join(t.TempDir(), "keystore")
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
 
 // openStore opens a Store in dir with a cheap scrypt cost and clk.
 func openStore(t testing.TB, dir string, clk *testClock, mod ...func(*Options)) *Store {
@@ -60,7 +72,7 @@ func wantErr(t testing.TB, what string, err, want error) {
 }
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "ks")
+	dir := filepath.Join(privateDir(t), "ks")
 	openStore(t, dir, newTestClock())
 	for name, want := range map[string]os.FileMode{".": 0o700 | os.ModeDir, RootKeyFileName: 0o600, KeystoreFileName: 0o600, LockFileName: 0o600} {
 		fi, err := os.Stat(filepath.Join(dir, name))
@@ -76,8 +88,39 @@ func TestOpenCreatesPrivateFiles(t *testing.T) {
 	}
 }
 
+// TestKeystoreDirMustBePrivate checks that Open refuses a keystore
+// directory group or others can reach, or that another user owns, saying
+// how to fix it (issue 10, item 10), and creates a missing one 0700.
+func TestKeystoreDirMustBePrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	openStore(t, dir, newTestClock())
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new keystore directory: %v, %v; want 0700", fi.Mode(), err)
+	}
+	for _, mode := range []os.FileMode{0o750, 0o705, 0o777} {
+		dir := privateDir(t)
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(dir, Options{ScryptLogN: 4})
+		wantErr(t, fmt.Sprintf("Open of a %04o directory", mode), err, ErrInsecureKeystoreDir)
+		if !strings.Contains(err.Error(), "chmod 700 "+dir) {
+			t.Errorf("error %q does not say how to fix it", err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return // only root can give a directory away
+	}
+	dir = privateDir(t)
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, Options{ScryptLogN: 4})
+	wantErr(t, "Open of another user's directory", err, ErrInsecureKeystoreDir)
+}
+
 func TestRootKeyPermissions(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, newTestClock())
 	mustCreateKey(t, s, CreateKeyInput{})
 	s.Close()
@@ -114,7 +157,7 @@ func TestRootKeyPermissions(t *testing.T) {
 }
 
 func TestPassphraseMode(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	pass := func(p string) func(*Options) { return func(o *Options) { o.Passphrase = []byte(p) } }
 	s := openStore(t, dir, clk, pass("correct horse"))
@@ -146,7 +189,7 @@ func TestPassphraseMode(t *testing.T) {
 	_, err = Open(dir, Options{})
 	wantErr(t, "no passphrase", err, ErrKeystoreMode)
 
-	other := t.TempDir()
+	other := privateDir(t)
 	openStore(t, other, clk).Close()
 	_, err = Open(other, Options{Passphrase: []byte("x")})
 	wantErr(t, "passphrase on a root.key keystore", err, ErrKeystoreMode)
@@ -164,7 +207,7 @@ func TestPassphraseDefaultCostRecorded(t *testing.T) {
 }
 
 func makePassphraseKeystore(t *testing.T, logN int) string {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s, err := Open(dir, Options{Passphrase: []byte("p"), ScryptLogN: logN})
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +217,7 @@ func makePassphraseKeystore(t *testing.T, logN int) string {
 }
 
 func TestKeystoreHoldsNoPlaintext(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{Description: "very-recognisable-description"})
@@ -214,7 +257,7 @@ func mustReadDir(t *testing.T, dir string) []string {
 }
 
 func TestPersistenceAcrossOpen(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	ctx := context.Background()
 	s := openStore(t, dir, clk)
@@ -246,7 +289,7 @@ func TestPersistenceAcrossOpen(t *testing.T) {
 }
 
 func TestHotPathDoesNotReparse(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
 	k := mustCreateKey(t, s, CreateKeyInput{RotationPeriodDays: 365})
 	dk, err := s.GenerateDataKey(ctx, k.KeyID, nil)
@@ -273,7 +316,7 @@ func TestHotPathDoesNotReparse(t *testing.T) {
 }
 
 func TestCloseZeroesMaterial(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	s.mu.RLock()
 	m := s.data.Keys[k.KeyID].Versions[0].Material
@@ -290,7 +333,7 @@ func TestCloseZeroesMaterial(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
-	s := openStore(t, t.TempDir(), newTestClock())
+	s := openStore(t, privateDir(t), newTestClock())
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -303,14 +346,14 @@ func TestCancelledContext(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
-	_, err := Open(t.TempDir(), Options{ScryptLogN: 40})
+	_, err := Open(privateDir(t), Options{ScryptLogN: 40})
 	wantErr(t, "scrypt cost", err, keysvc.ErrInvalidArgument)
-	_, err = Open(t.TempDir(), Options{Passphrase: []byte{}})
+	_, err = Open(privateDir(t), Options{Passphrase: []byte{}})
 	wantErr(t, "empty passphrase", err, keysvc.ErrInvalidArgument)
 }
 
 func TestVanishedKeystoreIsAnError(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	s := openStore(t, dir, newTestClock())
 	k := mustCreateKey(t, s, CreateKeyInput{})
 	if err := os.Remove(filepath.Join(dir, KeystoreFileName)); err != nil {
@@ -323,7 +366,7 @@ func TestVanishedKeystoreIsAnError(t *testing.T) {
 }
 
 func TestOtherStoreChangesAreSeen(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	clk := newTestClock()
 	a, b := openStore(t, dir, clk), openStore(t, dir, clk)
 	ctx := context.Background()
@@ -336,11 +379,11 @@ func TestOtherStoreChangesAreSeen(t *testing.T) {
 }
 
 func TestInspect(t *testing.T) {
-	empty := t.TempDir()
+	empty := privateDir(t)
 	if info, err := Inspect(empty); err != nil || info.Exists {
 		t.Fatalf("Inspect(empty) = %+v, %v", info, err)
 	}
-	plain := t.TempDir()
+	plain := privateDir(t)
 	openStore(t, plain, newTestClock()).Close()
 	if info, err := Inspect(plain); err != nil || !info.Exists || info.Passphrase {
 		t.Fatalf("Inspect(root.key keystore) = %+v, %v", info, err)
@@ -348,7 +391,7 @@ func TestInspect(t *testing.T) {
 	if info, err := Inspect(makePassphraseKeystore(t, 6)); err != nil || !info.Exists || !info.Passphrase || info.ScryptLogN != 6 {
 		t.Fatalf("Inspect(passphrase keystore) = %+v, %v", info, err)
 	}
-	bad := t.TempDir()
+	bad := privateDir(t)
 	if err := os.WriteFile(filepath.Join(bad, KeystoreFileName), []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
