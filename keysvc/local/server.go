@@ -224,7 +224,7 @@ var operations = func() map[string]*operation {
 type call struct {
 	s         *Server
 	ctx       context.Context
-	principal string // IAM ARN of the caller
+	principal string          // IAM ARN of the caller
 	identity  *policyDocument // the caller's identity policy; nil: none
 	secure    bool            // the request came over TLS
 	audit     *auditRecord
