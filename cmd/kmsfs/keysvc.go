@@ -71,7 +71,7 @@ key of NAME, or the one given; a running server refuses it from its next
 request on.
 
 Flags:
-  --policy FILE   the identity policy (least privilege; see README)
+  --policy FILE   the identity policy (least privilege; see doc/SECURITY.md)
   --admin         full rights on every key and alias
 
 Example identity policy for one mount (fill in KEY_ID and the

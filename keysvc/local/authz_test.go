@@ -39,7 +39,7 @@ func (ts *testServer) cliKey(t *testing.T) string {
 }
 
 // examplePolicy reads a policy of testdata/policies (the examples the
-// README shows) with KEY_ID and FS_ID filled in.
+// user documentation (doc/SECURITY.md) shows) with KEY_ID and FS_ID filled in.
 func examplePolicy(t *testing.T, name, keyID, fsID string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "policies", name))
@@ -119,7 +119,7 @@ func TestServerAccountStatementDelegates(t *testing.T) {
 }
 
 // TestServerMountPolicyExample checks the least-privilege identity policy
-// the README shows for a mount (testdata/policies/mount.json): it lets
+// doc/SECURITY.md shows for a mount (testdata/policies/mount.json): it lets
 // the mount generate and unwrap data keys of its own filesystem, and
 // nothing else: not another filesystem's data keys on the same key, not
 // another key, not key administration.

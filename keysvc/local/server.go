@@ -25,7 +25,8 @@ import (
 // all work against it unchanged. Every request must carry a SigV4 signature
 // (service "kms", any region) by a credential of the keystore; the
 // credential's name is the caller, whose rights are decided by the key's
-// policy and the credential's identity policy (authz.go). Every request is written to the audit log.
+// policy and the credential's identity policy (authz.go). Every request is
+// written to the audit log.
 
 // ServerOptions configure NewServer.
 type ServerOptions struct {
