@@ -121,11 +121,12 @@ func (p *principalSet) match(principal string) principalMatch {
 	return best
 }
 
-// policyError is a malformed policy document; its message is for the
-// client (MalformedPolicyDocumentException).
+// policyError is a malformed policy document; msg is the message for the
+// client (MalformedPolicyDocumentException), a sentence as AWS writes it.
 type policyError struct{ msg string }
 
-func (e *policyError) Error() string { return e.msg }
+// Error is msg without its final period, to read as a Go error.
+func (e *policyError) Error() string { return strings.TrimSuffix(e.msg, ".") }
 
 func malformed(format string, args ...any) error {
 	return &policyError{fmt.Sprintf(format, args...)}
