@@ -2,6 +2,8 @@ package local
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -276,5 +278,38 @@ func TestWildcardMatch(t *testing.T) {
 		if got := wildcardMatch(tc.p, tc.s); got != tc.want {
 			t.Errorf("wildcardMatch(%q, %q) = %v", tc.p, tc.s, got)
 		}
+	}
+}
+
+// FuzzParsePolicy: the parser never panics, and what it accepts evaluates
+// without panicking for any request.
+func FuzzParsePolicy(f *testing.F) {
+	f.Add(DefaultKeyPolicy(PrincipalARN("alice")), "kmsfs:fs", "x")
+	f.Add(AdminPolicy, "a", "b")
+	f.Add(`{"Statement":{"Effect":"Deny","NotPrincipal":{"AWS":"*"},"NotAction":"kms:*","NotResource":"*",
+	  "Condition":{"ForAllValues:StringLike":{"kms:EncryptionContextKeys":["a*","?"]},"Null":{"kms:EncryptionContext:a":"true"}}}}`, "a", "")
+	f.Fuzz(func(t *testing.T, doc, ecKey, ecValue string) {
+		r := req(PrincipalARN("alice"), "kms:Decrypt")
+		r.encryptionContext = map[string]string{ecKey: ecValue}
+		for _, parse := range []func(string) (*policyDocument, error){parsePolicy, parseIdentityPolicy} {
+			p, err := parse(doc)
+			if err != nil {
+				var pe *policyError
+				if !errors.As(err, &pe) {
+					t.Fatalf("error %v is not a policyError", err)
+				}
+				continue
+			}
+			p.evaluate(r)
+		}
+	})
+}
+
+// TestFuzzPolicyCorpusPresent fails when the checked-in seed corpus of
+// FuzzParsePolicy is missing.
+func TestFuzzPolicyCorpusPresent(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", "FuzzParsePolicy"))
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("seed corpus testdata/fuzz/FuzzParsePolicy is empty or missing: %v", err)
 	}
 }
