@@ -230,7 +230,7 @@ func setupKmsfsAWS(ctx context.Context, e env, t *target, base, backing, mnt str
 	}
 	endpoint := strings.TrimSpace(line[i:])
 
-	out, err := runCmd(ctx, kenv, kmsfs, "keysvc", "credentials", "bench")
+	out, err := runCmd(ctx, kenv, kmsfs, "keysvc", "credentials", "--admin", "bench")
 	if err != nil {
 		return fmt.Errorf("kmsfs keysvc credentials: %w: %s", err, out)
 	}

@@ -43,7 +43,7 @@ func startKeyServer(t testing.TB) *keyServer {
 		t.Fatal(err)
 	}
 	ks := &keyServer{Keystore: filepath.Join(dir, "keystore"), AuditLog: filepath.Join(dir, "audit.jsonl"), t: t}
-	out := runKmsfs(t, ks.kmsfsEnv(), "keysvc", "credentials", "it")
+	out := runKmsfs(t, ks.kmsfsEnv(), "keysvc", "credentials", "--admin", "it")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "AWS_ACCESS_KEY_ID=") || !strings.HasPrefix(lines[1], "AWS_SECRET_ACCESS_KEY=") {
 		t.Fatalf("kmsfs keysvc credentials printed %q, want exactly the two AWS_ lines", out)

@@ -284,7 +284,7 @@ func slowKeyServer(t testing.TB, latency time.Duration) *keyServer {
 		t.Fatal(err)
 	}
 	ks := &keyServer{Keystore: filepath.Join(dir, "keystore"), AuditLog: filepath.Join(dir, "audit.jsonl"), t: t}
-	out := runKmsfs(t, ks.kmsfsEnv(), "keysvc", "credentials", "it")
+	out := runKmsfs(t, ks.kmsfsEnv(), "keysvc", "credentials", "--admin", "it")
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if v, ok := strings.CutPrefix(line, "AWS_ACCESS_KEY_ID="); ok {
 			ks.AccessKey = v

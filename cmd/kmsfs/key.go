@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,7 +25,7 @@ const keyCommandTimeout = 60 * time.Second
 // runKey implements `kmsfs key SUBCOMMAND …` on the local keystore.
 func runKey(ctx context.Context, args []string, env *Env) error {
 	if len(args) == 0 {
-		return usageErrorf("key: missing subcommand (create, list, describe, rotate, enable, disable, schedule-deletion, cancel-deletion, alias)")
+		return usageErrorf("key: missing subcommand (create, list, describe, rotate, enable, disable, schedule-deletion, cancel-deletion, alias, policy)")
 	}
 	sub, rest := args[0], args[1:]
 	if sub == "-h" || sub == "--help" || sub == "help" {
@@ -68,6 +70,8 @@ func runKey(ctx context.Context, args []string, env *Env) error {
 		})
 	case "alias":
 		return keyAlias(ctx, rest, env)
+	case "policy":
+		return keyPolicy(ctx, rest, env)
 	case "schedule-deletion":
 		return keyScheduleDeletion(ctx, rest, env)
 	case "cancel-deletion":
@@ -342,6 +346,50 @@ func keyAlias(ctx context.Context, args []string, env *Env) error {
 		})
 	}
 	return usageErrorf("key alias: unknown subcommand %q", sub)
+}
+
+// keyPolicy implements `kmsfs key policy get KEY` (prints the key policy)
+// and `kmsfs key policy put KEY [FILE]` (replaces it with FILE, or standard
+// input when FILE is absent or "-"). The policy is checked as the key
+// server's PutKeyPolicy checks it, except for the lockout check: the owner
+// of the keystore can always change a policy from here.
+func keyPolicy(ctx context.Context, args []string, env *Env) error {
+	if len(args) == 0 {
+		return usageErrorf("key policy: missing subcommand (get, put)")
+	}
+	sub, rest := args[0], args[1:]
+	switch sub {
+	case "get":
+		return withStore(ctx, "key policy get", rest, env, 1, 1, func(s *local.Store, pos []string) error {
+			p, err := s.GetKeyPolicy(ctx, pos[0])
+			if err != nil {
+				return fmt.Errorf("key policy get %s: %w", pos[0], err)
+			}
+			_, err = fmt.Fprintln(env.Stdout, p)
+			return err
+		})
+	case "put":
+		return withStore(ctx, "key policy put", rest, env, 1, 2, func(s *local.Store, pos []string) error {
+			var b []byte
+			var err error
+			switch {
+			case len(pos) == 2 && pos[1] != "-":
+				b, err = os.ReadFile(pos[1])
+			case env.Stdin == nil:
+				err = errors.New("no standard input")
+			default:
+				b, err = io.ReadAll(io.LimitReader(env.Stdin, local.MaxPolicySize+1))
+			}
+			if err != nil {
+				return withKind(errUsage, fmt.Errorf("key policy put %s: read the policy: %w", pos[0], err))
+			}
+			if err := s.PutKeyPolicy(ctx, pos[0], strings.TrimSpace(string(b))); err != nil {
+				return fmt.Errorf("key policy put %s: %w", pos[0], err)
+			}
+			return nil
+		})
+	}
+	return usageErrorf("key policy: unknown subcommand %q: want get or put", sub)
 }
 
 // lastRotation returns the date of the key's newest rotation, or "never".

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,5 +88,42 @@ func TestKeyCommands(t *testing.T) {
 	out := te.stdout.String()
 	if !strings.Contains(out, "alias/team  "+id2) || strings.Contains(out, "alias/other") {
 		t.Errorf("alias list:\n%s", out)
+	}
+}
+
+// TestKeyPolicyCommands: `key policy get` prints the policy (a CLI key's
+// is the account statement alone), `key policy put` replaces it from a
+// file or standard input and refuses a malformed one.
+func TestKeyPolicyCommands(t *testing.T) {
+	te, _ := keystoreEnv(t)
+	if code := runCmd(t, te, "key", "create", "--alias", "alias/p"); code != ExitOK {
+		t.Fatalf("key create: exit %d", code)
+	}
+	if code := runCmd(t, te, "key", "policy", "get", "alias/p"); code != ExitOK ||
+		!strings.Contains(te.stdout.String(), `"arn:aws:iam::000000000000:root"`) || strings.Contains(te.stdout.String(), ":user/") {
+		t.Fatalf("key policy get: exit %d", code)
+	}
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/ops"},"Action":"kms:*","Resource":"*"}]}`
+	file := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(file, []byte(policy+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := runCmd(t, te, "key", "policy", "put", "alias/p", file); code != ExitOK {
+		t.Fatalf("key policy put FILE: exit %d", code)
+	}
+	if code := runCmd(t, te, "key", "policy", "get", "alias/p"); code != ExitOK || strings.TrimSpace(te.stdout.String()) != policy {
+		t.Fatalf("key policy get after put: exit %d", code)
+	}
+	malformed := `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::*:root"},"Action":"kms:*"}]}`
+	te.Stdin = strings.NewReader(malformed)
+	if code := runCmd(t, te, "key", "policy", "put", "alias/p"); code != ExitKeyService || !strings.Contains(te.stderr.String(), "wildcard") {
+		t.Fatalf("key policy put of a partial-wildcard principal from stdin: exit %d, want %d", code, ExitKeyService)
+	}
+	te.Stdin = strings.NewReader(strings.Replace(policy, "user/ops", "user/dev", 1))
+	if code := runCmd(t, te, "key", "policy", "put", "alias/p", "-"); code != ExitOK {
+		t.Fatalf("key policy put -: exit %d", code)
+	}
+	if code := runCmd(t, te, "key", "policy", "frob", "alias/p"); code != ExitUsage {
+		t.Fatalf("key policy frob: exit %d, want %d", code, ExitUsage)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/kmsfs/kmsfs/keysvc/local"
@@ -25,8 +26,8 @@ const keysvcServeHelp = `Usage: kmsfs keysvc serve [flags]
 Serve the local keystore over HTTP as the AWS KMS JSON 1.1 protocol, so that
 aws-sdk-go-v2 (kmsfs --kms aws), the AWS CLI and boto3 use it as they would
 AWS KMS. Every request must be SigV4-signed (service "kms", any region) with
-a credential from 'kmsfs keysvc credentials NAME'; key policies decide what
-each credential may do. Once listening, it prints one line
+a credential from 'kmsfs keysvc credentials'; key policies and the
+credential's identity policy decide what it may do. Once listening, it prints one line
 "kmsfs keysvc: serving the AWS KMS API on URL" on stdout. SIGINT or SIGTERM
 shut it down gracefully.
 
@@ -51,17 +52,48 @@ Flags:
 
 Examples:
   kmsfs keysvc serve --listen 127.0.0.1:4599 --audit-log ~/kms-audit.jsonl
-  eval "$(kmsfs keysvc credentials alice | sed 's/^/export /')"
+  eval "$(kmsfs keysvc credentials --admin alice | sed 's/^/export /')"
   aws kms create-key --endpoint-url http://127.0.0.1:4599 --region local
 `
 
-const keysvcCredentialsHelp = `Usage: kmsfs keysvc credentials [--keystore DIR] NAME
+const keysvcCredentialsHelp = `Usage: kmsfs keysvc credentials (--policy FILE | --admin) [--keystore DIR] NAME
+       kmsfs keysvc credentials list [--keystore DIR]
+       kmsfs keysvc credentials revoke [--keystore DIR] NAME|ACCESS_KEY_ID
 
 Create an access key for the principal NAME (arn:aws:iam::000000000000:user/NAME)
 in the local keystore and print exactly two lines:
   AWS_ACCESS_KEY_ID=…
   AWS_SECRET_ACCESS_KEY=…
-Keys NAME creates through the server are NAME's by their default policy.
+NAME gets an identity policy (IAM JSON): the one in FILE, or with --admin
+one allowing kms:* on every resource. A key policy's account statement
+(arn:aws:iam::000000000000:root, the only statement of keys made by
+'kmsfs key create') grants a credential exactly what its identity policy
+allows; keys NAME creates through the server also name NAME in their
+policy. The policy belongs to NAME: it replaces the policy of NAME's other
+access keys.
+
+'list' prints every access key (never a secret) with its policy: admin,
+custom, or none (a credential from before identity policies, which has
+only what key policies grant it by name). 'revoke' deletes every access
+key of NAME, or the one given; a running server refuses it from its next
+request on.
+
+Flags:
+  --policy FILE   the identity policy (least privilege; see doc/SECURITY.md)
+  --admin         full rights on every key and alias
+
+Example identity policy for one mount (fill in KEY_ID and the
+filesystem_id of CIPHERDIR/kmsfs.conf):
+  {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+    "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+    "Resource": "arn:aws:kms:local:000000000000:key/KEY_ID",
+    "Condition": {"StringEquals": {"kms:EncryptionContext:kmsfs:fs": "FS_ID"}}}]}
+
+Examples:
+  kmsfs keysvc credentials --policy host-a.json host-a
+  kmsfs keysvc credentials --admin ops
+  kmsfs keysvc credentials list
+  kmsfs keysvc credentials revoke host-a
 `
 
 // runKeysvc implements `kmsfs keysvc serve|credentials`. It prints its own
@@ -203,10 +235,66 @@ func keysvcCredentials(ctx context.Context, args []string, env *Env) error {
 	if wantsHelp(args, env, keysvcCredentialsHelp) {
 		return nil
 	}
+	if len(args) > 0 && (args[0] == "list" || args[0] == "revoke") {
+		return keysvcCredentialsManage(ctx, args[0], args[1:], env)
+	}
 	fset := newFlagSet("keysvc credentials")
 	var ks keystoreFlags
 	ks.register(fset)
+	policyFile := fset.String("policy", "", "identity policy file (IAM JSON)")
+	admin := fset.Bool("admin", false, "full rights on every key and alias")
 	pos, err := parseArgs(fset, "keysvc", args, env, 1, 1)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var policy string
+	switch {
+	case pos[0] == "list" || pos[0] == "revoke":
+		return usageErrorf("keysvc credentials: %q is a subcommand: put it first (kmsfs keysvc credentials %s …)", pos[0], pos[0])
+	case *admin && *policyFile != "":
+		return usageErrorf("keysvc credentials: give --policy FILE or --admin, not both")
+	case *admin:
+		policy = local.AdminPolicy
+	case *policyFile != "":
+		b, err := os.ReadFile(*policyFile)
+		if err != nil {
+			return withKind(errUsage, fmt.Errorf("keysvc credentials: read --policy: %w", err))
+		}
+		policy = string(b)
+		if err := local.ValidateIdentityPolicy(policy); err != nil {
+			return withKind(errUsage, fmt.Errorf("keysvc credentials: --policy %s: %w", *policyFile, err))
+		}
+	default:
+		return withHint(usageErrorf("keysvc credentials: give --policy FILE (least privilege) or --admin (full rights)"),
+			"a credential's identity policy decides what it may do under keys made by 'kmsfs key create'; see 'kmsfs keysvc credentials -h' for a mount's policy")
+	}
+	store, err := ks.open(env, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	c, err := store.CreateCredential(ctx, pos[0], policy)
+	if err != nil {
+		return fmt.Errorf("keysvc credentials: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", c.AccessKeyID, c.SecretAccessKey)
+	return nil
+}
+
+// keysvcCredentialsManage implements `kmsfs keysvc credentials list` and
+// `kmsfs keysvc credentials revoke NAME|ACCESS_KEY_ID`.
+func keysvcCredentialsManage(ctx context.Context, sub string, args []string, env *Env) error {
+	fset := newFlagSet("keysvc credentials " + sub)
+	var ks keystoreFlags
+	ks.register(fset)
+	n := 0
+	if sub == "revoke" {
+		n = 1
+	}
+	pos, err := parseArgs(fset, "keysvc", args, env, n, n)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -218,10 +306,31 @@ func keysvcCredentials(ctx context.Context, args []string, env *Env) error {
 		return err
 	}
 	defer store.Close()
-	c, err := store.CreateCredential(ctx, pos[0])
-	if err != nil {
-		return fmt.Errorf("keysvc credentials: %w", err)
+	if sub == "revoke" {
+		gone, err := store.RevokeCredentials(ctx, pos[0])
+		if err != nil {
+			return fmt.Errorf("keysvc credentials revoke: %w", err)
+		}
+		for _, id := range gone {
+			fmt.Fprintf(env.Stdout, "revoked %s\n", id)
+		}
+		return nil
 	}
-	fmt.Fprintf(env.Stdout, "AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", c.AccessKeyID, c.SecretAccessKey)
-	return nil
+	creds, err := store.ListCredentials(ctx)
+	if err != nil {
+		return fmt.Errorf("keysvc credentials list: %w", err)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tACCESS KEY ID\tCREATED\tPOLICY")
+	for _, c := range creds {
+		kind := "custom"
+		switch c.Policy {
+		case local.AdminPolicy:
+			kind = "admin"
+		case "":
+			kind = "none"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.AccessKeyID, c.Created.UTC().Format(time.RFC3339), kind)
+	}
+	return tw.Flush()
 }

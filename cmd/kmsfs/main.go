@@ -16,10 +16,11 @@ import (
 	"github.com/kmsfs/kmsfs/internal/secmem"
 )
 
-// Env is everything a command takes from the process: where to print and
-// how to read the environment. Commands never touch os.Stdout, os.Stderr or
-// os.Getenv directly, so tests run them with buffers and a fake environment.
+// Env is everything a command takes from the process: where to read and
+// print, and how to read the environment. Commands never touch os.Stdin,
+// os.Stdout, os.Stderr or os.Getenv directly, so tests run them with buffers and a fake environment.
 type Env struct {
+	Stdin  io.Reader // nil: no input (commands that read it refuse)
 	Stdout io.Writer
 	Stderr io.Writer
 	// Getenv returns the value of an environment variable, "" when unset.
@@ -27,7 +28,7 @@ type Env struct {
 }
 
 func main() {
-	env := &Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 	// Nearly every command holds keys (data keys, the keystore's root key
 	// and backing keys): no core dump, and no ptrace or /proc/PID/mem
 	// access by other processes of the user. Here rather than in run, so

@@ -15,7 +15,7 @@ Usage:
   kmsfs mount   [--foreground] [--ro] [--allow-other] CIPHERDIR MOUNTPOINT
   kmsfs unmount MOUNTPOINT
   kmsfs info    [--json] PATH
-  kmsfs key     create|list|describe|rotate|enable|disable|alias ...
+  kmsfs key     create|list|describe|rotate|enable|disable|alias|policy ...
   kmsfs keysvc  serve|credentials ...
   kmsfs fsck    [--repair] [--zero-unreadable] [--keys] [--json] CIPHERDIR
   kmsfs rewrap  [--key KEY] [--dry-run] [--jobs N] CIPHERDIR
@@ -177,6 +177,9 @@ Subcommands:
                           disabled until enabled)
   alias create alias/NAME KEY | alias update alias/NAME KEY |
   alias delete alias/NAME | alias list
+  policy get KEY | policy put KEY [FILE]
+                          print | replace the key policy (FILE, or standard
+                          input); used by 'kmsfs keysvc serve'
 
 Flags (all subcommands):
   --keystore DIR          local keystore (see 'kmsfs help')
@@ -188,6 +191,7 @@ Examples:
   kmsfs key rotate alias/backups
   kmsfs key disable alias/backups        # mounts using it can no longer open files
   kmsfs key alias update alias/backups 1234abcd-12ab-34cd-56ef-1234567890ab
+  kmsfs key policy get alias/backups > policy.json && kmsfs key policy put alias/backups policy.json
 `,
 	"fsck": `Usage: kmsfs fsck [flags] CIPHERDIR
 
@@ -288,7 +292,9 @@ authenticated), and make credentials for it. Run 'kmsfs keysvc serve -h' and
 'kmsfs keysvc credentials -h' for their flags.
 
 Examples:
-  kmsfs keysvc credentials ci
+  kmsfs keysvc credentials --admin ci
+  kmsfs keysvc credentials --policy host-a.json host-a
+  kmsfs keysvc credentials revoke host-a
   kmsfs keysvc serve --listen 127.0.0.1:4599 --audit-log kms-audit.jsonl
 `,
 }

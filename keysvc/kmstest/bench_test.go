@@ -31,7 +31,7 @@ func benchServer(b *testing.B) (*awskms.Client, string) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	cred, err := store.CreateCredential(ctx, "bench")
+	cred, err := store.CreateCredential(ctx, "bench", local.AdminPolicy)
 	if err != nil {
 		b.Fatal(err)
 	}

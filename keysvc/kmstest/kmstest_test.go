@@ -55,7 +55,7 @@ func TestServerThroughSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	cred, err := store.CreateCredential(context.Background(), "kmstest")
+	cred, err := store.CreateCredential(context.Background(), "kmstest", local.AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}

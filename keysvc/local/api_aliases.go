@@ -72,7 +72,12 @@ func (c *call) createAlias(in *aliasInput) (any, *apiError) {
 	if aerr := aliasTargetRef(target); aerr != nil {
 		return nil, aerr
 	}
-	m, aerr := c.authorize(target, "kms:CreateAlias")
+	// As AWS: the right to the alias name (identity policy on the alias
+	// ARN) and to the key it will name.
+	if aerr := c.authorizeAlias(name, "kms:CreateAlias"); aerr != nil {
+		return nil, aerr
+	}
+	m, aerr := c.authorize(target, "kms:CreateAlias", nil)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -90,13 +95,16 @@ func (c *call) updateAlias(in *aliasInput) (any, *apiError) {
 	if aerr := aliasTargetRef(target); aerr != nil {
 		return nil, aerr
 	}
-	// The caller needs kms:UpdateAlias on the key the alias leaves and on
-	// the key it joins.
-	if _, aerr := c.authorize(name, "kms:UpdateAlias"); aerr != nil {
+	// The caller needs kms:UpdateAlias on the alias, on the key the alias
+	// leaves and on the key it joins.
+	if _, aerr := c.authorize(name, "kms:UpdateAlias", nil); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := c.authorizeAlias(name, "kms:UpdateAlias"); aerr != nil {
 		return nil, aerr
 	}
 	c.audit.KeyID = ""
-	m, aerr := c.authorize(target, "kms:UpdateAlias")
+	m, aerr := c.authorize(target, "kms:UpdateAlias", nil)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -117,7 +125,10 @@ func (c *call) deleteAlias(in *deleteAliasInput) (any, *apiError) {
 	if aerr := checkAliasName(name); aerr != nil {
 		return nil, aerr
 	}
-	if _, aerr := c.authorize(name, "kms:DeleteAlias"); aerr != nil {
+	if _, aerr := c.authorize(name, "kms:DeleteAlias", nil); aerr != nil {
+		return nil, aerr
+	}
+	if aerr := c.authorizeAlias(name, "kms:DeleteAlias"); aerr != nil {
 		return nil, aerr
 	}
 	if err := c.s.store.DeleteAlias(c.ctx, name); err != nil {
@@ -137,6 +148,9 @@ func (in *listAliasesInput) validate(v *validator) {
 }
 
 func (c *call) listAliases(in *listAliasesInput) (any, *apiError) {
+	if aerr := c.authorizeAccount("kms:ListAliases"); aerr != nil {
+		return nil, aerr
+	}
 	ref := ""
 	if in.KeyID != nil {
 		ref = *in.KeyID

@@ -96,7 +96,7 @@ func (c *call) dataKey(in *generateDataKeyInput, action string) (*generateDataKe
 	if aerr := checkGrantsAndRecipient(in.GrantTokens, in.Recipient); aerr != nil {
 		return nil, aerr
 	}
-	m, aerr := c.authorize(*in.KeyID, action)
+	m, aerr := c.authorize(*in.KeyID, action, in.EncryptionContext)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -158,7 +158,7 @@ func (c *call) encrypt(in *encryptInput) (any, *apiError) {
 	if aerr := checkGrantsAndRecipient(in.GrantTokens, nil); aerr != nil {
 		return nil, aerr
 	}
-	m, aerr := c.authorize(*in.KeyID, "kms:Encrypt")
+	m, aerr := c.authorize(*in.KeyID, "kms:Encrypt", in.EncryptionContext)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -211,7 +211,7 @@ func (o *decryptOutput) zero() { keysvc.Zero(o.Plaintext) }
 // the key the caller named, if any: a blob that is not ours, or names no
 // key of this keystore, is InvalidCiphertextException; a named key that
 // exists but is not the blob's is IncorrectKeyException.
-func (c *call) sourceKey(blob []byte, named *string, action string) (KeyMetadata, *apiError) {
+func (c *call) sourceKey(blob []byte, named *string, action string, ec map[string]string) (KeyMetadata, *apiError) {
 	id, ok := blobKeyID(blob)
 	if !ok {
 		return KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
@@ -226,7 +226,7 @@ func (c *call) sourceKey(blob []byte, named *string, action string) (KeyMetadata
 			return KeyMetadata{}, storeError(keysvc.ErrIncorrectKey, *named)
 		}
 	}
-	m, aerr := c.authorize(id, action)
+	m, aerr := c.authorize(id, action, ec)
 	if aerr != nil && aerr.typ == "NotFoundException" {
 		return KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
 	}
@@ -241,7 +241,7 @@ func (c *call) decrypt(in *decryptInput) (any, *apiError) {
 	if aerr := checkAlgorithm(in.EncryptionAlgorithm); aerr != nil {
 		return nil, aerr
 	}
-	m, aerr := c.sourceKey(in.CiphertextBlob, in.KeyID, "kms:Decrypt")
+	m, aerr := c.sourceKey(in.CiphertextBlob, in.KeyID, "kms:Decrypt", in.EncryptionContext)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -290,12 +290,12 @@ func (c *call) reEncrypt(in *reEncryptInput) (any, *apiError) {
 	if aerr := checkAlgorithm(in.DestinationEncryptionAlgorithm); aerr != nil {
 		return nil, aerr
 	}
-	src, aerr := c.sourceKey(in.CiphertextBlob, in.SourceKeyID, "kms:ReEncryptFrom")
+	src, aerr := c.sourceKey(in.CiphertextBlob, in.SourceKeyID, "kms:ReEncryptFrom", in.SourceEncryptionContext)
 	if aerr != nil {
 		return nil, aerr
 	}
 	c.audit.DestinationEncryptionContext = in.DestinationEncryptionContext
-	dst, aerr := c.authorize(*in.DestinationKeyID, "kms:ReEncryptTo")
+	dst, aerr := c.authorize(*in.DestinationKeyID, "kms:ReEncryptTo", in.DestinationEncryptionContext)
 	if dst.ARN != "" {
 		c.audit.DestinationKeyID = dst.ARN
 	} else {
@@ -364,6 +364,9 @@ func (c *call) generateRandom(in *generateRandomInput) (any, *apiError) {
 	}
 	if in.CustomKeyStoreID != nil {
 		return nil, newAPIError(400, "CustomKeyStoreNotFoundException", "This key service has no custom key stores.")
+	}
+	if aerr := c.authorizeAccount("kms:GenerateRandom"); aerr != nil {
+		return nil, aerr
 	}
 	b, err := c.s.store.GenerateRandom(c.ctx, *in.NumberOfBytes)
 	if err != nil {

@@ -91,10 +91,15 @@ func (c *call) createKey(in *createKeyInput) (any, *apiError) {
 	case in.CustomKeyStoreID != nil || in.XksKeyID != nil:
 		return nil, newAPIError(400, "CustomKeyStoreNotFoundException", "This key service has no custom key stores.")
 	}
+	if aerr := c.authorizeAccount("kms:CreateKey"); aerr != nil {
+		return nil, aerr
+	}
 	policy := ""
 	if in.Policy != nil {
 		policy = *in.Policy
-		if aerr := c.checkNewPolicy(policy, in.BypassPolicyLockoutSafetyCheck); aerr != nil {
+		// The key's ARN is not known yet: an identity policy must allow
+		// every key (arn:aws:kms:local:000000000000:key/* or "*").
+		if aerr := c.checkNewPolicy(policy, arnPrefix+"key/*", in.BypassPolicyLockoutSafetyCheck); aerr != nil {
 			return nil, aerr
 		}
 	}
@@ -116,10 +121,11 @@ func (c *call) createKey(in *createKeyInput) (any, *apiError) {
 	}{keyMetadataOf(m)}, nil
 }
 
-// checkNewPolicy validates a policy about to be set and, unless bypassed,
-// applies AWS's lockout safety check: the caller must still be allowed to
-// change the policy afterwards.
-func (c *call) checkNewPolicy(doc string, bypass bool) *apiError {
+// checkNewPolicy validates a policy about to be set on the key keyARN and,
+// unless bypassed, applies AWS's lockout safety check: the caller must
+// still be allowed to change the policy afterwards (directly, or through
+// the account statement and its identity policy).
+func (c *call) checkNewPolicy(doc, keyARN string, bypass bool) *apiError {
 	p, err := parsePolicy(doc)
 	if err != nil {
 		var pe *policyError
@@ -128,7 +134,7 @@ func (c *call) checkNewPolicy(doc string, bypass bool) *apiError {
 		}
 		return newAPIError(400, "MalformedPolicyDocumentException", "The key policy is malformed.")
 	}
-	if !bypass && p.evaluate(c.principal, "kms:PutKeyPolicy") != allowed {
+	if !bypass && c.decide(p, c.authRequestFor("kms:PutKeyPolicy", keyARN, nil)) != nil {
 		return newAPIError(400, "MalformedPolicyDocumentException",
 			"The new key policy will not allow you to update the key policy in the future.")
 	}
@@ -136,7 +142,7 @@ func (c *call) checkNewPolicy(doc string, bypass bool) *apiError {
 }
 
 func (c *call) describeKey(in *keyInput) (any, *apiError) {
-	m, aerr := c.authorize(*in.KeyID, "kms:DescribeKey")
+	m, aerr := c.authorize(*in.KeyID, "kms:DescribeKey", nil)
 	if aerr != nil {
 		return nil, aerr
 	}
@@ -184,6 +190,9 @@ type listOutput struct {
 }
 
 func (c *call) listKeys(in *listInput) (any, *apiError) {
+	if aerr := c.authorizeAccount("kms:ListKeys"); aerr != nil {
+		return nil, aerr
+	}
 	keys, err := c.s.store.ListKeys(c.ctx)
 	if err != nil {
 		return nil, storeError(err, "")
@@ -209,7 +218,7 @@ func (c *call) listKeys(in *listInput) (any, *apiError) {
 // keyOp authorises action on the request's key, then runs fn with the key's
 // ARN.
 func (c *call) keyOp(ref, action string, fn func(arn string) error) *apiError {
-	m, aerr := c.authorize(ref, action)
+	m, aerr := c.authorize(ref, action, nil)
 	if aerr != nil {
 		return aerr
 	}
@@ -457,7 +466,7 @@ func (c *call) putKeyPolicy(in *putKeyPolicyInput) (any, *apiError) {
 		return nil, aerr
 	}
 	if aerr := c.keyOp(*in.KeyID, "kms:PutKeyPolicy", func(arn string) error {
-		if aerr := c.checkNewPolicy(*in.Policy, in.BypassPolicyLockoutSafetyCheck); aerr != nil {
+		if aerr := c.checkNewPolicy(*in.Policy, arn, in.BypassPolicyLockoutSafetyCheck); aerr != nil {
 			return aerr
 		}
 		return c.s.store.PutKeyPolicy(c.ctx, arn, *in.Policy)
@@ -478,7 +487,7 @@ func (in *listKeyPoliciesInput) validate(v *validator) {
 }
 
 func (c *call) listKeyPolicies(in *listKeyPoliciesInput) (any, *apiError) {
-	if _, aerr := c.authorize(*in.KeyID, "kms:ListKeyPolicies"); aerr != nil {
+	if _, aerr := c.authorize(*in.KeyID, "kms:ListKeyPolicies", nil); aerr != nil {
 		return nil, aerr
 	}
 	return struct {

@@ -88,7 +88,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space
 func TestAuditFailsClosed(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
 		store := openStore(t, privateDir(t), newTestClock())
-		c, err := store.CreateCredential(context.Background(), "alice")
+		c, err := store.CreateCredential(context.Background(), "alice", selfServicePolicy("alice"))
 		if err != nil {
 			t.Fatal(err)
 		}

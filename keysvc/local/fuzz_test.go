@@ -37,7 +37,7 @@ func sampleKeystoreJSON(t testing.TB) []byte {
 	if err := s.CreateAlias(ctx, "alias/a", a.KeyID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateCredential(ctx, "fuzz"); err != nil {
+	if _, err := s.CreateCredential(ctx, "fuzz", AdminPolicy); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.RLock()

@@ -28,19 +28,31 @@ func principalOf(name string) string {
 	return "arn:aws:iam::" + AccountID + ":user/" + name
 }
 
-// DefaultKeyPolicy returns the policy a key gets when created without one:
-// its creator may do everything with it.
+// DefaultKeyPolicy returns the policy a key gets when created without one,
+// AWS's default: the account statement, which lets identity policies grant
+// rights on the key (it grants nothing by itself). A creator other than
+// the account also gets every right on the key directly.
 func DefaultKeyPolicy(creator string) string {
-	p := map[string]any{
-		"Version": "2012-10-17",
-		"Id":      "key-default-1",
-		"Statement": []any{map[string]any{
+	stmts := []any{map[string]any{
+		"Sid":       "Enable IAM User Permissions",
+		"Effect":    "Allow",
+		"Principal": map[string]any{"AWS": RootPrincipal},
+		"Action":    "kms:*",
+		"Resource":  "*",
+	}}
+	if creator != RootPrincipal {
+		stmts = append(stmts, map[string]any{
 			"Sid":       "Enable creator permissions",
 			"Effect":    "Allow",
 			"Principal": map[string]any{"AWS": creator},
 			"Action":    "kms:*",
 			"Resource":  "*",
-		}},
+		})
+	}
+	p := map[string]any{
+		"Version":   "2012-10-17",
+		"Id":        "key-default-1",
+		"Statement": stmts,
 	}
 	b, _ := json.Marshal(p)
 	return string(b)
@@ -182,9 +194,9 @@ func validatePolicy(p string) error {
 	if len(p) == 0 || len(p) > MaxPolicySize {
 		return fmt.Errorf("key policy of %d bytes, want 1..%d: %w", len(p), MaxPolicySize, keysvc.ErrInvalidArgument)
 	}
-	var obj map[string]any
-	if err := json.Unmarshal([]byte(p), &obj); err != nil {
-		return fmt.Errorf("key policy is not a JSON object: %w", keysvc.ErrInvalidArgument)
+	// The server would deny everything under a policy it cannot parse.
+	if _, err := parsePolicy(p); err != nil {
+		return fmt.Errorf("key policy: %w: %w", err, keysvc.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -393,18 +393,21 @@ func TestPolicyAndTags(t *testing.T) {
 			Action    string
 		}
 	}
-	if err := json.Unmarshal([]byte(p), &doc); err != nil || len(doc.Statement) != 1 ||
-		doc.Statement[0].Principal["AWS"] != "arn:aws:iam::000000000000:user/bob" || doc.Statement[0].Action != "kms:*" || doc.Statement[0].Effect != "Allow" {
+	// The account statement (delegating to identity policies), then the
+	// creator's own.
+	if err := json.Unmarshal([]byte(p), &doc); err != nil || len(doc.Statement) != 2 ||
+		doc.Statement[0].Principal["AWS"] != RootPrincipal ||
+		doc.Statement[1].Principal["AWS"] != "arn:aws:iam::000000000000:user/bob" || doc.Statement[1].Action != "kms:*" || doc.Statement[1].Effect != "Allow" {
 		t.Fatalf("default policy %s (%v)", p, err)
 	}
-	np := `{"Version":"2012-10-17","Statement":[]}`
+	np := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Describe*"}]}`
 	if err := s.PutKeyPolicy(ctx, k.KeyID, np); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetKeyPolicy(ctx, k.KeyID); got != np {
 		t.Fatalf("policy %s", got)
 	}
-	for _, bad := range []string{"", "[]", "{", strings.Repeat(" ", MaxPolicySize+1)} {
+	for _, bad := range []string{"", "[]", "{", strings.Repeat(" ", MaxPolicySize+1), `{"Version":"2012-10-17","Statement":[]}`} {
 		wantErr(t, "PutKeyPolicy", s.PutKeyPolicy(ctx, k.KeyID, bad), keysvc.ErrInvalidArgument)
 	}
 	if err := s.TagResource(ctx, k.KeyID, map[string]string{"b": "2", "a": "3"}); err != nil {
@@ -428,11 +431,11 @@ func TestPolicyAndTags(t *testing.T) {
 func TestCredentials(t *testing.T) {
 	s := openStore(t, privateDir(t), newTestClock())
 	ctx := context.Background()
-	c1, err := s.CreateCredential(ctx, "alice")
+	c1, err := s.CreateCredential(ctx, "alice", AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := s.CreateCredential(ctx, "alice")
+	c2, err := s.CreateCredential(ctx, "alice", AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,8 +443,13 @@ func TestCredentials(t *testing.T) {
 		t.Fatalf("credentials %q/%d %q", c1.AccessKeyID, len(c1.SecretAccessKey), c2.AccessKeyID)
 	}
 	for _, bad := range []string{"", "a b", strings.Repeat("x", 65), "ü"} {
-		_, err := s.CreateCredential(ctx, bad)
+		_, err := s.CreateCredential(ctx, bad, AdminPolicy)
 		wantErr(t, "CreateCredential("+bad+")", err, keysvc.ErrInvalidArgument)
+	}
+	// An identity policy is required and must be one (no Principal).
+	for _, bad := range []string{"", "{}", `{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}}`} {
+		_, err := s.CreateCredential(ctx, "carol", bad)
+		wantErr(t, "CreateCredential(policy "+bad+")", err, keysvc.ErrInvalidArgument)
 	}
 	got, err := s.LookupCredential(ctx, c1.AccessKeyID)
 	if err != nil || got != c1 {
@@ -459,4 +467,44 @@ func TestCredentials(t *testing.T) {
 	_, err = s.LookupCredential(ctx, c1.AccessKeyID)
 	wantErr(t, "deleted credential", err, keysvc.ErrNotFound)
 	wantErr(t, "DeleteCredential twice", s.DeleteCredential(ctx, c1.AccessKeyID), keysvc.ErrNotFound)
+}
+
+// TestCredentialPolicyAndRevoke: the identity policy belongs to the name
+// (a new access key's policy replaces it on the name's other keys), and
+// RevokeCredentials removes every key of a name, or one access key.
+func TestCredentialPolicyAndRevoke(t *testing.T) {
+	s := openStore(t, privateDir(t), newTestClock())
+	ctx := context.Background()
+	const narrow = `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}}`
+	a1, err := s.CreateCredential(ctx, "alice", AdminPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := s.CreateCredential(ctx, "alice", narrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateCredential(ctx, "bob", AdminPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LookupCredential(ctx, a1.AccessKeyID); err != nil || got.Policy != narrow {
+		t.Fatalf("alice's first key has policy %q (%v), want the name's newest", got.Policy, err)
+	}
+	gone, err := s.RevokeCredentials(ctx, "alice")
+	if err != nil || len(gone) != 2 {
+		t.Fatalf("RevokeCredentials(alice) = %v, %v", gone, err)
+	}
+	for _, id := range []string{a1.AccessKeyID, a2.AccessKeyID} {
+		_, err := s.LookupCredential(ctx, id)
+		wantErr(t, "revoked credential", err, keysvc.ErrNotFound)
+	}
+	if _, err := s.LookupCredential(ctx, b.AccessKeyID); err != nil {
+		t.Fatalf("bob after revoking alice: %v", err)
+	}
+	if gone, err := s.RevokeCredentials(ctx, b.AccessKeyID); err != nil || len(gone) != 1 || gone[0] != b.AccessKeyID {
+		t.Fatalf("RevokeCredentials(bob's key) = %v, %v", gone, err)
+	}
+	_, err = s.RevokeCredentials(ctx, "alice")
+	wantErr(t, "RevokeCredentials twice", err, keysvc.ErrNotFound)
 }

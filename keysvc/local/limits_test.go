@@ -170,7 +170,8 @@ func TestWorstCaseKeySize(t *testing.T) {
 		key := fmt.Sprintf("%03d", i) + strings.Repeat("<", MaxTagKeySize-3)
 		tags[key] = strings.Repeat("\x01", MaxTagValueSize)
 	}
-	policy := `{"Version":"2012-10-17","Statement":[],"Sid":"` + strings.Repeat("<", MaxPolicySize-100) + `"}`
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}],"Id":"` +
+		strings.Repeat("<", MaxPolicySize-200) + `"}`
 	k := mustCreateKey(t, s, CreateKeyInput{
 		Description:        strings.Repeat("\x01", MaxDescriptionSize),
 		Policy:             policy,

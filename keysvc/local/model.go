@@ -127,6 +127,11 @@ type credentialRecord struct {
 	AccessKeyID     string    `json:"access_key_id"`
 	SecretAccessKey string    `json:"secret_access_key"`
 	Created         time.Time `json:"created"`
+	// Policy is the identity policy of the credential's name (the same on
+	// every access key of that name). Empty in keystores written before
+	// identity policies existed: such a credential has only what key
+	// policies grant it directly.
+	Policy string `json:"policy,omitempty"`
 }
 
 func newKeystoreData() *keystoreData {

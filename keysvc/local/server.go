@@ -24,8 +24,9 @@ import (
 // application/x-amz-json-1.1), so that aws-sdk-go-v2, the AWS CLI and boto3
 // all work against it unchanged. Every request must carry a SigV4 signature
 // (service "kms", any region) by a credential of the keystore; the
-// credential's name is the caller, whose rights on each key are decided by
-// the key's policy (policy.go). Every request is written to the audit log.
+// credential's name is the caller, whose rights are decided by the key's
+// policy and the credential's identity policy (authz.go). Every request is
+// written to the audit log.
 
 // ServerOptions configure NewServer.
 type ServerOptions struct {
@@ -242,7 +243,9 @@ var operations = func() map[string]*operation {
 type call struct {
 	s         *Server
 	ctx       context.Context
-	principal string // IAM ARN of the caller
+	principal string          // IAM ARN of the caller
+	identity  *policyDocument // the caller's identity policy; nil: none
+	secure    bool            // the request came over TLS
 	audit     *auditRecord
 }
 
@@ -336,7 +339,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord
 	if aerr != nil {
 		return nil, aerr
 	}
-	rec.Caller = PrincipalARN(caller)
+	rec.Caller = PrincipalARN(caller.Name)
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
 		return nil, newAPIError(400, "UnknownOperationException", "Only POST / is served.")
 	}
@@ -352,7 +355,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord
 	if aerr != nil {
 		return nil, aerr
 	}
-	c := &call{s: s, ctx: r.Context(), principal: rec.Caller, audit: rec}
+	c := &call{s: s, ctx: r.Context(), principal: rec.Caller, identity: s.identityOf(caller), secure: r.TLS != nil, audit: rec}
 	out, aerr := o.run(c, in)
 	if aerr == internalError {
 		s.log.Error("key server: internal error", "operation", name, "request_id", rec.RequestID)
@@ -361,8 +364,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord
 }
 
 // authenticate verifies the SigV4 signature and returns the caller's
-// credential name and access key ID.
-func (s *Server) authenticate(r *http.Request, body []byte) (caller, accessKey string, aerr *apiError) {
+// credential and access key ID. The credential is looked up afresh for
+// every request, so a revoked one fails at once.
+func (s *Server) authenticate(r *http.Request, body []byte) (caller Credential, accessKey string, aerr *apiError) {
 	var lookupErr error
 	lookup := func(id string) (string, string, bool) {
 		accessKey = id
@@ -373,27 +377,45 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller, accessKey s
 			}
 			return "", "", false
 		}
+		caller = c
 		return c.SecretAccessKey, c.Name, true
 	}
-	caller, err := verifySigV4(r, body, s.now(), lookup)
+	_, err := verifySigV4(r, body, s.now(), lookup)
 	if lookupErr != nil {
 		s.log.Error("key server: credential lookup failed", "err", lookupErr)
-		return "", accessKey, internalError
+		return Credential{}, accessKey, internalError
 	}
 	var ae *authError
 	if errors.As(err, &ae) {
-		return "", accessKey, newAPIError(400, ae.typ, ae.msg)
+		return Credential{}, accessKey, newAPIError(400, ae.typ, ae.msg)
 	}
 	if err != nil {
-		return "", accessKey, internalError
+		return Credential{}, accessKey, internalError
 	}
 	return caller, accessKey, nil
 }
 
-// authorize checks the caller against the key policy of the key ref names
-// for action (e.g. "kms:Decrypt") and returns the key's metadata. The
-// audit record gets the key's ARN.
-func (c *call) authorize(ref, action string) (KeyMetadata, *apiError) {
+// identityOf parses the credential's identity policy; nil when it has
+// none. A policy that does not parse (it was checked when set) grants
+// nothing.
+func (s *Server) identityOf(c Credential) *policyDocument {
+	if c.Policy == "" {
+		return nil
+	}
+	p, err := parseIdentityPolicy(c.Policy)
+	if err != nil {
+		s.log.Warn("key server: credential has an unparsable identity policy; it grants nothing", "access_key_id", c.AccessKeyID)
+		return &policyDocument{}
+	}
+	return p
+}
+
+// authorize checks the caller's rights for action (e.g. "kms:Decrypt") on
+// the key ref names, under the key's policy and the caller's identity
+// policy (authz.go), with the operation's encryption context ec (nil if
+// none), and returns the key's metadata. The audit record gets the key's
+// ARN.
+func (c *call) authorize(ref, action string, ec map[string]string) (KeyMetadata, *apiError) {
 	m, policy, err := c.s.store.keyAndPolicy(c.ctx, ref)
 	if err != nil {
 		return KeyMetadata{}, storeError(err, ref)
@@ -401,27 +423,8 @@ func (c *call) authorize(ref, action string) (KeyMetadata, *apiError) {
 	if c.audit.KeyID == "" {
 		c.audit.KeyID = m.ARN
 	}
-	if aerr := c.checkPolicy(m.ARN, policy, action); aerr != nil {
+	if aerr := c.checkPolicy(m.ARN, policy, action, ec); aerr != nil {
 		return KeyMetadata{}, aerr
 	}
 	return m, nil
-}
-
-// checkPolicy evaluates a key policy for the caller. A policy that does not
-// parse (set outside the server) denies everything.
-func (c *call) checkPolicy(keyARN, policy, action string) *apiError {
-	d := implicitDeny
-	if p, err := parsePolicy(policy); err == nil {
-		d = p.evaluate(c.principal, action)
-	} else {
-		c.s.log.Warn("key server: key has an unparsable policy; denying", "key_id", keyARN)
-	}
-	switch d {
-	case allowed:
-		return nil
-	case explicitDeny:
-		return newAPIError(400, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a resource-based policy", c.principal, action, keyARN))
-	default:
-		return newAPIError(400, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows the %s action", c.principal, action, keyARN, action))
-	}
 }

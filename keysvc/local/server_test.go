@@ -56,8 +56,19 @@ type testServer struct {
 	creds    map[string]Credential
 }
 
+// selfServicePolicy is the identity policy of the test servers' alice and
+// bob: each may create and list keys, draw random bytes and manage the
+// aliases alias/NAME-*, and nothing else. On the keys it creates it has
+// every right through the keys' default policy, which names the creator;
+// on anyone else's key, none.
+func selfServicePolicy(name string) string {
+	return `{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Action":["kms:CreateKey","kms:ListKeys","kms:ListAliases","kms:GenerateRandom"],"Resource":"*"},
+	  {"Effect":"Allow","Action":"kms:*Alias","Resource":"arn:aws:kms:local:000000000000:alias/` + name + `-*"}]}`
+}
+
 // startTestServer serves a fresh keystore on a loopback port with
-// credentials alice and bob, until the test ends.
+// credentials alice and bob (selfServicePolicy), until the test ends.
 func startTestServer(t testing.TB) *testServer {
 	t.Helper()
 	store, err := Open(privateDir(t), Options{})
@@ -66,7 +77,7 @@ func startTestServer(t testing.TB) *testServer {
 	}
 	ts := &testServer{store: store, audit: &syncBuffer{}, creds: map[string]Credential{}}
 	for _, name := range []string{"alice", "bob"} {
-		c, err := store.CreateCredential(context.Background(), name)
+		c, err := store.CreateCredential(context.Background(), name, selfServicePolicy(name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,20 +157,20 @@ func TestServerSession(t *testing.T) {
 		ck.KeyMetadata.CreationDate == nil || time.Since(*ck.KeyMetadata.CreationDate) > time.Minute {
 		t.Fatalf("CreateKey metadata %+v", ck.KeyMetadata)
 	}
-	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/test"), TargetKeyId: ck.KeyMetadata.KeyId}); err != nil {
+	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/alice-test"), TargetKeyId: ck.KeyMetadata.KeyId}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/test"), TargetKeyId: ck.KeyMetadata.KeyId})
+	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/alice-test"), TargetKeyId: ck.KeyMetadata.KeyId})
 	wantAPIError(t, err, "AlreadyExistsException")
 	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/aws/x"), TargetKeyId: ck.KeyMetadata.KeyId})
 	wantAPIError(t, err, "InvalidAliasNameException")
 	la, err := c.ListAliases(ctx, &kms.ListAliasesInput{KeyId: aws.String(arn)})
-	if err != nil || len(la.Aliases) != 1 || aws.ToString(la.Aliases[0].AliasName) != "alias/test" {
+	if err != nil || len(la.Aliases) != 1 || aws.ToString(la.Aliases[0].AliasName) != "alias/alice-test" {
 		t.Fatalf("ListAliases = %+v, %v", la, err)
 	}
 
 	ec := map[string]string{"kmsfs:fs": "a", "kmsfs:file": "b"}
-	dk, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/test"), KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
+	dk, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/alice-test"), KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +235,7 @@ func TestServerSession(t *testing.T) {
 	if _, err := c.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(arn)}); err != nil {
 		t.Fatal(err)
 	}
-	dkey, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String("alias/test")})
+	dkey, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String("alias/alice-test")})
 	if err != nil || dkey.KeyMetadata.KeyState != types.KeyStateDisabled {
 		t.Fatalf("after CancelKeyDeletion: %+v, %v", dkey, err)
 	}
@@ -574,7 +585,7 @@ func TestServerTLSAndLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() }) // after the server's cleanup
-	cred, err := store.CreateCredential(context.Background(), "alice")
+	cred, err := store.CreateCredential(context.Background(), "alice", AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +626,7 @@ func TestServerScheduledEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() }) // after the server's cleanup
-	cred, err := store.CreateCredential(context.Background(), "alice")
+	cred, err := store.CreateCredential(context.Background(), "alice", AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
