@@ -13,27 +13,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
-// KeyXattr is the backing regular file's extended attribute holding its
-// wrapped data key (a keysvc record). Every user.kmsfs.* attribute is
-// invisible and untouchable through the mount.
-const KeyXattr = "user.kmsfs.key"
-
-// internalXattrPrefix marks the attributes kmsfs keeps for itself.
-const internalXattrPrefix = "user.kmsfs."
-
-// maxRecordSize bounds the key xattr kmsfs reads (keysvc records are at
-// most 8192 bytes).
-const maxRecordSize = 8192
+// Short names for the backing-file facts package cipherdir defines.
+const (
+	KeyXattr            = cipherdir.KeyXattr
+	internalXattrPrefix = cipherdir.InternalXattrPrefix
+	maxRecordSize       = keysvc.MaxRecordSize
+)
 
 var (
-	// errNoKey: a non-empty backing file has no readable key record.
-	errNoKey = errors.New("backing file has no valid key record")
-	// errBadHeader: the backing file's header is unreadable or does not
-	// match the tree (another chunk size, say).
-	errBadHeader = errors.New("backing file header does not fit this filesystem")
+	errNoKey     = cipherdir.ErrNoKey
+	errBadHeader = cipherdir.ErrBadHeader
 )
 
 // content is the state of one open regular file (one backing inode, so
@@ -147,7 +140,7 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if int(h.ChunkSize) != r.cfg.ChunkSize {
 		return nil, time.Time{}, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
 	}
-	wk, place, err := ReadKeyRecord(int(f.Fd()), r.cfg.KeyRecordMode())
+	wk, place, err := cipherdir.ReadKeyRecord(int(f.Fd()), r.cfg.KeyRecordMode())
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
@@ -169,7 +162,7 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if err := c.VerifyHeader(hb[:]); err != nil {
 		return nil, time.Time{}, err
 	}
-	if place == PlaceSlot && r.cfg.KeyRecordMode() == KeyRecordXattrSlot {
+	if place == cipherdir.PlaceSlot && r.cfg.KeyRecordMode() == cipherdir.KeyRecordXattrSlot {
 		r.restoreKeyXattr(f, h.FileID, wk)
 	}
 	return c, confirmed, nil
@@ -415,7 +408,7 @@ func (r *root) initialize(ctx context.Context, c *content, fd *os.File) error {
 }
 
 // writeNewKeyRecord starts a new backing file: header and key-record slot
-// in one pwrite, then the key xattr (WriteKeyRecord). A record too large
+// in one pwrite, then the key xattr (cipherdir.WriteKeyRecord). A record too large
 // for the slot is warned about once per file.
 func (r *root) writeNewKeyRecord(fd int, ci *chunk.Cipher, rec []byte) error {
 	hb, err := ci.MarshalHeader()
@@ -423,11 +416,11 @@ func (r *root) writeNewKeyRecord(fd int, ci *chunk.Cipher, rec []byte) error {
 		return err
 	}
 	id := ci.Header().FileID
-	place, err := WriteKeyRecord(fd, hb, rec, r.cfg.KeyRecordMode())
+	place, err := cipherdir.WriteKeyRecord(fd, hb, rec, r.cfg.KeyRecordMode())
 	if err != nil {
 		return fmt.Errorf("file %s: %w", id, err)
 	}
-	if place&PlaceSlot == 0 {
+	if place&cipherdir.PlaceSlot == 0 {
 		r.log.Warn("the key record does not fit the key-record slot: it is kept in the xattr only, and a copy that drops xattrs loses this file",
 			"file_id", id.String(), "record_bytes", len(rec), "slot_bytes", chunk.MaxSlotRecord)
 	}

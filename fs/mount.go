@@ -24,6 +24,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -39,8 +40,8 @@ const cacheTimeout = time.Second
 type Options struct {
 	// CipherDir is the backing tree; its kmsfs.conf is Config.
 	CipherDir string
-	// Config is the tree's configuration (LoadConfig).
-	Config Config
+	// Config is the tree's configuration (cipherdir.LoadConfig).
+	Config cipherdir.Config
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
@@ -82,7 +83,7 @@ type Options struct {
 type root struct {
 	fd         int // O_PATH directory descriptor of CIPHERDIR
 	dev        uint64
-	cfg        Config
+	cfg        cipherdir.Config
 	keys       keysvc.Service
 	log        *slog.Logger
 	kmsTimeout time.Duration

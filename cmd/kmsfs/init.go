@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
@@ -33,7 +34,7 @@ const initCheckTimeout = 60 * time.Second
 // proved it can make and unwrap a data key.
 func runInit(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("init")
-	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	kms := fset.String("kms", cipherdir.KMSLocal, "key service: local or aws")
 	keyRef := fset.String("key", "", "key ID, ARN or alias")
 	chunkSize := chunk.DefaultChunkSize
 	fset.Var(sizeFlag{&chunkSize}, "chunk-size", "plaintext bytes per chunk")
@@ -58,11 +59,11 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		chunkSize = kfs.DefaultCompressedChunkSize
 	}
 	switch *kms {
-	case kfs.KMSLocal:
+	case cipherdir.KMSLocal:
 		if *endpoint != "" {
 			return usageErrorf("init: --kms-endpoint applies to --kms aws only")
 		}
-	case kfs.KMSAWS:
+	case cipherdir.KMSAWS:
 		if *keyRef == "" {
 			return usageErrorf("init: --kms aws needs --key KEY (an ID, ARN or alias of a symmetric KMS key)")
 		}
@@ -75,7 +76,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	}
 	// NewConfig validates the chunk size and the key reference before any
 	// key service or disk is touched; KeyID becomes the ARN below.
-	cfg, err := kfs.NewConfig(*kms, ref, chunkSize)
+	cfg, err := cipherdir.NewConfig(*kms, ref, chunkSize)
 	if err != nil {
 		return withKind(errUsage, fmt.Errorf("init: %w", err))
 	}
@@ -101,7 +102,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	logger := slog.New(slog.DiscardHandler)
 	var svc keysvc.Service
 	switch *kms {
-	case kfs.KMSLocal:
+	case cipherdir.KMSLocal:
 		store, err := ks.open(env, logger)
 		if err != nil {
 			return err
@@ -113,7 +114,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 			}
 		}
 		svc = store
-	case kfs.KMSAWS:
+	case cipherdir.KMSAWS:
 		client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
 		if err != nil {
 			return fmt.Errorf("init: %w", err)
@@ -125,15 +126,15 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		return err
 	}
 	cfg.KeyID = arn
-	hasXattrs, err := kfs.ProbeUserXattrs(dir)
+	hasXattrs, err := cipherdir.ProbeUserXattrs(dir)
 	if err != nil {
 		return withKind(errCipherDir, err)
 	}
 	if !hasXattrs {
 		// Key records then live in each file's key-record slot only.
-		cfg.KeyRecord = kfs.KeyRecordSlot
+		cfg.KeyRecord = cipherdir.KeyRecordSlot
 	}
-	if err := kfs.WriteConfig(dir, cfg); err != nil {
+	if err := cipherdir.WriteConfig(dir, cfg); err != nil {
 		return withKind(errCipherDir, err)
 	}
 	ok = true
@@ -159,8 +160,8 @@ func prepareCipherDir(dir string) (created bool, err error) {
 	if !fi.IsDir() {
 		return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR %s is not a directory", dir))
 	}
-	if _, err := os.Lstat(filepath.Join(dir, kfs.ConfigName)); err == nil {
-		return false, withHint(withKind(errCipherDir, fmt.Errorf("%s is already a kmsfs CIPHERDIR (it has %s)", dir, kfs.ConfigName)),
+	if _, err := os.Lstat(filepath.Join(dir, cipherdir.ConfigName)); err == nil {
+		return false, withHint(withKind(errCipherDir, fmt.Errorf("%s is already a kmsfs CIPHERDIR (it has %s)", dir, cipherdir.ConfigName)),
 			"mount it with 'kmsfs mount "+dir+" MOUNTPOINT'")
 	}
 	f, err := os.Open(dir)

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
@@ -151,7 +151,7 @@ func hasFlagPrefix(args []string, prefix string) bool {
 // keysvc serve`), then the key's new current key material.
 func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("key rotate")
-	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	kms := fset.String("kms", cipherdir.KMSLocal, "key service: local or aws")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
 	var ks keystoreFlags
 	ks.register(fset)
@@ -159,10 +159,10 @@ func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if *kms == kfs.KMSLocal {
+	if *kms == cipherdir.KMSLocal {
 		return runKey(ctx, append([]string{"rotate"}, withoutKMSFlag(args)...), env)
 	}
-	if *kms != kfs.KMSAWS {
+	if *kms != cipherdir.KMSAWS {
 		return usageErrorf("key rotate: --kms must be local or aws, got %q", *kms)
 	}
 	client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
@@ -146,7 +147,7 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg, err := kfs.LoadConfig(f.cipherDir)
+	cfg, err := cipherdir.LoadConfig(f.cipherDir)
 	if err != nil {
 		return withHint(withKind(errCipherDir, err), "is it a CIPHERDIR? create one with 'kmsfs init DIR'")
 	}
@@ -158,7 +159,7 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 
 // daemonArgs rebuilds the daemon's command line from the parsed flags,
 // with every path absolute (the daemon runs in "/").
-func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
+func daemonArgs(f *mountFlags, cfg cipherdir.Config, env *Env) ([]string, error) {
 	args := []string{"mount", "--foreground"}
 	if f.readOnly {
 		args = append(args, "--ro")
@@ -185,7 +186,7 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 	if f.writeback {
 		args = append(args, "--writeback-cache")
 	}
-	if cfg.KMS == kfs.KMSLocal {
+	if cfg.KMS == cipherdir.KMSLocal {
 		dir, passFile, err := f.ks.resolve(env)
 		if err != nil {
 			return nil, err
@@ -208,7 +209,7 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 //	hint MESSAGE               (optional, after error)
 //
 // EOF without a line means the daemon died; the log says why.
-func startDaemon(f *mountFlags, cfg kfs.Config, env *Env) error {
+func startDaemon(f *mountFlags, cfg cipherdir.Config, env *Env) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return withKind(errMountFailed, fmt.Errorf("find own executable: %w", err))
@@ -338,7 +339,7 @@ func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), 
 // serve runs the filesystem in this process until it is unmounted: by
 // `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM/SIGHUP here. ready is the
 // readiness pipe of a background daemon, nil in --foreground mode.
-func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *readiness) error {
+func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, ready *readiness) error {
 	// The kernel applies the caller's umask to the modes it sends; ours
 	// must not apply a second time.
 	unix.Umask(0)
@@ -501,15 +502,15 @@ func daemonLogger(f *mountFlags, env *Env, background bool) (*slog.Logger, func(
 
 // openKeyService returns the backend named by the config: the local
 // keystore or the AWS KMS client.
-func openKeyService(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, logger *slog.Logger) (keysvc.Service, func(), error) {
+func openKeyService(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, logger *slog.Logger) (keysvc.Service, func(), error) {
 	switch cfg.KMS {
-	case kfs.KMSLocal:
+	case cipherdir.KMSLocal:
 		store, err := f.ks.open(env, logger)
 		if err != nil {
 			return nil, nil, err
 		}
 		return store, func() { store.Close() }, nil
-	case kfs.KMSAWS:
+	case cipherdir.KMSAWS:
 		client, err := awskms.New(ctx, awskms.Options{Endpoint: f.endpoint})
 		if err != nil {
 			return nil, nil, err
@@ -530,7 +531,7 @@ func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error 
 }
 
 // recordMount writes this daemon's state file (see mountState).
-func recordMount(f *mountFlags, cfg kfs.Config, env *Env) (string, error) {
+func recordMount(f *mountFlags, cfg cipherdir.Config, env *Env) (string, error) {
 	start, _, err := procStartTime(os.Getpid())
 	if err != nil {
 		return "", withKind(errMountFailed, fmt.Errorf("own start time: %w", err))

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -46,7 +47,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 		return err
 	}
 	type tree struct {
-		cfg   kfs.Config
+		cfg   cipherdir.Config
 		svc   keyService
 		close func()
 	}
@@ -79,7 +80,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 		}
 		t := trees[dir]
 		if t == nil {
-			cfg, err := kfs.LoadConfig(dir)
+			cfg, err := cipherdir.LoadConfig(dir)
 			if err != nil {
 				fail(p, err)
 				continue
@@ -112,11 +113,11 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 // nearest ancestor directory with a kmsfs.conf.
 func findCipherDir(backing string) (string, error) {
 	for d := filepath.Dir(backing); ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(filepath.Join(d, kfs.ConfigName)); err == nil {
+		if _, err := os.Lstat(filepath.Join(d, cipherdir.ConfigName)); err == nil {
 			return d, nil
 		}
 		if d == "/" || d == "." {
-			return "", withHint(withKind(errCipherDir, fmt.Errorf("%s is not inside a CIPHERDIR (no %s above it)", backing, kfs.ConfigName)),
+			return "", withHint(withKind(errCipherDir, fmt.Errorf("%s is not inside a CIPHERDIR (no %s above it)", backing, cipherdir.ConfigName)),
 				"PATH must be a file in a kmsfs mount or a backing file in a CIPHERDIR")
 		}
 	}
@@ -142,7 +143,7 @@ func tempName() string {
 // to a temporary name, rename over the link). Between the first and the
 // last of those renames, different links of the file name different
 // inodes with the same plaintext.
-func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing string) (oldID, newID string, err error) {
+func rekeyFile(ctx context.Context, svc keyService, cfg cipherdir.Config, dir, backing string) (oldID, newID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, rekeyTimeout)
 	defer cancel()
 	ofd, err := openBackingRead(backing)
@@ -222,7 +223,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 		return oldID, "", err
 	}
 	// Header and key-record slot in one pwrite, then the xattr.
-	if _, err := kfs.WriteKeyRecord(tfd, nhb, dk.Wrapped.MarshalRecord(), cfg.KeyRecordMode()); err != nil {
+	if _, err := cipherdir.WriteKeyRecord(tfd, nhb, dk.Wrapped.MarshalRecord(), cfg.KeyRecordMode()); err != nil {
 		return oldID, "", fmt.Errorf("temporary file: %w", err)
 	}
 	dst := chunk.NewFile(kfs.PunchBacking(tmp), newCipher)
@@ -272,7 +273,7 @@ func rekeyFile(ctx context.Context, svc keyService, cfg kfs.Config, dir, backing
 }
 
 // unwrapCipher unwraps the file's data key and returns its cipher.
-func unwrapCipher(ctx context.Context, svc keysvc.Service, cfg kfs.Config, wk keysvc.WrappedKey, h chunk.Header) (*chunk.Cipher, error) {
+func unwrapCipher(ctx context.Context, svc keysvc.Service, cfg cipherdir.Config, wk keysvc.WrappedKey, h chunk.Header) (*chunk.Cipher, error) {
 	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: cfg.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
 	u, err := svc.Decrypt(ctx, wk.Blob, wk.KeyID, ec)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 )
@@ -45,17 +45,17 @@ type keyService interface {
 	Encrypt(ctx context.Context, keyID string, plaintext []byte, ec keysvc.EncryptionContext) (keysvc.WrappedKey, error)
 }
 
-// openService opens the key service of kind (kfs.KMSLocal or kfs.KMSAWS):
+// openService opens the key service of kind (cipherdir.KMSLocal or cipherdir.KMSAWS):
 // the local keystore through ks, or the AWS KMS client with endpoint.
 func openService(ctx context.Context, kind string, ks *keystoreFlags, endpoint string, env *Env) (keyService, func(), error) {
 	switch kind {
-	case kfs.KMSLocal:
+	case cipherdir.KMSLocal:
 		store, err := ks.open(env, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return nil, nil, err
 		}
 		return store, func() { store.Close() }, nil
-	case kfs.KMSAWS:
+	case cipherdir.KMSAWS:
 		client, err := awskms.New(ctx, awskms.Options{Endpoint: endpoint})
 		if err != nil {
 			return nil, nil, err
@@ -78,7 +78,7 @@ type rewrapFlags struct {
 
 // rewrapper re-wraps the data keys of one CIPHERDIR.
 type rewrapper struct {
-	cfg    kfs.Config
+	cfg    cipherdir.Config
 	src    keyService // the service the files' records are wrapped by
 	dst    keyService // the service to wrap under; == src unless moving
 	moving bool       // src and dst are different services
@@ -135,14 +135,14 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withKind(errCipherDir, fmt.Errorf("rewrap: %w", err))
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		return withHint(withKind(errCipherDir, err), "CIPHERDIR must be a directory made by 'kmsfs init'")
 	}
 	if f.toKMS == "" {
 		f.toKMS = cfg.KMS
 	}
-	if f.toKMS != kfs.KMSLocal && f.toKMS != kfs.KMSAWS {
+	if f.toKMS != cipherdir.KMSLocal && f.toKMS != cipherdir.KMSAWS {
 		return usageErrorf("rewrap: --to-kms must be local or aws, got %q", f.toKMS)
 	}
 	moving := f.toKMS != cfg.KMS
@@ -206,9 +206,9 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 		// Every file is under the new key now: so must new files be.
 		cfg.KMS, cfg.KeyID = f.toKMS, destInfo.ARN
 		if err := replaceConfig(dir, cfg); err != nil {
-			return withKind(errCipherDir, fmt.Errorf("rewrap: every file was re-wrapped, but %s was not updated: %w", kfs.ConfigName, err))
+			return withKind(errCipherDir, fmt.Errorf("rewrap: every file was re-wrapped, but %s was not updated: %w", cipherdir.ConfigName, err))
 		}
-		fmt.Fprintf(env.Stdout, "rewrap: %s now names kms %s, key %s (remount for new files to use it)\n", kfs.ConfigName, cfg.KMS, cfg.KeyID)
+		fmt.Fprintf(env.Stdout, "rewrap: %s now names kms %s, key %s (remount for new files to use it)\n", cipherdir.ConfigName, cfg.KMS, cfg.KeyID)
 	}
 	return nil
 }
@@ -239,7 +239,7 @@ func mountOf(dir string) (string, bool) {
 // the config file and its temporary copies in the root, and the temporary
 // files of `kmsfs rekey` anywhere.
 func isInternalName(atRoot bool, name string) bool {
-	if atRoot && (name == kfs.ConfigName || strings.HasPrefix(name, kfs.ConfigName+".")) {
+	if atRoot && (name == cipherdir.ConfigName || strings.HasPrefix(name, cipherdir.ConfigName+".")) {
 		return true
 	}
 	return strings.Contains(name, rekeyTempMarker)
@@ -393,14 +393,14 @@ func (rw *rewrapper) one(ctx context.Context, path string) (outcome, error) {
 	if err := nw.Validate(); err != nil {
 		return 0, fmt.Errorf("file %s: new key record: %w", h.FileID, err)
 	}
-	// The slot first, then the xattr (kfs.WriteKeyRecord): a crash in
+	// The slot first, then the xattr (cipherdir.WriteKeyRecord): a crash in
 	// between leaves the old record in one place and the new one in the
 	// other, both holding the same data key; fsck tells them apart.
-	place, err := kfs.WriteKeyRecord(fd, nil, nw.MarshalRecord(), rw.cfg.KeyRecordMode())
+	place, err := cipherdir.WriteKeyRecord(fd, nil, nw.MarshalRecord(), rw.cfg.KeyRecordMode())
 	if err != nil {
 		return 0, fmt.Errorf("file %s: replace key record: %w", h.FileID, err)
 	}
-	if place&kfs.PlaceSlot == 0 {
+	if place&cipherdir.PlaceSlot == 0 {
 		return outRewrapped, fmt.Errorf("file %s: the new key record does not fit the key-record slot; it is in the xattr only", h.FileID)
 	}
 	return outRewrapped, nil
@@ -453,7 +453,7 @@ func openBacking(path string, write bool) (int, error) {
 	return fd, nil
 }
 
-// readKeyRecord reads the header and the key record (kfs.ReadKeyRecord,
+// readKeyRecord reads the header and the key record (cipherdir.ReadKeyRecord,
 // for a tree whose key records are kept as mode says) of an open non-empty
 // backing file.
 func readKeyRecord(fd int, mode string) (chunk.Header, keysvc.WrappedKey, error) {
@@ -469,7 +469,7 @@ func readKeyRecord(fd int, mode string) (chunk.Header, keysvc.WrappedKey, error)
 	if err != nil {
 		return chunk.Header{}, keysvc.WrappedKey{}, err
 	}
-	wk, _, err := kfs.ReadKeyRecord(fd, mode)
+	wk, _, err := cipherdir.ReadKeyRecord(fd, mode)
 	if err != nil {
 		return h, keysvc.WrappedKey{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
@@ -479,12 +479,12 @@ func readKeyRecord(fd int, mode string) (chunk.Header, keysvc.WrappedKey, error)
 // replaceConfig atomically replaces dir/kmsfs.conf with c: written under a
 // temporary name (hidden from the mount), fsynced, renamed over, and the
 // directory fsynced.
-func replaceConfig(dir string, c kfs.Config) error {
+func replaceConfig(dir string, c cipherdir.Config) error {
 	b, err := c.Marshal()
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, kfs.ConfigName+".tmp-*")
+	tmp, err := os.CreateTemp(dir, cipherdir.ConfigName+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -504,7 +504,7 @@ func replaceConfig(dir string, c kfs.Config) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, kfs.ConfigName)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, cipherdir.ConfigName)); err != nil {
 		return err
 	}
 	return syncDirPath(dir)

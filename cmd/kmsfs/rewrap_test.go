@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
@@ -24,7 +24,7 @@ import (
 type lifecycleTree struct {
 	te    *testEnv
 	dir   string
-	cfg   kfs.Config
+	cfg   cipherdir.Config
 	store *local.Store
 }
 
@@ -36,7 +36,7 @@ func newLifecycleTree(t *testing.T) *lifecycleTree {
 	if code := runCmd(t, te, "init", dir); code != ExitOK {
 		t.Fatalf("init: exit %d", code)
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func (lt *lifecycleTree) write(t *testing.T, name string, data []byte) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fsetxattr(int(f.Fd()), kfs.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
+	if err := unix.Fsetxattr(int(f.Fd()), cipherdir.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
 		t.Skipf("user xattrs unsupported here: %v", err)
 	}
 	if _, err := chunk.NewFile(f, c).WriteAt(data, 0); err != nil {
@@ -112,7 +112,7 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 
 func (lt *lifecycleTree) material(t *testing.T, name string) string {
 	t.Helper()
-	info, err := kfs.FileInfo(filepath.Join(lt.dir, name))
+	info, err := cipherdir.FileInfo(filepath.Join(lt.dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRewrapCommand(t *testing.T) {
 	}
 
 	// A damaged record fails that file only: exit 8, the file named.
-	if err := unix.Setxattr(filepath.Join(lt.dir, "d", "b"), kfs.KeyXattr, []byte("KMSKjunk"), 0); err != nil {
+	if err := unix.Setxattr(filepath.Join(lt.dir, "d", "b"), cipherdir.KeyXattr, []byte("KMSKjunk"), 0); err != nil {
 		t.Fatal(err)
 	}
 	runCmd(t, lt.te, "key", "rotate", lt.cfg.KeyID)
@@ -210,11 +210,11 @@ func TestRekeyCommand(t *testing.T) {
 	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := kfs.FileInfo(p)
+	before, _ := cipherdir.FileInfo(p)
 	if code := runCmd(t, lt.te, "rekey", p); code != ExitOK || !strings.Contains(lt.te.stdout.String(), "rekeyed ") {
 		t.Fatalf("rekey: exit %d", code)
 	}
-	after, _ := kfs.FileInfo(p)
+	after, _ := cipherdir.FileInfo(p)
 	if after.FileID == before.FileID {
 		t.Errorf("rekey kept file ID %s", before.FileID)
 	}

@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"bytes"
@@ -270,6 +270,27 @@ func WriteConfig(dir string, c Config) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("config: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Compression returns the configured compression of new files; an empty
+// or missing field is none.
+func (c Config) Compression() chunk.Compression {
+	comp, err := chunk.ParseCompression(c.Compress)
+	if err != nil || c.Compress == "" {
+		return chunk.CompressionNone
+	}
+	return comp
+}
+
+// validCompress checks Config.Compress.
+func validCompress(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := chunk.ParseCompression(s); err != nil {
+		return fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
 	}
 	return nil
 }

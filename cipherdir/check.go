@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"bytes"
@@ -171,7 +171,7 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(opts.CipherDir, p)
-		if rel != "." && isReservedBacking(filepath.Dir(rel) == ".", d.Name()) {
+		if rel != "." && IsInternalName(filepath.Dir(rel) == ".", d.Name()) {
 			return nil
 		}
 		switch {
@@ -476,7 +476,7 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 	u, err := c.opts.Keys.Decrypt(kctx, wk.Blob, wk.KeyID, ec)
 	if err != nil {
 		r.err = err
-		if isRevocation(err) {
+		if IsRevocation(err) {
 			r.refused = err
 		}
 		return
@@ -492,6 +492,14 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 		return
 	}
 	r.cipher = ci
+}
+
+// IsRevocation reports whether err is the key service refusing a key
+// (disabled, pending deletion, access denied, deleted) rather than failing
+// to answer or rejecting a blob.
+func IsRevocation(err error) bool {
+	return errors.Is(err, keysvc.ErrDisabled) || errors.Is(err, keysvc.ErrInvalidState) ||
+		errors.Is(err, keysvc.ErrAccessDenied) || errors.Is(err, keysvc.ErrNotFound)
 }
 
 func isUnavailable(err error) bool {
