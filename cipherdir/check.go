@@ -6,8 +6,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -165,34 +163,30 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 		opts.Jobs = 2
 	}
 	var sum CheckSummary
+	root, err := OpenRoot(opts.CipherDir)
+	if err != nil {
+		return sum, fmt.Errorf("fsck: %w", err)
+	}
+	defer unix.Close(root)
 	var files []string
-	err := filepath.WalkDir(opts.CipherDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(opts.CipherDir, p)
-		if rel != "." && IsInternalName(filepath.Dir(rel) == ".", d.Name()) {
-			return nil
-		}
+	err = Walk(root, func(e Entry) error {
 		switch {
-		case d.IsDir():
-			if rel != "." {
-				sum.Directories++
-			}
-		case d.Type().IsRegular():
-			files = append(files, rel)
+		case e.IsDir():
+			sum.Directories++
+		case e.IsRegular():
+			files = append(files, e.Rel)
 		default:
 			sum.Other++
 		}
 		return nil
 	})
 	if err != nil {
-		return sum, fmt.Errorf("fsck: walk %s: %w", opts.CipherDir, err)
+		return sum, fmt.Errorf("fsck: %s: %w", opts.CipherDir, err)
 	}
 	if opts.Files != nil {
 		opts.Files(len(files))
 	}
-	c := &checker{opts: opts, keys: map[string]*KeyUsage{}}
+	c := &checker{opts: opts, root: root, keys: map[string]*KeyUsage{}}
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for range opts.Jobs {
@@ -218,6 +212,7 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 
 type checker struct {
 	opts CheckOptions
+	root int // CIPHERDIR: every file is opened below it
 
 	mu        sync.Mutex // guards the fields below and serialises Report
 	keys      map[string]*KeyUsage
@@ -282,12 +277,7 @@ type record struct {
 // file checks (and repairs) the backing file rel.
 func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 	rep.Path = rel
-	path := filepath.Join(c.opts.CipherDir, rel)
-	flags := unix.O_RDONLY
-	if c.opts.Repair {
-		flags = unix.O_RDWR
-	}
-	fd, err := unix.Open(path, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := OpenFile(c.root, rel, c.opts.Repair)
 	if err != nil {
 		rep.add(ProblemHeader, NoChunk, "open: %v", err)
 		return rep
@@ -297,6 +287,9 @@ func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		rep.add(ProblemHeader, NoChunk, "stat: %v", err)
 		return rep
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return rep // replaced by something else since the walk
 	}
 	size := st.Size
 	if size == 0 {
@@ -335,7 +328,7 @@ func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 // good one, and returns the file's cipher.
 func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []byte, rep *FileReport) (*chunk.Cipher, bool) {
 	mode := c.opts.Config.KeyRecordMode()
-	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: c.opts.Config.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
+	ec := keysvc.FileContext(c.opts.Config.FilesystemID, h.FileID.String())
 	var recs []*record
 	if mode != KeyRecordSlot {
 		x := &record{place: PlaceXattr}

@@ -284,6 +284,19 @@ func (c Config) Compression() chunk.Compression {
 	return comp
 }
 
+// DefaultChunkSize is the chunk size of a new tree unless told otherwise.
+const DefaultChunkSize = chunk.DefaultChunkSize
+
+// ParseCompress returns the canonical name of the compression s names
+// ("none", "s2" or "zstd"), for Config.Compress.
+func ParseCompress(s string) (string, error) {
+	comp, err := chunk.ParseCompression(s)
+	if err != nil {
+		return "", fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
+	}
+	return comp.String(), nil
+}
+
 // validCompress checks Config.Compress.
 func validCompress(s string) error {
 	if s == "" {
@@ -291,6 +304,48 @@ func validCompress(s string) error {
 	}
 	if _, err := chunk.ParseCompression(s); err != nil {
 		return fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
+	}
+	return nil
+}
+
+// ReplaceConfig atomically replaces dir/kmsfs.conf with c: written under a
+// temporary name (an internal name, hidden from the mount), fsynced,
+// renamed over the old one, and the directory fsynced.
+func ReplaceConfig(dir string, c Config) error {
+	b, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, ConfigName)); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("config: sync %s: %w", dir, err)
 	}
 	return nil
 }

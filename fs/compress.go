@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // Compression codecs for package chunk, which defines the compressed-chunk
@@ -181,11 +182,7 @@ const DefaultCompressedChunkSize = 64 << 10
 // newHeader returns the header of a new file of this tree: the configured
 // chunk size and compression, a fresh file ID.
 func (r *root) newHeader() (chunk.Header, error) {
-	h, err := chunk.NewHeader(r.cfg.ChunkSize)
-	if err != nil {
-		return chunk.Header{}, err
-	}
-	return h.WithCompression(r.cfg.Compression()), nil
+	return cipherdir.NewHeader(r.cfg, r.cfg.Compression())
 }
 
 // punchingFile is a backing *os.File that can punch holes, so that the

@@ -64,6 +64,15 @@ const (
 	ContextFileID       = "kmsfs:file"
 )
 
+// FileContext returns the encryption context of the data key of one file:
+// the filesystem ID and the file ID (both lower-case hex), never a path or
+// a name, which change on rename and would leak into KMS audit logs. It is
+// the one place that context is built: the mount, fsck, rewrap and rekey
+// all call it, so a key made by one is unwrapped by every other.
+func FileContext(fsID, fileID string) EncryptionContext {
+	return EncryptionContext{ContextFilesystemID: fsID, ContextFileID: fileID}
+}
+
 // DataKey is a freshly generated data key: the plaintext for immediate use
 // and its wrapped form for storage. The caller owns Plaintext and must zero
 // it (Zero) once it has built its cipher.

@@ -70,7 +70,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 				"run 'kmsfs unmount "+m+"' first, or check without --repair")
 		}
 	}
-	svc, closeSvc, err := openService(ctx, cfg.KMS, &ks, *endpoint, env)
+	svc, closeSvc, err := openKeyService(ctx, cfg.KMS, &ks, *endpoint, env, nil)
 	if err != nil {
 		return err
 	}

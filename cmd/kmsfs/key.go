@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kmsfs/kmsfs/cipherdir"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -165,14 +164,21 @@ func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
 	if *kms != cipherdir.KMSAWS {
 		return usageErrorf("key rotate: --kms must be local or aws, got %q", *kms)
 	}
-	client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
+	svc, closeSvc, err := openKeyService(ctx, cipherdir.KMSAWS, &ks, *endpoint, env, nil)
 	if err != nil {
 		return err
+	}
+	defer closeSvc()
+	client, ok := svc.(interface {
+		RotateKeyOnDemand(ctx context.Context, keyID string) error
+	})
+	if !ok {
+		return fmt.Errorf("rotate %s: the aws key service cannot rotate on demand", pos[0])
 	}
 	if err := client.RotateKeyOnDemand(ctx, pos[0]); err != nil {
 		return fmt.Errorf("rotate %s: %w", pos[0], err)
 	}
-	info, err := client.DescribeKey(ctx, pos[0])
+	info, err := svc.DescribeKey(ctx, pos[0])
 	if err != nil {
 		return fmt.Errorf("rotate %s: the rotation was started, but: %w", pos[0], err)
 	}

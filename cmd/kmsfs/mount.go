@@ -22,7 +22,6 @@ import (
 	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 )
 
 // envDaemonFD names the environment variable through which `kmsfs mount`
@@ -363,14 +362,14 @@ func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, r
 		return err
 	}
 
-	svc, closeSvc, err := openKeyService(ctx, f, cfg, env, logger)
+	backend, closeSvc, err := openKeyService(ctx, cfg.KMS, &f.ks, f.endpoint, env, logger)
 	if err != nil {
 		return fail(err)
 	}
 	defer closeSvc()
 	// Count every call that reaches the key service, under the cache.
-	metered := keysvc.NewMetered(svc)
-	svc = metered
+	metered := keysvc.NewMetered(backend)
+	var svc keysvc.Service = metered
 	if err := checkMountKey(ctx, svc, cfg.KeyID); errors.Is(err, keysvc.ErrAccessDenied) {
 		// A least-privilege key policy may allow only GenerateDataKey and
 		// Decrypt: file opens will tell.
@@ -500,33 +499,13 @@ func daemonLogger(f *mountFlags, env *Env, background bool) (*slog.Logger, func(
 	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
 }
 
-// openKeyService returns the backend named by the config: the local
-// keystore or the AWS KMS client.
-func openKeyService(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, logger *slog.Logger) (keysvc.Service, func(), error) {
-	switch cfg.KMS {
-	case cipherdir.KMSLocal:
-		store, err := f.ks.open(env, logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		return store, func() { store.Close() }, nil
-	case cipherdir.KMSAWS:
-		client, err := awskms.New(ctx, awskms.Options{Endpoint: f.endpoint})
-		if err != nil {
-			return nil, nil, err
-		}
-		return client, func() {}, nil
-	}
-	return nil, nil, withKind(errCipherDir, fmt.Errorf("config names unknown kms %q", cfg.KMS))
-}
-
 // checkMountKey refuses to mount when the config's key is unusable: every
 // open would fail later with EIO, far from the cause. (A caller that may
 // not DescribeKey gets ErrAccessDenied, which serve tolerates.)
 func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error {
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
 	defer cancel()
-	_, err := describeEnabled(ctx, svc, keyID)
+	_, err := cipherdir.DescribeEnabled(ctx, svc, keyID)
 	return err
 }
 

@@ -56,8 +56,7 @@ func (lt *lifecycleTree) write(t *testing.T, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: lt.cfg.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
-	dk, err := lt.store.GenerateDataKey(context.Background(), lt.cfg.KeyID, ec)
+	dk, err := lt.store.GenerateDataKey(context.Background(), lt.cfg.KeyID, keysvc.FileContext(lt.cfg.FilesystemID, h.FileID.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,15 +89,11 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h, wk, err := readKeyRecord(int(f.Fd()), lt.cfg.KeyRecordMode())
+	k, err := cipherdir.LoadKey(context.Background(), lt.store, lt.cfg, int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := unwrapCipher(context.Background(), lt.store, lt.cfg, wk, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf := chunk.NewFile(f, c)
+	cf := chunk.NewFile(f, k.Cipher)
 	size, err := cf.Size()
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +232,7 @@ func TestRekeyCommand(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(lt.dir)
 	for _, e := range entries {
-		if strings.Contains(e.Name(), rekeyTempMarker) {
+		if strings.Contains(e.Name(), cipherdir.RekeyTempMarker) {
 			t.Errorf("temporary file left: %s", e.Name())
 		}
 	}
@@ -261,17 +256,5 @@ func TestProgressLines(t *testing.T) {
 	}
 	if strings.Contains(out, "\r") {
 		t.Errorf("progress to a non-terminal redraws in place: %q", out)
-	}
-}
-
-func TestIsInternalName(t *testing.T) {
-	for _, c := range []struct {
-		root bool
-		name string
-		want bool
-	}{{true, "kmsfs.conf", true}, {true, "kmsfs.conf.tmp-1", true}, {false, "kmsfs.conf", false}, {false, ".kmsfs-rekey-0011", true}, {true, "a", false}} {
-		if got := isInternalName(c.root, c.name); got != c.want {
-			t.Errorf("isInternalName(%v, %q) = %v", c.root, c.name, got)
-		}
 	}
 }
