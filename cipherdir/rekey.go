@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -83,12 +82,17 @@ func tempName() string {
 func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultRekeyTimeout)
 	defer cancel()
-	backing := filepath.Join(r.dir, rel)
-	ofd, err := OpenFile(r.root, rel, false)
+	rel = path.Clean(rel)
+	pdir, name, err := r.parent(rel)
 	if err != nil {
 		return "", "", err
 	}
-	old := os.NewFile(uintptr(ofd), backing)
+	defer unix.Close(pdir)
+	ofd, err := OpenFile(pdir, name, false)
+	if err != nil {
+		return "", "", err
+	}
+	old := os.NewFile(uintptr(ofd), rel)
 	defer old.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(ofd, &st); err != nil {
@@ -125,18 +129,20 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 		return oldID, "", err
 	}
 
-	parent := filepath.Dir(backing)
-	tmpPath := filepath.Join(parent, tempName())
-	tfd, err := unix.Open(tmpPath, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// The temporary file goes next to the file, in the directory held
+	// open since the file was opened: whatever is renamed meanwhile, it
+	// and the rename below stay in that directory.
+	tmpName := tempName()
+	tfd, err := unix.Openat(pdir, tmpName, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return oldID, "", fmt.Errorf("temporary file: %w", err)
 	}
-	tmp := os.NewFile(uintptr(tfd), tmpPath)
+	tmp := os.NewFile(uintptr(tfd), tmpName)
 	placed := false
 	defer func() {
 		tmp.Close()
 		if !placed {
-			os.Remove(tmpPath)
+			unix.Unlinkat(pdir, tmpName, 0)
 		}
 	}()
 	if _, err := StartFile(tfd, newCipher, rec, r.cfg.KeyRecordMode()); err != nil {
@@ -167,39 +173,89 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	if r.beforeRelink != nil {
 		r.beforeRelink()
 	}
-	if err := os.Rename(tmpPath, backing); err != nil {
+	if err := sameInode(pdir, name, &st); err != nil {
+		return oldID, "", err
+	}
+	if err := unix.Renameat(pdir, tmpName, pdir, name); err != nil {
 		return oldID, "", fmt.Errorf("replace: %w", err)
 	}
 	placed = true
-	dirs := map[string]bool{parent: true}
-	for _, lrel := range links {
-		l := filepath.Join(r.dir, lrel)
-		lt := filepath.Join(filepath.Dir(l), tempName())
-		if err := os.Link(backing, lt); err != nil {
-			return oldID, newID, fmt.Errorf("hard link %s: %w (it still names the old inode)", lrel, err)
-		}
-		if err := os.Rename(lt, l); err != nil {
-			os.Remove(lt)
-			return oldID, newID, fmt.Errorf("hard link %s: %w (it still names the old inode)", lrel, err)
-		}
-		dirs[filepath.Dir(l)] = true
+	if err := syncDir(pdir); err != nil {
+		return oldID, newID, fmt.Errorf("fsync the directory of %s: %w", rel, err)
 	}
-	for d := range dirs {
-		if err := syncDirPath(d); err != nil {
-			return oldID, newID, fmt.Errorf("fsync %s: %w", d, err)
+	var failed []string
+	for _, lrel := range links {
+		if err := r.relink(tfd, lrel, &st); err != nil {
+			failed = append(failed, fmt.Sprintf("hard link %s: %v (it still names the old inode)", lrel, err))
 		}
+	}
+	if len(failed) > 0 {
+		return oldID, newID, errors.New(strings.Join(failed, "; "))
 	}
 	return oldID, newID, nil
 }
 
-// syncDirPath fsyncs a directory, making renames in it durable.
-func syncDirPath(dir string) error {
-	d, err := os.Open(dir)
+// parent opens the directory holding rel (below CIPHERDIR, resolved as
+// OpenBeneath does) and returns it with rel's last name.
+func (r *Rekeyer) parent(rel string) (int, string, error) {
+	dir, name := path.Split(rel)
+	fd, err := OpenDirBeneath(r.root, strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		return -1, "", fmt.Errorf("directory of %s: %w", rel, err)
+	}
+	return fd, name, nil
+}
+
+// relink makes the hard link lrel name the new inode, open as tfd, in
+// place of the old inode st: a link to the open file (through its /proc
+// descriptor, so it is the very inode, whatever names it now) under a
+// temporary name in lrel's directory, then a rename over lrel. The
+// directory is resolved afresh below CIPHERDIR without following a
+// symlink, and held open from the check of lrel to the rename, so a
+// directory swapped for a symlink fails here instead of leading the link
+// outside CIPHERDIR.
+func (r *Rekeyer) relink(tfd int, lrel string, st *unix.Stat_t) error {
+	ldir, lname, err := r.parent(lrel)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	defer unix.Close(ldir)
+	if err := sameInode(ldir, lname, st); err != nil {
+		return err
+	}
+	lt := tempName()
+	if err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(tfd), ldir, lt, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return err
+	}
+	if err := unix.Renameat(ldir, lt, ldir, lname); err != nil {
+		unix.Unlinkat(ldir, lt, 0)
+		return err
+	}
+	return syncDir(ldir)
+}
+
+// sameInode fails with ErrChanged unless name in dirfd is still the inode
+// st.
+func sameInode(dirfd int, name string, st *unix.Stat_t) error {
+	var now unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if now.Dev != st.Dev || now.Ino != st.Ino {
+		return ErrChanged
+	}
+	return nil
+}
+
+// syncDir fsyncs the directory dirfd (an O_PATH descriptor is reopened
+// for it), making renames in it durable.
+func syncDir(dirfd int) error {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
 }
 
 // punchingFile is a backing *os.File that can punch holes, so that the
