@@ -264,7 +264,7 @@ func (rw *Rewrapper) one(ctx context.Context, rel string) (outcome, error) {
 	if rw.moving {
 		nw, err = rw.move(cctx, wk, dest.ARN, ec)
 	} else {
-		nw, err = rw.opts.Source.ReEncrypt(cctx, wk.Blob, ec, dest.ARN)
+		nw, err = rw.opts.Source.ReEncrypt(cctx, wk.Blob, wk.KeyID, ec, dest.ARN)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("file %s: %w", h.FileID, err)

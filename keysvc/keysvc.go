@@ -128,8 +128,11 @@ type Service interface {
 	Decrypt(ctx context.Context, blob []byte, keyID string, ec EncryptionContext) (Unwrapped, error)
 	// ReEncrypt re-wraps blob under destKeyID (its newest key material)
 	// without exposing the plaintext to the caller. The encryption context
-	// stays the same.
-	ReEncrypt(ctx context.Context, blob []byte, ec EncryptionContext, destKeyID string) (WrappedKey, error)
+	// stays the same. srcKeyID is as Decrypt's keyID: when set, a blob
+	// wrapped under another key fails with ErrIncorrectKey, so a record
+	// that names a trusted key but holds a blob of another one is never
+	// laundered under the destination key.
+	ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec EncryptionContext, destKeyID string) (WrappedKey, error)
 	// DescribeKey returns the key's metadata.
 	DescribeKey(ctx context.Context, keyID string) (KeyInfo, error)
 }
