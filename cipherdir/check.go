@@ -37,6 +37,7 @@ const (
 	ProblemSlotTooSmall   = "record-too-large" // the record does not fit the slot (warning)
 	ProblemNoKey          = "no-key"           // no key record unwraps: the file is unreadable
 	ProblemKeyRefused     = "key-refused"      // the key service refuses the key (disabled, pending deletion, access denied)
+	ProblemUntrustedKey   = "untrusted-key"    // the key record names a KMS key the filesystem does not trust (a planted file?); never repaired
 	ProblemKeyUnavailable = "key-unavailable"  // the key service did not answer: the file was not checked
 	ProblemTag            = "chunk-tag"        // a chunk fails authentication
 	ProblemTruncated      = "truncated"        // the last chunk opens only as a middle chunk, or the file was emptied
@@ -186,7 +187,10 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 	if opts.Files != nil {
 		opts.Files(len(files))
 	}
-	c := &checker{opts: opts, root: root, keys: map[string]*KeyUsage{}}
+	tctx, cancel := context.WithTimeout(ctx, opts.KMSTimeout)
+	trust := NewTrust(tctx, opts.Keys, opts.Config, nil)
+	cancel()
+	c := &checker{opts: opts, root: root, trust: trust, keys: map[string]*KeyUsage{}}
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for range opts.Jobs {
@@ -211,8 +215,9 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 }
 
 type checker struct {
-	opts CheckOptions
-	root int // CIPHERDIR: every file is opened below it
+	opts  CheckOptions
+	root  int    // CIPHERDIR: every file is opened below it
+	trust *Trust // the keys whose records are accepted
 
 	mu        sync.Mutex // guards the fields below and serialises Report
 	keys      map[string]*KeyUsage
@@ -264,14 +269,15 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 
 // record is one copy of a file's key record and what became of it.
 type record struct {
-	place   RecordPlace
-	raw     []byte // nil when absent
-	err     error  // why it is absent or unusable
-	wk      keysvc.WrappedKey
-	dek     []byte // unwrapped; zeroed by the caller
-	cipher  *chunk.Cipher
-	missing bool // absent (ENODATA, empty slot), as opposed to bad
-	refused error
+	place     RecordPlace
+	raw       []byte // nil when absent
+	err       error  // why it is absent or unusable
+	wk        keysvc.WrappedKey
+	dek       []byte // unwrapped; zeroed by the caller
+	cipher    *chunk.Cipher
+	missing   bool // absent (ENODATA, empty slot), as opposed to bad
+	refused   error
+	untrusted bool // names a key the tree does not trust
 }
 
 // file checks (and repairs) the backing file rel.
@@ -376,7 +382,7 @@ func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []b
 		}
 		if i > 0 && recs[0].raw != nil && bytes.Equal(recs[0].raw, r.raw) {
 			*r = record{place: r.place, raw: r.raw, wk: recs[0].wk, err: recs[0].err, refused: recs[0].refused,
-				cipher: recs[0].cipher, dek: bytes.Clone(recs[0].dek)}
+				untrusted: recs[0].untrusted, cipher: recs[0].cipher, dek: bytes.Clone(recs[0].dek)}
 		} else {
 			c.unwrap(ctx, r, h, hb, ec)
 		}
@@ -388,6 +394,15 @@ func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []b
 		}
 	}
 	if good == nil {
+		for _, r := range recs {
+			if r.untrusted {
+				// Not repairable: only the owner of the data can say
+				// whether the file is theirs (rekey or copy it in).
+				rep.KeyID, rep.KeyMaterialID = r.wk.KeyID, r.wk.KeyMaterialID
+				rep.add(ProblemUntrustedKey, NoChunk, "%s: %v; the file was not opened (it may have been planted)", r.place, r.err)
+				return nil, false
+			}
+		}
 		for _, r := range recs {
 			if r.refused != nil {
 				rep.KeyID, rep.KeyMaterialID = r.wk.KeyID, r.wk.KeyMaterialID
@@ -466,6 +481,10 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 	r.wk = wk
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.KMSTimeout)
 	defer cancel()
+	if err := c.trust.Allow(kctx, wk.KeyID); err != nil {
+		r.err, r.untrusted = err, true
+		return
+	}
 	u, err := c.opts.Keys.Decrypt(kctx, wk.Blob, wk.KeyID, ec)
 	if err != nil {
 		r.err = err

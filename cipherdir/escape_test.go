@@ -44,7 +44,7 @@ func TestRekeyRelinkDoesNotFollowSwappedDir(t *testing.T) {
 	}
 	outside := t.TempDir()
 	before := snapshot(t, outside)
-	rk, err := NewRekeyer(tt.dir, tt.cfg, tt.store)
+	rk, err := NewRekeyer(context.Background(), tt.dir, tt.cfg, tt.store)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,11 +78,14 @@ type FileKey struct {
 }
 
 // LoadKey reads the header and key record of the open, non-empty backing
-// file fd, has keys unwrap the data key with the file's encryption
-// context, and verifies the header under it. A header that does not fit
-// the tree fails with ErrBadHeader, a missing or malformed record with
-// ErrNoKey; key service errors are wrapped as they come.
-func LoadKey(ctx context.Context, keys keysvc.Service, cfg Config, fd int) (FileKey, error) {
+// file fd, checks that the record names a key trust allows, has keys
+// unwrap the data key with the file's encryption context and that key as
+// the expected one (so the KMS refuses a blob of another key), and
+// verifies the header under it. A header that does not fit the tree fails
+// with ErrBadHeader, a missing or malformed record with ErrNoKey, a record
+// naming another key with ErrUntrustedKey; key service errors are wrapped
+// as they come.
+func LoadKey(ctx context.Context, keys keysvc.Service, trust *Trust, cfg Config, fd int) (FileKey, error) {
 	var hb [chunk.HeaderSize]byte
 	h, err := ReadHeader(fd, hb[:])
 	if err != nil {
@@ -93,6 +96,9 @@ func LoadKey(ctx context.Context, keys keysvc.Service, cfg Config, fd int) (File
 	}
 	wk, place, err := ReadKeyRecord(fd, cfg.KeyRecordMode())
 	if err != nil {
+		return FileKey{}, fmt.Errorf("file %s: %w", h.FileID, err)
+	}
+	if err := trust.Allow(ctx, wk.KeyID); err != nil {
 		return FileKey{}, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
 	uw, err := keys.Decrypt(ctx, wk.Blob, wk.KeyID, keysvc.FileContext(cfg.FilesystemID, h.FileID.String()))

@@ -108,7 +108,7 @@ func (tt *testTree) read(t *testing.T, rel string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	k, err := LoadKey(context.Background(), tt.store, tt.cfg, int(f.Fd()))
+	k, err := LoadKey(context.Background(), tt.store, NewTrust(context.Background(), tt.store, tt.cfg, nil), tt.cfg, int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}

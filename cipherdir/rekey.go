@@ -32,10 +32,11 @@ var ErrChanged = errors.New("the file changed while it was re-encrypted; nothing
 
 // Rekeyer re-encrypts single files of one CIPHERDIR under new data keys.
 type Rekeyer struct {
-	dir  string
-	cfg  Config
-	keys keysvc.Service
-	root int
+	dir   string
+	cfg   Config
+	keys  keysvc.Service
+	trust *Trust
+	root  int
 
 	// beforeRelink, when set (tests only), runs after the other hard
 	// links of a file were found and before they are re-linked: the
@@ -44,13 +45,14 @@ type Rekeyer struct {
 }
 
 // NewRekeyer opens the CIPHERDIR dir (whose config is cfg) for Rekey with
-// the key service keys. Close releases it.
-func NewRekeyer(dir string, cfg Config, keys keysvc.Service) (*Rekeyer, error) {
+// the key service keys; only files whose records name a key cfg trusts
+// (NewTrust, resolved within ctx) are re-encrypted. Close releases it.
+func NewRekeyer(ctx context.Context, dir string, cfg Config, keys keysvc.Service) (*Rekeyer, error) {
 	root, err := OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Rekeyer{dir: dir, cfg: cfg, keys: keys, root: root}, nil
+	return &Rekeyer{dir: dir, cfg: cfg, keys: keys, trust: NewTrust(ctx, keys, cfg, nil), root: root}, nil
 }
 
 // Close releases the CIPHERDIR.
@@ -104,7 +106,7 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	if st.Size == 0 {
 		return "", "", nil
 	}
-	ok, err := LoadKey(ctx, r.keys, r.cfg, ofd)
+	ok, err := LoadKey(ctx, r.keys, r.trust, r.cfg, ofd)
 	if err != nil {
 		return "", "", err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,13 @@ type RewrapOptions struct {
 	// DestKey is the key to wrap under, "" for each file's own key (its
 	// newest key material). Required with Dest.
 	DestKey string
+	// DestKMS is the kms of Dest (KMSLocal or KMSAWS), for the config.
+	DestKMS string
+	// KeepPrevious leaves Config.PreviousKeys in place when a migration
+	// to DestKey completes: the tree is mounted, and its mount may still
+	// make files under a previous key until it is remounted (a second
+	// run after the remount finishes the migration).
+	KeepPrevious bool
 	// DryRun counts what would be re-wrapped and changes nothing.
 	DryRun bool
 	// Force re-wraps files that look current too.
@@ -63,6 +71,10 @@ type RewrapSummary struct {
 	Seen, Rewrapped, Current, Skipped, Failed int64
 	// Dest describes RewrapOptions.DestKey (zero without it).
 	Dest keysvc.KeyInfo
+	// Config is the tree's config after the run; ConfigChanged says Run
+	// rewrote kmsfs.conf (a migration to DestKey started or completed).
+	Config        Config
+	ConfigChanged bool
 }
 
 // rewrapTarget is a destination key, described once per run.
@@ -95,6 +107,7 @@ type Rewrapper struct {
 	dst    keysvc.Service // the service to wrap under: Dest, else Source
 	moving bool
 	dest   keysvc.KeyInfo // DestKey described; zero without it
+	trust  *Trust         // the keys whose records may be re-wrapped
 
 	mu      sync.Mutex
 	targets map[string]*rewrapTarget // by key reference (record key ID or DestKey)
@@ -118,24 +131,83 @@ func NewRewrapper(ctx context.Context, opts RewrapOptions) (*Rewrapper, error) {
 		}
 		rw.dst, rw.moving = opts.Dest, true
 	}
+	trusted := opts.Config
 	if opts.DestKey != "" {
 		info, err := rw.target(ctx, opts.DestKey)
 		if err != nil {
 			return nil, err
 		}
 		rw.dest = info
+		// Files an interrupted run moved already name the destination.
+		trusted.PreviousKeys = append(slices.Clone(trusted.PreviousKeys), info.ARN)
 	}
+	tctx, cancel := context.WithTimeout(ctx, opts.CallTimeout)
+	rw.trust = NewTrust(tctx, opts.Source, trusted, nil)
+	cancel()
 	return rw, nil
+}
+
+// migrating reports whether the run moves the tree to another key of
+// the same key service: kmsfs.conf then names the new key from the
+// start, and keeps trusting the old one until every file has moved.
+func (rw *Rewrapper) migrating() bool {
+	return rw.opts.DestKey != "" && !rw.opts.DryRun && !rw.moving && rw.dest.ARN != rw.opts.Config.KeyID
+}
+
+// startMigration writes the config of a migration to the destination
+// key: KeyID the new key, the old one (and earlier ones not yet done)
+// in PreviousKeys, so that both stay trusted while files move.
+func (rw *Rewrapper) startMigration() (Config, error) {
+	cfg := rw.opts.Config
+	prev := slices.DeleteFunc(append(slices.Clone(cfg.PreviousKeys), cfg.KeyID), func(k string) bool { return k == rw.dest.ARN })
+	slices.Sort(prev)
+	cfg.PreviousKeys, cfg.KeyID = slices.Compact(prev), rw.dest.ARN
+	if err := ReplaceConfig(rw.opts.CipherDir, cfg); err != nil {
+		return rw.opts.Config, fmt.Errorf("start the migration to key %s: %w", rw.dest.ARN, err)
+	}
+	return cfg, nil
+}
+
+// finish writes the config of a run that re-wrapped every file under
+// DestKey: the destination key service and key, and no previous keys
+// (unless KeepPrevious). It reports whether the config changed.
+func (rw *Rewrapper) finish(cfg Config) (Config, bool, error) {
+	if rw.opts.DestKey == "" || rw.opts.DryRun {
+		return cfg, false, nil
+	}
+	next := cfg
+	if rw.moving {
+		next.KMS, next.KeyID = rw.opts.DestKMS, rw.dest.ARN
+		next.PreviousKeys = nil // keys of another key service mean nothing here
+	} else if !rw.opts.KeepPrevious {
+		next.PreviousKeys = nil
+	}
+	if next.KMS == cfg.KMS && next.KeyID == cfg.KeyID && slices.Equal(next.PreviousKeys, cfg.PreviousKeys) {
+		return cfg, false, nil
+	}
+	if err := ReplaceConfig(rw.opts.CipherDir, next); err != nil {
+		return cfg, false, fmt.Errorf("every file was re-wrapped, but %s was not updated: %w", ConfigName, err)
+	}
+	return next, true, nil
 }
 
 // Dest describes RewrapOptions.DestKey (zero without it).
 func (rw *Rewrapper) Dest() keysvc.KeyInfo { return rw.dest }
 
 // Run walks the tree and re-wraps its files. It returns an error only
-// when the tree cannot be walked; failures of single files are counted in
-// the summary and reported through RewrapOptions.Done.
+// when the tree cannot be walked or its config cannot be written;
+// failures of single files are counted in the summary and reported
+// through RewrapOptions.Done.
+//
+// A migration to DestKey (another key of the same key service) writes
+// kmsfs.conf before the first file: the new key as KeyID, the old one in
+// PreviousKeys, so mounts (which re-read the config for a key they do not
+// know) trust both while files move. When every file has moved, the old
+// keys are dropped (unless KeepPrevious); after a failure they stay, and
+// running the same command again finishes the job. A move to another key
+// service changes the config only when every file has moved.
 func (rw *Rewrapper) Run(ctx context.Context) (RewrapSummary, error) {
-	sum := RewrapSummary{Dest: rw.dest}
+	sum := RewrapSummary{Dest: rw.dest, Config: rw.opts.Config}
 	root, err := OpenRoot(rw.opts.CipherDir)
 	if err != nil {
 		return sum, err
@@ -146,12 +218,25 @@ func (rw *Rewrapper) Run(ctx context.Context) (RewrapSummary, error) {
 	if err != nil {
 		return sum, err
 	}
+	if rw.migrating() {
+		if sum.Config, err = rw.startMigration(); err != nil {
+			return sum, err
+		}
+		sum.ConfigChanged = true
+	}
 	if rw.opts.Files != nil {
 		rw.opts.Files(len(files))
 	}
 	rw.run(ctx, files)
 	sum.Seen, sum.Rewrapped, sum.Current = rw.seen.Load(), rw.rewrapped.Load(), rw.current.Load()
 	sum.Skipped, sum.Failed = rw.skipped.Load(), rw.failed.Load()
+	if sum.Failed == 0 {
+		cfg, changed, err := rw.finish(sum.Config)
+		if err != nil {
+			return sum, err
+		}
+		sum.Config, sum.ConfigChanged = cfg, sum.ConfigChanged || changed
+	}
 	return sum, nil
 }
 
@@ -234,6 +319,11 @@ func (rw *Rewrapper) one(ctx context.Context, rel string) (outcome, error) {
 	}
 	wk, _, err := ReadKeyRecord(fd, cfg.KeyRecordMode())
 	if err != nil {
+		return 0, fmt.Errorf("file %s: %w", h.FileID, err)
+	}
+	// Never re-wrap a record of a key the tree does not trust under one
+	// it does: that would adopt a planted file.
+	if err := rw.trust.Allow(ctx, wk.KeyID); err != nil {
 		return 0, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
 	ref := rw.opts.DestKey

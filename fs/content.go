@@ -116,7 +116,7 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	}
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
-	k, err := cipherdir.LoadKey(kctx, r.keys, r.cfg, int(f.Fd()))
+	k, err := cipherdir.LoadKey(kctx, r.keys, r.trust, r.cfg, int(f.Fd()))
 	if err != nil {
 		return nil, time.Time{}, err
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
+	// Trust is the set of KMS keys whose key records the mount accepts
+	// (nil: cipherdir.NewTrust of Config through Keys, re-reading the
+	// tree's kmsfs.conf when a record names a key it does not know).
+	Trust *cipherdir.Trust
 	// ReadOnly mounts with "ro".
 	ReadOnly bool
 	// AllowOther lets other users in; it always comes with the kernel's
@@ -85,6 +89,7 @@ type root struct {
 	dev        uint64
 	cfg        cipherdir.Config
 	keys       keysvc.Service
+	trust      *cipherdir.Trust // the keys whose records are accepted
 	log        *slog.Logger
 	kmsTimeout time.Duration
 	keyRecheck time.Duration  // see Options.KeyRecheck
@@ -178,6 +183,14 @@ func newRoot(opts Options) (*node, error) {
 
 		marks: newWriteMarks(),
 		dirs:  dirCache{now: time.Now},
+	}
+	r.trust = opts.Trust
+	if r.trust == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		r.trust = cipherdir.NewTrust(ctx, opts.Keys, opts.Config, func() (cipherdir.Config, error) {
+			return cipherdir.LoadConfigAt(fd)
+		})
+		cancel()
 	}
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool

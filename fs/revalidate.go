@@ -131,6 +131,9 @@ func (r *root) confirmKey(ctx context.Context, c *content, fd interface{ Fd() ui
 	h := c.cipher.Header()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
+	if err := r.trust.Allow(kctx, wk.KeyID); err != nil {
+		return wk.KeyID, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+	}
 	uw, err := r.keyCheck.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
 		return wk.KeyID, fmt.Errorf("re-validate data key of file %s: %w", h.FileID, err)

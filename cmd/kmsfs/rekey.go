@@ -64,7 +64,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 			if err != nil {
 				return err
 			}
-			rk, err := cipherdir.NewRekeyer(dir, cfg, svc)
+			rk, err := cipherdir.NewRekeyer(ctx, dir, cfg, svc)
 			if err != nil {
 				closeSvc()
 				fail(p, err)

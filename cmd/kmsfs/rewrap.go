@@ -87,8 +87,9 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 		return err
 	}
 	defer closeSrc()
-	opts := cipherdir.RewrapOptions{CipherDir: dir, Config: cfg, Source: src, DestKey: f.key,
-		DryRun: f.dryRun, Force: f.force, Jobs: f.jobs}
+	mountpoint, mounted := mountOf(dir)
+	opts := cipherdir.RewrapOptions{CipherDir: dir, Config: cfg, Source: src, DestKey: f.key, DestKMS: f.toKMS,
+		DryRun: f.dryRun, Force: f.force, Jobs: f.jobs, KeepPrevious: mounted}
 	if moving {
 		dst, closeDst, err := openKeyService(ctx, f.toKMS, &f.ks, f.endpoint, env, nil)
 		if err != nil {
@@ -114,10 +115,10 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 	if prog != nil {
 		prog.stop()
 	}
+	elapsed := time.Since(start)
 	if err != nil {
 		return withKind(errCipherDir, fmt.Errorf("rewrap: %w", err))
 	}
-	elapsed := time.Since(start)
 
 	verb := "rewrapped"
 	if f.dryRun {
@@ -126,17 +127,16 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 	fmt.Fprintf(env.Stdout, "rewrap: %d files seen, %d %s, %d already current, %d skipped, %d failed in %s (%s files/s)\n",
 		sum.Seen, sum.Rewrapped, verb, sum.Current, sum.Skipped, sum.Failed,
 		elapsed.Round(time.Millisecond), rate(sum.Seen, elapsed))
+	if sum.ConfigChanged && (sum.Config.KMS != cfg.KMS || sum.Config.KeyID != cfg.KeyID) {
+		fmt.Fprintf(env.Stdout, "rewrap: %s now names kms %s, key %s (remount for new files to use it)\n", cipherdir.ConfigName, sum.Config.KMS, sum.Config.KeyID)
+	}
 	if sum.Failed > 0 {
 		return withHint(withKind(errIncomplete, fmt.Errorf("rewrap: %d files failed (named above); the others are done", sum.Failed)),
 			"fix the cause and run the same command again: files already re-wrapped are skipped")
 	}
-	if f.key != "" && !f.dryRun && (moving || sum.Dest.ARN != cfg.KeyID) {
-		// Every file is under the new key now: so must new files be.
-		cfg.KMS, cfg.KeyID = f.toKMS, sum.Dest.ARN
-		if err := cipherdir.ReplaceConfig(dir, cfg); err != nil {
-			return withKind(errCipherDir, fmt.Errorf("rewrap: every file was re-wrapped, but %s was not updated: %w", cipherdir.ConfigName, err))
-		}
-		fmt.Fprintf(env.Stdout, "rewrap: %s now names kms %s, key %s (remount for new files to use it)\n", cipherdir.ConfigName, cfg.KMS, cfg.KeyID)
+	if f.key != "" && !f.dryRun && len(sum.Config.PreviousKeys) > 0 && mounted {
+		fmt.Fprintf(env.Stdout, "rewrap: %s still trusts the previous keys %s: %s is mounted at %s, and its mount makes new files under the key it was mounted with; remount, then run this rewrap again to finish\n",
+			cipherdir.ConfigName, strings.Join(sum.Config.PreviousKeys, ", "), dir, mountpoint)
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	k, err := cipherdir.LoadKey(context.Background(), lt.store, lt.cfg, int(f.Fd()))
+	k, err := cipherdir.LoadKey(context.Background(), lt.store, cipherdir.NewTrust(context.Background(), lt.store, lt.cfg, nil), lt.cfg, int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
