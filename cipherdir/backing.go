@@ -76,10 +76,10 @@ func OpenBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
 	return cur, nil
 }
 
-// OpenDirBeneath opens the directory rel below dirfd as OpenBeneath does,
+// openDirBeneath opens the directory rel below dirfd as OpenBeneath does,
 // as an O_PATH descriptor for *at calls. rel "" or "." is dirfd's own
 // directory (a new descriptor of it).
-func OpenDirBeneath(dirfd int, rel string) (int, error) {
+func openDirBeneath(dirfd int, rel string) (int, error) {
 	if rel == "" || rel == "." {
 		return unix.Openat(dirfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}

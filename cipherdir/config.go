@@ -351,10 +351,10 @@ func validCompress(s string) error {
 	return nil
 }
 
-// ReplaceConfig atomically replaces dir/kmsfs.conf with c: written under a
+// replaceConfig atomically replaces dir/kmsfs.conf with c: written under a
 // temporary name (an internal name, hidden from the mount), fsynced,
 // renamed over the old one, and the directory fsynced.
-func ReplaceConfig(dir string, c Config) error {
+func replaceConfig(dir string, c Config) error {
 	b, err := c.Marshal()
 	if err != nil {
 		return err

@@ -201,7 +201,7 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 // OpenBeneath does) and returns it with rel's last name.
 func (r *Rekeyer) parent(rel string) (int, string, error) {
 	dir, name := path.Split(rel)
-	fd, err := OpenDirBeneath(r.root, strings.TrimSuffix(dir, "/"))
+	fd, err := openDirBeneath(r.root, strings.TrimSuffix(dir, "/"))
 	if err != nil {
 		return -1, "", fmt.Errorf("directory of %s: %w", rel, err)
 	}

@@ -162,7 +162,7 @@ func (rw *Rewrapper) startMigration() (Config, error) {
 	prev := slices.DeleteFunc(append(slices.Clone(cfg.PreviousKeys), cfg.KeyID), func(k string) bool { return k == rw.dest.ARN })
 	slices.Sort(prev)
 	cfg.PreviousKeys, cfg.KeyID = slices.Compact(prev), rw.dest.ARN
-	if err := ReplaceConfig(rw.opts.CipherDir, cfg); err != nil {
+	if err := replaceConfig(rw.opts.CipherDir, cfg); err != nil {
 		return rw.opts.Config, fmt.Errorf("start the migration to key %s: %w", rw.dest.ARN, err)
 	}
 	return cfg, nil
@@ -185,7 +185,7 @@ func (rw *Rewrapper) finish(cfg Config) (Config, bool, error) {
 	if next.KMS == cfg.KMS && next.KeyID == cfg.KeyID && slices.Equal(next.PreviousKeys, cfg.PreviousKeys) {
 		return cfg, false, nil
 	}
-	if err := ReplaceConfig(rw.opts.CipherDir, next); err != nil {
+	if err := replaceConfig(rw.opts.CipherDir, next); err != nil {
 		return cfg, false, fmt.Errorf("every file was re-wrapped, but %s was not updated: %w", ConfigName, err)
 	}
 	return next, true, nil
@@ -410,7 +410,7 @@ func (rw *Rewrapper) move(ctx context.Context, wk keysvc.WrappedKey, destKey str
 func DescribeEnabled(ctx context.Context, svc keysvc.Service, ref string) (keysvc.KeyInfo, error) {
 	info, err := svc.DescribeKey(ctx, ref)
 	if err != nil {
-		return keysvc.KeyInfo{}, AboutKey(ref, err)
+		return keysvc.KeyInfo{}, aboutKey(ref, err)
 	}
 	if info.Enabled {
 		return info, nil
@@ -421,8 +421,8 @@ func DescribeEnabled(ctx context.Context, svc keysvc.Service, ref string) (keysv
 	return keysvc.KeyInfo{}, fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
 }
 
-// AboutKey names the key ref in err unless the backend already did.
-func AboutKey(ref string, err error) error {
+// aboutKey names the key ref in err unless the backend already did.
+func aboutKey(ref string, err error) error {
 	if strings.Contains(err.Error(), ref) {
 		return err
 	}

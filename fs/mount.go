@@ -45,10 +45,6 @@ type Options struct {
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
-	// Trust is the set of KMS keys whose key records the mount accepts
-	// (nil: cipherdir.NewTrust of Config through Keys, re-reading the
-	// tree's kmsfs.conf when a record names a key it does not know).
-	Trust *cipherdir.Trust
 	// ReadOnly mounts with "ro".
 	ReadOnly bool
 	// AllowOther lets other users in; it always comes with the kernel's
@@ -184,14 +180,13 @@ func newRoot(opts Options) (*node, error) {
 		marks: newWriteMarks(),
 		dirs:  dirCache{now: time.Now},
 	}
-	r.trust = opts.Trust
-	if r.trust == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		r.trust = cipherdir.NewTrust(ctx, opts.Keys, opts.Config, func() (cipherdir.Config, error) {
-			return cipherdir.LoadConfigAt(fd)
-		})
-		cancel()
-	}
+	// Only records naming a key of Config (or of its previous_keys, read
+	// again when a record names a key not known yet) are opened.
+	tctx, cancel := context.WithTimeout(context.Background(), timeout)
+	r.trust = cipherdir.NewTrust(tctx, opts.Keys, opts.Config, func() (cipherdir.Config, error) {
+		return cipherdir.LoadConfigAt(fd)
+	})
+	cancel()
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
 		if size == 0 {
