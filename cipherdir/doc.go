@@ -4,9 +4,11 @@
 // It owns the config file (kmsfs.conf), the key records of backing files
 // (the user.kmsfs.key xattr and the key-record slot), the one rule that
 // says which backing names belong to kmsfs (IsInternalName), the one way
-// to open a backing file and build its cipher, and the one tree walk. On
-// top of those it holds the offline engines: Check (fsck), FileInfo
-// (info), Rewrap and Rekey.
+// to open a backing file and build its cipher (LoadKey, for a key record
+// naming a key the tree trusts: Trust), the one way to start a new file
+// (NewHeader, GenerateFileKey, FileCipher, StartFile), and the one tree
+// walk (Walk). On top of those it holds the offline engines: Check (fsck),
+// FileInfo (info), Rewrapper (rewrap) and Rekeyer (rekey).
 //
 // Every path under CIPHERDIR is resolved from a directory descriptor of
 // CIPHERDIR with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), so a

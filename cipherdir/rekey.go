@@ -69,18 +69,25 @@ func tempName() string {
 // new data key and file ID, and returns both file IDs ("" new for an empty
 // file, which is left alone).
 //
-// Steps: unwrap the old key and verify the header (LoadKey); make a
-// temporary file in the same directory with a new header, data key and
-// key record (NewHeader, GenerateFileKey, FileCipher, StartFile: the
-// mount's create path); copy the plaintext chunk by chunk, reserving the
-// backing space of each write first as the mount does (all-zero blocks
-// stay holes); copy owner, mode, extended attributes and times; fsync;
-// check that the old file did not change meanwhile; rename the temporary
-// file over the old name; then give every other hard link of the old
-// inode the new inode (link to a temporary name, rename over the link).
+// Steps: unwrap the old key and verify the header (LoadKey, so only a
+// key the tree trusts); make a temporary file (RekeyTempMarker, hidden
+// from the mount and from fsck) in the file's directory with a new header,
+// data key and key record (NewHeader, GenerateFileKey, FileCipher,
+// StartFile: the mount's create path); copy the plaintext chunk by chunk,
+// reserving the backing space of each write first as the mount does
+// (all-zero blocks stay holes); copy owner, mode, extended attributes and
+// times; fsync; check that the old file did not change meanwhile (its
+// size and times: a mount writing to it makes Rekey fail with ErrChanged
+// and replace nothing); rename the temporary file over the old name; then
+// give every other hard link of the old inode the new inode (relink).
 // Between the first and the last of those renames, different links of the
-// file name different inodes with the same plaintext. The tree must not
-// be mounted read-write meanwhile.
+// file name different inodes with the same plaintext.
+//
+// Every step works on directory descriptors: the file's directory is
+// resolved once below CIPHERDIR (no symlinks) and held open, and each
+// other link's directory is resolved again when it is re-linked, so
+// nothing a user renames or swaps meanwhile makes Rekey create or replace
+// a name outside CIPHERDIR.
 func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultRekeyTimeout)
 	defer cancel()
@@ -106,18 +113,18 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	if st.Size == 0 {
 		return "", "", nil
 	}
-	ok, err := LoadKey(ctx, r.keys, r.trust, r.cfg, ofd)
+	key, err := LoadKey(ctx, r.keys, r.trust, r.cfg, ofd)
 	if err != nil {
 		return "", "", err
 	}
-	oldID = ok.Header.FileID.String()
-	src := chunk.NewFile(old, ok.Cipher)
+	oldID = key.Header.FileID.String()
+	src := chunk.NewFile(old, key.Cipher)
 	size, err := src.Size()
 	if err != nil {
 		return oldID, "", err
 	}
 
-	nh, err := NewHeader(r.cfg, ok.Header.Compression()) // a file keeps its compression
+	nh, err := NewHeader(r.cfg, key.Header.Compression()) // a file keeps its compression
 	if err != nil {
 		return oldID, "", err
 	}
