@@ -3,7 +3,6 @@ package fs
 import (
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // dirFD is a backing directory descriptor for one operation: opened for
@@ -31,10 +31,6 @@ func (d dirFD) close() {
 		unix.Close(d.fd)
 	}
 }
-
-// openat2Broken is set once openat2 answers ENOSYS, so later resolutions
-// walk component by component straight away.
-var openat2Broken atomic.Bool
 
 // backingRel returns the path of in relative to CIPHERDIR in backing names
 // ("" for the root). A node no longer in any directory (unlinked) has no
@@ -86,37 +82,13 @@ func (r *root) openDir(dir *gofs.Inode) (dirFD, error) {
 }
 
 // resolveDir opens the backing directory at parts (relative to CIPHERDIR,
-// at least one component) as openDir describes.
+// at least one component) as openDir describes (cipherdir.OpenBeneath).
 func (r *root) resolveDir(parts []string) (dirFD, error) {
-	const flags = unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	rel := strings.Join(parts, "/")
-	if len(rel) < unix.PathMax && !openat2Broken.Load() {
-		fd, err := unix.Openat2(r.fd, rel, &unix.OpenHow{
-			Flags:   flags,
-			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
-		})
-		switch err {
-		case nil:
-			return dirFD{fd: fd, own: true}, nil
-		case unix.ENOSYS:
-			openat2Broken.Store(true)
-		case unix.EAGAIN, unix.ENAMETOOLONG:
-		default:
-			return dirFD{}, err
-		}
+	fd, err := cipherdir.OpenBeneath(r.fd, strings.Join(parts, "/"), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return dirFD{}, err
 	}
-	cur := r.fd
-	for _, p := range parts {
-		fd, err := unix.Openat(cur, p, flags, 0)
-		if cur != r.fd {
-			unix.Close(cur)
-		}
-		if err != nil {
-			return dirFD{}, err
-		}
-		cur = fd
-	}
-	return dirFD{fd: cur, own: true}, nil
+	return dirFD{fd: fd, own: true}, nil
 }
 
 // locate returns the backing directory holding in and in's backing name

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -39,21 +40,21 @@ func newCheckTree(t *testing.T, mode string, files map[string]int) *checkTree {
 	for name, n := range files {
 		data[name] = bytes.Repeat([]byte(name), n/len(name)+1)[:n]
 	}
-	return newCheckTreeWith(t, checkChunk, func(c *Config) { c.KeyRecord = mode }, data)
+	return newCheckTreeWith(t, checkChunk, func(c *cipherdir.Config) { c.KeyRecord = mode }, data)
 }
 
 // newCheckTreeWith is newCheckTree with the chunk size cs, a config
 // edited by edit, and the files' contents given.
-func newCheckTreeWith(t *testing.T, cs int, edit func(*Config), files map[string][]byte) *checkTree {
+func newCheckTreeWith(t *testing.T, cs int, edit func(*cipherdir.Config), files map[string][]byte) *checkTree {
 	t.Helper()
 	keys := newFakeKeys()
-	cfg, err := NewConfig(KMSLocal, keys.keyID, cs)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, keys.keyID, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	edit(&cfg)
 	dir := t.TempDir()
-	if err := WriteConfig(dir, cfg); err != nil {
+	if err := cipherdir.WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
 	rn, err := newRoot(Options{CipherDir: dir, Config: cfg, Keys: keys, Codecs: codec.All()})
@@ -83,12 +84,12 @@ func (ct *checkTree) path(name string) string { return filepath.Join(ct.dir, nam
 
 // check runs the checker and returns the problems as "name kind chunk"
 // strings (sorted) and the summary.
-func (ct *checkTree) check(t *testing.T, repair, zero bool) ([]string, CheckSummary) {
+func (ct *checkTree) check(t *testing.T, repair, zero bool) ([]string, cipherdir.CheckSummary) {
 	t.Helper()
 	var got []string
-	sum, err := Check(context.Background(), CheckOptions{
+	sum, err := cipherdir.Check(context.Background(), cipherdir.CheckOptions{
 		CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Codecs: ct.r.codecs, Repair: repair, ZeroUnreadable: zero,
-		Report: func(r FileReport) {
+		Report: func(r cipherdir.FileReport) {
 			for _, p := range r.Problems {
 				s := fmt.Sprintf("%s %s %d", r.Path, p.Kind, p.Chunk)
 				if p.Repaired {
@@ -149,7 +150,7 @@ const checkSealed = checkChunk + chunk.Overhead
 func at(i int) int { return chunk.DataOffset + i*checkSealed }
 
 func TestCheckClean(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"a": 3*checkChunk + 7, "b": checkChunk, "c": 1, "empty": 0})
+	ct := newCheckTree(t, cipherdir.KeyRecordXattrSlot, map[string]int{"a": 3*checkChunk + 7, "b": checkChunk, "c": 1, "empty": 0})
 	if err := os.WriteFile(ct.path("zero-bytes"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestCheckClean(t *testing.T) {
 }
 
 func TestCheckKeyRecords(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"nox": 1000, "noslot": 1000, "foreignx": 1000, "foreigns": 1000, "donor": 1000, "differ": 1000})
+	ct := newCheckTree(t, cipherdir.KeyRecordXattrSlot, map[string]int{"nox": 1000, "noslot": 1000, "foreignx": 1000, "foreigns": 1000, "donor": 1000, "differ": 1000})
 	donorX, _ := readXattrFile(t, ct.path("donor"))
 	if err := unix.Removexattr(ct.path("nox"), KeyXattr); err != nil {
 		t.Fatal(err)
@@ -228,7 +229,7 @@ func readXattrFile(t *testing.T, path string) ([]byte, error) {
 }
 
 func TestCheckChunks(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"flip": 3 * checkChunk, "remnant": 3*checkChunk + 5,
+	ct := newCheckTree(t, cipherdir.KeyRecordXattrSlot, map[string]int{"flip": 3 * checkChunk, "remnant": 3*checkChunk + 5,
 		"cut": 3 * checkChunk, "emptied": 2 * checkChunk, "zeroed": 3 * checkChunk, "hasdata": 2 * checkChunk, "midcut": 3 * checkChunk})
 	ct.edit(t, "flip", func(b []byte) []byte { b[at(1)+40] ^= 1; return b })
 	ci := func(name string) *chunk.Cipher {
@@ -279,8 +280,8 @@ func TestCheckChunks(t *testing.T) {
 		t.Errorf("summary %+v", sum)
 	}
 	var zeroed []string
-	sum, err := Check(context.Background(), CheckOptions{CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Codecs: ct.r.codecs, Repair: true, ZeroUnreadable: true,
-		Report: func(r FileReport) {
+	sum, err := cipherdir.Check(context.Background(), cipherdir.CheckOptions{CipherDir: ct.dir, Config: ct.r.cfg, Keys: ct.keys, Codecs: ct.r.codecs, Repair: true, ZeroUnreadable: true,
+		Report: func(r cipherdir.FileReport) {
 			if len(r.Zeroed) > 0 {
 				zeroed = append(zeroed, fmt.Sprint(r.Path, r.Zeroed))
 			}
@@ -311,7 +312,7 @@ func TestCheckChunks(t *testing.T) {
 // TestKeyRecordSlotMode: a tree on a backing filesystem without user
 // xattrs never touches the xattr, and the checker is content with the slot.
 func TestKeyRecordSlotMode(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordSlot, map[string]int{"a": 2000})
+	ct := newCheckTree(t, cipherdir.KeyRecordSlot, map[string]int{"a": 2000})
 	if _, err := unix.Getxattr(ct.path("a"), KeyXattr, make([]byte, maxRecordSize)); err != unix.ENODATA {
 		t.Fatalf("slot mode set the key xattr: %v", err)
 	}
@@ -328,7 +329,7 @@ func TestKeyRecordSlotMode(t *testing.T) {
 // TestOpenRestoresXattr: a file whose xattr a copy dropped opens from the
 // slot and gets its xattr back, once, with one log line.
 func TestOpenRestoresXattr(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"a": 2000})
+	ct := newCheckTree(t, cipherdir.KeyRecordXattrSlot, map[string]int{"a": 2000})
 	var log bytes.Buffer
 	ct.r.log = slog.New(slog.NewTextHandler(&log, nil))
 	rec, _ := readXattrFile(t, ct.path("a"))
@@ -343,30 +344,6 @@ func TestOpenRestoresXattr(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "restored the missing key xattr"); n != 1 {
 		t.Errorf("%d restore log lines: %s", n, log.String())
-	}
-}
-
-func TestWriteKeyRecordTooLarge(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fd := int(f.Fd())
-	big := bytes.Repeat([]byte{1}, chunk.MaxSlotRecord+1)
-	hb := make([]byte, chunk.HeaderSize)
-	place, err := WriteKeyRecord(fd, hb, big, KeyRecordXattrSlot)
-	if err != nil || place != PlaceXattr {
-		t.Fatalf("too large for the slot: %v, %v; want the xattr only", place, err)
-	}
-	if _, err := readKeySlot(fd); err == nil {
-		t.Error("slot not left empty")
-	}
-	if _, err := WriteKeyRecord(fd, nil, big, KeyRecordSlot); err == nil {
-		t.Error("slot mode stored a record nowhere without an error")
-	}
-	if place, err := WriteKeyRecord(fd, nil, []byte("small"), KeyRecordSlot); err != nil || place != PlaceSlot {
-		t.Errorf("slot mode: %v, %v", place, err)
 	}
 }
 
@@ -392,27 +369,11 @@ func TestAuthLogOnce(t *testing.T) {
 	}
 }
 
-// TestProbeUserXattrs: the test's temporary directory (ext4 or tmpfs here)
-// keeps user xattrs, and the probe leaves nothing behind.
-func TestProbeUserXattrs(t *testing.T) {
-	dir := t.TempDir()
-	ok, err := ProbeUserXattrs(dir)
-	if err != nil || !ok {
-		t.Fatalf("ProbeUserXattrs(%s) = %v, %v", dir, ok, err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("the probe left %d entries", len(entries))
-	}
-	if _, err := ProbeUserXattrs(filepath.Join(dir, "missing")); err == nil {
-		t.Error("probe of a missing directory: no error")
-	}
-}
-
 // TestSlotFallbackReadOnlyAndInfo: a read-only mount reads a file whose
 // xattr is gone but leaves the backing file alone, and `kmsfs info`
-// (FileInfo) reads the record from the slot.
+// (cipherdir.FileInfo) reads the record from the slot.
 func TestSlotFallbackReadOnlyAndInfo(t *testing.T) {
-	ct := newCheckTree(t, KeyRecordXattrSlot, map[string]int{"a": 3000})
+	ct := newCheckTree(t, cipherdir.KeyRecordXattrSlot, map[string]int{"a": 3000})
 	if err := unix.Removexattr(ct.path("a"), KeyXattr); err != nil {
 		t.Fatal(err)
 	}
@@ -423,9 +384,9 @@ func TestSlotFallbackReadOnlyAndInfo(t *testing.T) {
 	if _, err := unix.Getxattr(ct.path("a"), KeyXattr, make([]byte, maxRecordSize)); err != unix.ENODATA {
 		t.Errorf("a read-only mount restored the xattr: %v", err)
 	}
-	info, err := FileInfo(ct.path("a"))
+	info, err := cipherdir.FileInfo(ct.path("a"))
 	if err != nil || info.KeyID != ct.keys.keyID || info.FileID != ct.ids["a"].String() || info.PlaintextSize != 3000 {
-		t.Errorf("FileInfo without xattr: %+v, %v", info, err)
+		t.Errorf("cipherdir.FileInfo without xattr: %+v, %v", info, err)
 	}
 }
 
@@ -438,8 +399,8 @@ func TestCheckPunchesZeroTails(t *testing.T) {
 	random := make([]byte, 3*cs)
 	_, _ = rand.Read(random)
 	files := map[string][]byte{"text": compressibleText(5*cs + 1000), "random": random}
-	ct := newCheckTreeWith(t, cs, func(c *Config) { c.Compress = "zstd" }, files)
-	plain := newCheckTreeWith(t, cs, func(*Config) {}, map[string][]byte{"text": files["text"]})
+	ct := newCheckTreeWith(t, cs, func(c *cipherdir.Config) { c.Compress = "zstd" }, files)
+	plain := newCheckTreeWith(t, cs, func(*cipherdir.Config) {}, map[string][]byte{"text": files["text"]})
 	punched := map[string]int64{}
 	for name := range files {
 		punched[name] = allocated(t, ct.path(name))

@@ -1,12 +1,12 @@
 package fs
 
 import (
-	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // DefaultCompressedChunkSize is the chunk size `kmsfs init --compress`
@@ -14,35 +14,10 @@ import (
 // whole blocks of its slot's tail (see the README, "Compression").
 const DefaultCompressedChunkSize = 64 << 10
 
-// Compression returns the configured compression of new files; an empty
-// or missing field is none.
-func (c Config) Compression() chunk.Compression {
-	comp, err := chunk.ParseCompression(c.Compress)
-	if err != nil || c.Compress == "" {
-		return chunk.CompressionNone
-	}
-	return comp
-}
-
-// validCompress checks Config.Compress.
-func validCompress(s string) error {
-	if s == "" {
-		return nil
-	}
-	if _, err := chunk.ParseCompression(s); err != nil {
-		return fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
-	}
-	return nil
-}
-
 // newHeader returns the header of a new file of this tree: the configured
 // chunk size and compression, a fresh file ID.
 func (r *root) newHeader() (chunk.Header, error) {
-	h, err := chunk.NewHeader(r.cfg.ChunkSize)
-	if err != nil {
-		return chunk.Header{}, err
-	}
-	return h.WithCompression(r.cfg.Compression()), nil
+	return cipherdir.NewHeader(r.cfg, r.cfg.Compression())
 }
 
 // punchingFile is a backing *os.File that can punch holes, so that the

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
 )
 
@@ -40,7 +41,7 @@ func allocated(t *testing.T, path string) int64 {
 // with chunk.ErrNoCodec (EIO), naming the compression; with the codec
 // given it opens.
 func TestCodecsFromCaller(t *testing.T) {
-	ct := newCheckTreeWith(t, 64<<10, func(c *Config) { c.Compress = "zstd" },
+	ct := newCheckTreeWith(t, 64<<10, func(c *cipherdir.Config) { c.Compress = "zstd" },
 		map[string][]byte{"z": compressibleText(100 << 10)})
 	cfg := ct.r.cfg
 	_, err := newRoot(Options{CipherDir: ct.dir, Config: cfg, Keys: ct.keys, Codecs: chunk.Codecs{codec.S2()}})

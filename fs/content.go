@@ -3,8 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -13,27 +11,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
-// KeyXattr is the backing regular file's extended attribute holding its
-// wrapped data key (a keysvc record). Every user.kmsfs.* attribute is
-// invisible and untouchable through the mount.
-const KeyXattr = "user.kmsfs.key"
-
-// internalXattrPrefix marks the attributes kmsfs keeps for itself.
-const internalXattrPrefix = "user.kmsfs."
-
-// maxRecordSize bounds the key xattr kmsfs reads (keysvc records are at
-// most 8192 bytes).
-const maxRecordSize = 8192
+// Short names for the backing-file facts package cipherdir defines.
+const (
+	KeyXattr            = cipherdir.KeyXattr
+	internalXattrPrefix = cipherdir.InternalXattrPrefix
+	maxRecordSize       = keysvc.MaxRecordSize
+)
 
 var (
-	// errNoKey: a non-empty backing file has no readable key record.
-	errNoKey = errors.New("backing file has no valid key record")
-	// errBadHeader: the backing file's header is unreadable or does not
-	// match the tree (another chunk size, say).
-	errBadHeader = errors.New("backing file header does not fit this filesystem")
+	errNoKey     = cipherdir.ErrNoKey
+	errBadHeader = cipherdir.ErrBadHeader
 )
 
 // content is the state of one open regular file (one backing inode, so
@@ -64,12 +55,10 @@ func (r *root) kmsContext(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(context.WithoutCancel(ctx), r.kmsTimeout)
 }
 
-// encryptionContext binds a data key to this filesystem and one file.
+// encryptionContext binds a data key to this filesystem and one file
+// (keysvc.FileContext).
 func (r *root) encryptionContext(id chunk.FileID) keysvc.EncryptionContext {
-	return keysvc.EncryptionContext{
-		keysvc.ContextFilesystemID: r.cfg.FilesystemID,
-		keysvc.ContextFileID:       id.String(),
-	}
+	return keysvc.FileContext(r.cfg.FilesystemID, id.String())
 }
 
 // newKey generates a data key for a new file with a fresh header and
@@ -86,12 +75,9 @@ func (r *root) newKey(ctx context.Context) (*chunk.Cipher, []byte, error) {
 func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, error) {
 	if k, ok := r.pool.take(); ok {
 		r.metrics.poolHits.Add(1)
-		c, err := chunk.NewCipher(k.dk.Plaintext, k.h, r.codecs)
+		c, rec, err := cipherdir.FileCipher(k.dk, k.h, r.codecs)
 		r.mem.Free(k.dk.Plaintext)
-		if err != nil {
-			return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", k.h.FileID, err)
-		}
-		return c, k.dk.Wrapped.MarshalRecord(), k.at, nil
+		return c, rec, k.at, err
 	}
 	if r.pool != nil {
 		r.metrics.poolMisses.Add(1)
@@ -103,16 +89,13 @@ func (r *root) newKeyAt(ctx context.Context) (*chunk.Cipher, []byte, time.Time, 
 	at := time.Now()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
-	dk, err := r.keys.GenerateDataKey(kctx, r.cfg.KeyID, r.encryptionContext(h.FileID))
+	dk, err := cipherdir.GenerateFileKey(kctx, r.keys, r.cfg, h)
 	if err != nil {
-		return nil, nil, time.Time{}, fmt.Errorf("generate data key for file %s: %w", h.FileID, err)
+		return nil, nil, time.Time{}, err
 	}
-	c, err := chunk.NewCipher(dk.Plaintext, h, r.codecs)
+	c, rec, err := cipherdir.FileCipher(dk, h, r.codecs)
 	keysvc.Zero(dk.Plaintext)
-	if err != nil {
-		return nil, nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
-	}
-	return c, dk.Wrapped.MarshalRecord(), at, nil
+	return c, rec, at, err
 }
 
 // loadKey reads the key record and header of the open backing file f,
@@ -133,46 +116,16 @@ func (r *root) loadKeyConfirmed(ctx context.Context, f *os.File) (_ *chunk.Ciphe
 	if fi.Size() == 0 {
 		return nil, time.Time{}, nil
 	}
-	var hb [chunk.HeaderSize]byte
-	if err := readHeaderNoatime(f, hb[:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, time.Time{}, fmt.Errorf("%w: backing size %d is shorter than the header", errBadHeader, fi.Size())
-		}
-		return nil, time.Time{}, err
-	}
-	h, err := chunk.ParseHeader(hb[:])
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("%w: %w", errBadHeader, err)
-	}
-	if int(h.ChunkSize) != r.cfg.ChunkSize {
-		return nil, time.Time{}, fmt.Errorf("%w: file %s has chunk size %d, the filesystem %d", errBadHeader, h.FileID, h.ChunkSize, r.cfg.ChunkSize)
-	}
-	wk, place, err := ReadKeyRecord(int(f.Fd()), r.cfg.KeyRecordMode())
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
-	}
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
-	uw, err := r.keys.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
+	k, err := cipherdir.LoadKey(kctx, r.keys, r.trust, r.cfg, r.codecs, int(f.Fd()))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("unwrap data key of file %s: %w", h.FileID, err)
-	}
-	confirmed = uw.Fetched
-	if confirmed.IsZero() {
-		confirmed = time.Now()
-	}
-	c, err := chunk.NewCipher(uw.Plaintext, h, r.codecs)
-	keysvc.Zero(uw.Plaintext)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("file %s: %w", h.FileID, err)
-	}
-	if err := c.VerifyHeader(hb[:]); err != nil {
 		return nil, time.Time{}, err
 	}
-	if place == PlaceSlot && r.cfg.KeyRecordMode() == KeyRecordXattrSlot {
-		r.restoreKeyXattr(f, h.FileID, wk)
+	if k.Place == cipherdir.PlaceSlot && r.cfg.KeyRecordMode() == cipherdir.KeyRecordXattrSlot {
+		r.restoreKeyXattr(f, k.Header.FileID, k.Record)
 	}
-	return c, confirmed, nil
+	return k.Cipher, k.Fetched, nil
 }
 
 // restoreKeyXattr puts back the key xattr of a file whose record was found
@@ -415,19 +368,15 @@ func (r *root) initialize(ctx context.Context, c *content, fd *os.File) error {
 }
 
 // writeNewKeyRecord starts a new backing file: header and key-record slot
-// in one pwrite, then the key xattr (WriteKeyRecord). A record too large
+// in one pwrite, then the key xattr (cipherdir.WriteKeyRecord). A record too large
 // for the slot is warned about once per file.
 func (r *root) writeNewKeyRecord(fd int, ci *chunk.Cipher, rec []byte) error {
-	hb, err := ci.MarshalHeader()
+	id := ci.Header().FileID
+	place, err := cipherdir.StartFile(fd, ci, rec, r.cfg.KeyRecordMode())
 	if err != nil {
 		return err
 	}
-	id := ci.Header().FileID
-	place, err := WriteKeyRecord(fd, hb, rec, r.cfg.KeyRecordMode())
-	if err != nil {
-		return fmt.Errorf("file %s: %w", id, err)
-	}
-	if place&PlaceSlot == 0 {
+	if place&cipherdir.PlaceSlot == 0 {
 		r.log.Warn("the key record does not fit the key-record slot: it is kept in the xattr only, and a copy that drops xattrs loses this file",
 			"file_id", id.String(), "record_bytes", len(rec), "slot_bytes", chunk.MaxSlotRecord)
 	}
@@ -466,20 +415,4 @@ func (r *root) allocate(fd *os.File, f *chunk.File, off, length int64, mode uint
 		return f.Truncate(end)
 	}
 	return nil
-}
-
-// readHeaderNoatime reads the header without touching the backing file's
-// access time: opening a file must not look like reading it. O_NOATIME is
-// set on the descriptor for the one read (it needs ownership or
-// CAP_FOWNER; without them the read updates atime as usual).
-func readHeaderNoatime(f *os.File, hb []byte) error {
-	fd := int(f.Fd())
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	noatime := err == nil && fl&unix.O_NOATIME == 0 &&
-		func() bool { _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NOATIME); return err == nil }()
-	_, err = f.ReadAt(hb, 0)
-	if noatime {
-		unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
-	}
-	return err
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // newTestRoot returns the shared state of a mount over a fresh CIPHERDIR,
@@ -14,7 +16,7 @@ import (
 func newTestRoot(t *testing.T) *root {
 	t.Helper()
 	keys := newFakeKeys()
-	cfg, err := NewConfig(KMSLocal, keys.keyID, 512)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, keys.keyID, 512)
 	if err != nil {
 		t.Fatal(err)
 	}

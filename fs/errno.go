@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -38,7 +39,7 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, errReservedName):
 		return syscall.EPERM
-	case errors.Is(err, errNoKey), errors.Is(err, errBadHeader):
+	case errors.Is(err, errNoKey), errors.Is(err, errBadHeader), errors.Is(err, cipherdir.ErrUntrustedKey):
 		return syscall.EIO
 	}
 	var errno syscall.Errno
@@ -141,6 +142,8 @@ func (r *root) errno(op string, err error) syscall.Errno {
 		r.log.LogAttrs(context.Background(), slog.LevelError, "content authentication failed", attrs...)
 	case errors.Is(err, chunk.ErrAuthentication):
 		r.log.Error("content authentication failed", "op", op, "err", err.Error())
+	case errors.Is(err, cipherdir.ErrUntrustedKey):
+		r.log.Error("refused a key record that names a key this filesystem does not trust (a planted file?)", "op", op, "err", err.Error())
 	case errors.Is(err, chunk.ErrCorrupt), errors.Is(err, errNoKey), errors.Is(err, errBadHeader):
 		r.log.Error("damaged backing file", "op", op, "err", err.Error())
 	case isKeyServiceError(err):

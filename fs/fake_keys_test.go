@@ -89,7 +89,7 @@ func (f *fakeKeys) Decrypt(ctx context.Context, blob []byte, keyID string, ec ke
 	return keysvc.Unwrapped{Plaintext: pt, KeyID: f.keyID, KeyMaterialID: "m1"}, nil
 }
 
-func (f *fakeKeys) ReEncrypt(ctx context.Context, blob []byte, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
+func (f *fakeKeys) ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
 	return keysvc.WrappedKey{}, errors.New("fake: ReEncrypt not supported")
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // handle is an open regular file: one backing descriptor (read-write
@@ -182,7 +183,7 @@ func (h *handle) checkEmpty() error {
 		return nil
 	}
 	var hb [chunk.HeaderSize]byte
-	if err := readHeaderNoatime(h.fd, hb[:]); err != nil {
+	if _, err := cipherdir.ReadHeader(h.raw, hb[:]); err != nil {
 		return err
 	}
 	hdr, err := ci.OpenHeader(hb[:])

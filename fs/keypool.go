@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -190,7 +191,7 @@ func (p *keyPool) newKey() (pooledKey, error) {
 	at := time.Now()
 	ctx, cancel := context.WithTimeout(p.ctx, p.r.kmsTimeout)
 	defer cancel()
-	dk, err := p.r.keys.GenerateDataKey(ctx, p.r.cfg.KeyID, p.r.encryptionContext(h.FileID))
+	dk, err := cipherdir.GenerateFileKey(ctx, p.r.keys, p.r.cfg, h)
 	if err != nil {
 		return pooledKey{}, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -17,7 +18,7 @@ import (
 // poolRoot returns the shared state a pool needs, over keys.
 func poolRoot(t *testing.T, keys keysvc.Service) *root {
 	t.Helper()
-	cfg, err := NewConfig(KMSLocal, newFakeKeys().keyID, 4096)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, newFakeKeys().keyID, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}

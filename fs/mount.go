@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
@@ -41,8 +42,8 @@ const cacheTimeout = time.Second
 type Options struct {
 	// CipherDir is the backing tree; its kmsfs.conf is Config.
 	CipherDir string
-	// Config is the tree's configuration (LoadConfig).
-	Config Config
+	// Config is the tree's configuration (cipherdir.LoadConfig).
+	Config cipherdir.Config
 	// Keys unwraps and generates data keys. The caller passes a cached
 	// service (keysvc.NewCache) so that opens rarely reach the KMS.
 	Keys keysvc.Service
@@ -100,9 +101,10 @@ type Options struct {
 type root struct {
 	fd         int // O_PATH directory descriptor of CIPHERDIR
 	dev        uint64
-	cfg        Config
+	cfg        cipherdir.Config
 	keys       keysvc.Service
 	codecs     chunk.Codecs
+	trust      *cipherdir.Trust // the keys whose records are accepted
 	log        *slog.Logger
 	kmsTimeout time.Duration
 	keyRecheck time.Duration  // see Options.KeyRecheck
@@ -211,6 +213,13 @@ func newRoot(opts Options) (*node, error) {
 	if r.mem == nil {
 		r.mem, r.ownMem = secmem.New(secmem.Options{Logger: log}), true
 	}
+	// Only records naming a key of Config (or of its previous_keys, read
+	// again when a record names a key not known yet) are opened.
+	tctx, cancel := context.WithTimeout(context.Background(), timeout)
+	r.trust = cipherdir.NewTrust(tctx, opts.Keys, opts.Config, func() (cipherdir.Config, error) {
+		return cipherdir.LoadConfigAt(fd)
+	})
+	cancel()
 	if opts.KeyPool >= 0 && !opts.ReadOnly {
 		size := opts.KeyPool
 		if size == 0 {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // requireFUSE skips the test when it cannot mount (no /dev/fuse, not
@@ -61,7 +62,7 @@ func (l *logBuffer) String() string {
 // testFS is one mounted kmsfs for a test.
 type testFS struct {
 	cipher, mnt string
-	cfg         Config
+	cfg         cipherdir.Config
 	keys        *fakeKeys
 	log         *logBuffer
 	root        *root
@@ -91,11 +92,11 @@ func mountFS(t *testing.T, edit ...func(*Options)) *testFS {
 	t.Helper()
 	requireFUSE(t)
 	tf := &testFS{cipher: t.TempDir(), mnt: t.TempDir(), keys: newFakeKeys(), log: &logBuffer{}}
-	cfg, err := NewConfig(KMSLocal, tf.keys.keyID, 4096)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, tf.keys.keyID, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteConfig(tf.cipher, cfg); err != nil {
+	if err := cipherdir.WriteConfig(tf.cipher, cfg); err != nil {
 		t.Fatal(err)
 	}
 	tf.cfg = cfg
@@ -155,13 +156,13 @@ func (tf *testFS) checkBacking(t *testing.T, name string, plain []byte) {
 			t.Fatalf("%s: backing file contains plaintext at plaintext offset %d", name, i)
 		}
 	}
-	info, err := FileInfo(tf.backing(name))
+	info, err := cipherdir.FileInfo(tf.backing(name))
 	if err != nil {
-		t.Fatalf("%s: FileInfo: %v", name, err)
+		t.Fatalf("%s: cipherdir.FileInfo: %v", name, err)
 	}
 	if info.KeyID != tf.keys.keyID || info.KeyMaterialID != "m1" || info.ChunkSize != tf.cfg.ChunkSize ||
 		info.PlaintextSize != int64(len(plain)) || len(info.FileID) != 32 {
-		t.Errorf("%s: FileInfo = %+v", name, info)
+		t.Errorf("%s: cipherdir.FileInfo = %+v", name, info)
 	}
 }
 
@@ -399,7 +400,7 @@ func TestRenameFlags(t *testing.T) {
 	if string(readFile(t, tf.path("c"))) != "A" {
 		t.Fatal("RENAME_NOREPLACE to a new name")
 	}
-	if err := os.Rename(tf.path("c"), tf.path(ConfigName)); !errors.Is(err, syscall.EPERM) {
+	if err := os.Rename(tf.path("c"), tf.path(cipherdir.ConfigName)); !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("rename onto the config name: %v, want EPERM", err)
 	}
 }
@@ -423,8 +424,8 @@ func TestHardLinks(t *testing.T) {
 	if s1.Ino != s2.Ino || s1.Nlink != 2 {
 		t.Fatalf("inodes %d %d nlink %d", s1.Ino, s2.Ino, s1.Nlink)
 	}
-	i1, _ := FileInfo(tf.backing("orig"))
-	i2, _ := FileInfo(tf.backing("dir/link"))
+	i1, _ := cipherdir.FileInfo(tf.backing("orig"))
+	i2, _ := cipherdir.FileInfo(tf.backing("dir/link"))
 	if i1.FileID != i2.FileID || i1.FileID == "" {
 		t.Fatalf("file IDs %q %q", i1.FileID, i2.FileID)
 	}
@@ -526,10 +527,10 @@ func TestMkdirModes(t *testing.T) {
 
 func TestConfigHidden(t *testing.T) {
 	tf := mountFS(t)
-	if _, err := os.Stat(tf.path(ConfigName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(tf.path(cipherdir.ConfigName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stat config: %v", err)
 	}
-	if err := os.WriteFile(tf.path(ConfigName), []byte("x"), 0o600); !errors.Is(err, syscall.EPERM) {
+	if err := os.WriteFile(tf.path(cipherdir.ConfigName), []byte("x"), 0o600); !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("create config: %v, want EPERM", err)
 	}
 	os.WriteFile(tf.path("visible"), nil, 0o600)
@@ -542,10 +543,10 @@ func TestConfigHidden(t *testing.T) {
 	}
 	// Only the root hides the name.
 	os.Mkdir(tf.path("sub"), 0o755)
-	if err := os.WriteFile(tf.path("sub/"+ConfigName), []byte("ok"), 0o600); err != nil {
+	if err := os.WriteFile(tf.path("sub/"+cipherdir.ConfigName), []byte("ok"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(tf.cipher); err != nil {
+	if _, err := cipherdir.LoadConfig(tf.cipher); err != nil {
 		t.Fatalf("config damaged: %v", err)
 	}
 }
@@ -1113,7 +1114,7 @@ func TestParallelWriters(t *testing.T) {
 }
 
 func TestMountRejectsBadOptions(t *testing.T) {
-	cfg, err := NewConfig(KMSLocal, "k", 0)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, "k", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

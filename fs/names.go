@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // errReservedName reports a name in the mount that maps to an internal
@@ -13,10 +15,9 @@ var errReservedName = errors.New("name is reserved for kmsfs")
 
 // isReservedBacking reports whether a backing name in a directory (root
 // says whether it is CIPHERDIR itself) belongs to kmsfs and must never be
-// visible or reachable through the mount: kmsfs.conf and the temporary
-// files WriteConfig creates next to it ("kmsfs.conf." prefix).
+// visible or reachable through the mount: cipherdir.IsInternalName.
 func isReservedBacking(root bool, name string) bool {
-	return root && (name == ConfigName || strings.HasPrefix(name, ConfigName+"."))
+	return cipherdir.IsInternalName(root, name)
 }
 
 // backingName translates a name in the mount into the name of the same

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // TestPosix runs go-fuse's POSIX check list against a fresh mount each.
@@ -28,10 +30,10 @@ func TestPosix(t *testing.T) {
 			posixtest.All[name](t, tf.mnt)
 			// Every regular file the check left behind is encrypted.
 			filepath.Walk(tf.cipher, func(p string, fi os.FileInfo, err error) error {
-				if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(tf.cipher, ConfigName) || fi.Size() == 0 {
+				if err != nil || !fi.Mode().IsRegular() || p == filepath.Join(tf.cipher, cipherdir.ConfigName) || fi.Size() == 0 {
 					return nil
 				}
-				if _, err := FileInfo(p); err != nil {
+				if _, err := cipherdir.FileInfo(p); err != nil {
 					t.Errorf("%s: %v", p, err)
 				}
 				return nil

@@ -1,13 +1,13 @@
 package fs
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // Space reservation before content changes.
@@ -128,16 +128,12 @@ func (r *root) reserve(c *content, fd *os.File, spans []chunkSpan, newSize int64
 		if s.last*int64(cs) >= newSize {
 			panic(fmt.Sprintf("fs: internal error: reserving chunk %d beyond size %d", s.last, newSize))
 		}
-		// Backing offsets from the format's own size function: chunk i
-		// starts where a file of i full chunks ends, and the span ends
-		// where a file ending in its last chunk does.
-		start := chunk.CiphertextSize(s.first*int64(cs), cs)
-		end := chunk.CiphertextSize(min(newSize, (s.last+1)*int64(cs)), cs)
+		start, end := cipherdir.ChunkSpanBytes(cs, s.first, s.last, newSize)
 		if end <= a.end {
 			continue
 		}
-		err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, start, end-start)
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		err := cipherdir.Reserve(int(fd.Fd()), start, end)
+		if cipherdir.ReserveUnsupported(err) {
 			if r.noReserve.CompareAndSwap(false, true) {
 				r.log.Warn("the backing filesystem does not support fallocate: writes are not reserved, so a full disk may leave a damaged chunk",
 					"err", err.Error())
@@ -145,7 +141,7 @@ func (r *root) reserve(c *content, fd *os.File, spans []chunkSpan, newSize int64
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reserve backing bytes %d-%d: %w", start, end, err)
+			return err
 		}
 		if start <= a.end && !punched {
 			a.end = end

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
 )
 
@@ -71,7 +72,7 @@ func TestTruncateSpans(t *testing.T) {
 // count, and a truncation forgets everything.
 func TestReserveKnownAllocation(t *testing.T) {
 	const cs = 4096
-	r := &root{cfg: Config{ChunkSize: cs}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r := &root{cfg: cipherdir.Config{ChunkSize: cs}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	f, err := os.Create(filepath.Join(t.TempDir(), "backing"))
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +174,7 @@ func TestReserveCompressedOnFullDisk(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tmpfsDir(t, 2<<20)
 			keys := newFakeKeys()
-			cfg, err := NewConfig(KMSLocal, keys.keyID, cs)
+			cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, keys.keyID, cs)
 			if err != nil {
 				t.Fatal(err)
 			}

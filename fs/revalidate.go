@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -67,10 +68,7 @@ func (e *revokedError) Unwrap() error { return e.err }
 
 // isRevocation reports whether err means the key may no longer be used (as
 // opposed to the key service being unreachable).
-func isRevocation(err error) bool {
-	return errors.Is(err, keysvc.ErrDisabled) || errors.Is(err, keysvc.ErrInvalidState) ||
-		errors.Is(err, keysvc.ErrAccessDenied) || errors.Is(err, keysvc.ErrNotFound)
-}
+func isRevocation(err error) bool { return cipherdir.IsRevocation(err) }
 
 // revalidate is the one place where an open file's data key is checked
 // again with the key service (see the top of this file). fd is an open
@@ -126,13 +124,16 @@ func (r *root) revalidate(ctx context.Context, c *content, fd interface{ Fd() ui
 // the last one confirmed, checks that it holds the same data key: the
 // header must verify under it. It returns the record's key ID.
 func (r *root) confirmKey(ctx context.Context, c *content, fd interface{ Fd() uintptr }) (string, error) {
-	wk, _, err := ReadKeyRecord(int(fd.Fd()), r.cfg.KeyRecordMode())
+	wk, _, err := cipherdir.ReadKeyRecord(int(fd.Fd()), r.cfg.KeyRecordMode())
 	if err != nil {
 		return "", err
 	}
 	h := c.cipher.Header()
 	kctx, cancel := r.kmsContext(ctx)
 	defer cancel()
+	if err := r.trust.Allow(kctx, wk.KeyID); err != nil {
+		return wk.KeyID, fmt.Errorf("%w: file %s: %w", errNoKey, h.FileID, err)
+	}
 	uw, err := r.keyCheck.Decrypt(kctx, wk.Blob, wk.KeyID, r.encryptionContext(h.FileID))
 	if err != nil {
 		return wk.KeyID, fmt.Errorf("re-validate data key of file %s: %w", h.FileID, err)

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 )
 
@@ -49,11 +50,11 @@ func (f *failingKeys) Decrypt(ctx context.Context, blob []byte, keyID string, ec
 func TestRevalidate(t *testing.T) {
 	dir := t.TempDir()
 	keys := &failingKeys{fakeKeys: newFakeKeys()}
-	cfg, err := NewConfig(KMSLocal, keys.keyID, 4096)
+	cfg, err := cipherdir.NewConfig(cipherdir.KMSLocal, keys.keyID, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteConfig(dir, cfg); err != nil {
+	if err := cipherdir.WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
 	var log strings.Builder

@@ -279,11 +279,11 @@ func (c *Cache) GenerateDataKey(ctx context.Context, keyID string, ec Encryption
 }
 
 // ReEncrypt passes through to the underlying Service.
-func (c *Cache) ReEncrypt(ctx context.Context, blob []byte, ec EncryptionContext, destKeyID string) (WrappedKey, error) {
+func (c *Cache) ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec EncryptionContext, destKeyID string) (WrappedKey, error) {
 	c.mu.Lock()
 	c.stats.KMSCalls++
 	c.mu.Unlock()
-	return c.svc.ReEncrypt(ctx, blob, ec, destKeyID)
+	return c.svc.ReEncrypt(ctx, blob, srcKeyID, ec, destKeyID)
 }
 
 // DescribeKey passes through to the underlying Service.

@@ -50,7 +50,7 @@ func (f *fakeService) GenerateDataKey(ctx context.Context, keyID string, ec Encr
 	return DataKey{Plaintext: fakePlain(blob), Wrapped: WrappedKey{KeyID: "arn:k", KeyMaterialID: "m1", Blob: blob}}, nil
 }
 
-func (f *fakeService) ReEncrypt(ctx context.Context, blob []byte, ec EncryptionContext, dest string) (WrappedKey, error) {
+func (f *fakeService) ReEncrypt(ctx context.Context, blob []byte, src string, ec EncryptionContext, dest string) (WrappedKey, error) {
 	return WrappedKey{KeyID: dest, Blob: blob}, nil
 }
 

@@ -64,6 +64,15 @@ const (
 	ContextFileID       = "kmsfs:file"
 )
 
+// FileContext returns the encryption context of the data key of one file:
+// the filesystem ID and the file ID (both lower-case hex), never a path or
+// a name, which change on rename and would leak into KMS audit logs. It is
+// the one place that context is built: the mount, fsck, rewrap and rekey
+// all call it, so a key made by one is unwrapped by every other.
+func FileContext(fsID, fileID string) EncryptionContext {
+	return EncryptionContext{ContextFilesystemID: fsID, ContextFileID: fileID}
+}
+
 // DataKey is a freshly generated data key: the plaintext for immediate use
 // and its wrapped form for storage. The caller owns Plaintext and must zero
 // it (Zero) once it has built its cipher.
@@ -119,8 +128,11 @@ type Service interface {
 	Decrypt(ctx context.Context, blob []byte, keyID string, ec EncryptionContext) (Unwrapped, error)
 	// ReEncrypt re-wraps blob under destKeyID (its newest key material)
 	// without exposing the plaintext to the caller. The encryption context
-	// stays the same.
-	ReEncrypt(ctx context.Context, blob []byte, ec EncryptionContext, destKeyID string) (WrappedKey, error)
+	// stays the same. srcKeyID is as Decrypt's keyID: when set, a blob
+	// wrapped under another key fails with ErrIncorrectKey, so a record
+	// that names a trusted key but holds a blob of another one is never
+	// laundered under the destination key.
+	ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec EncryptionContext, destKeyID string) (WrappedKey, error)
 	// DescribeKey returns the key's metadata.
 	DescribeKey(ctx context.Context, keyID string) (KeyInfo, error)
 }

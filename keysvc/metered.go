@@ -85,8 +85,8 @@ func (m *Metered) Decrypt(ctx context.Context, blob []byte, keyID string, ec Enc
 }
 
 // ReEncrypt implements Service.
-func (m *Metered) ReEncrypt(ctx context.Context, blob []byte, ec EncryptionContext, destKeyID string) (WrappedKey, error) {
-	w, err := m.svc.ReEncrypt(ctx, blob, ec, destKeyID)
+func (m *Metered) ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec EncryptionContext, destKeyID string) (WrappedKey, error) {
+	w, err := m.svc.ReEncrypt(ctx, blob, srcKeyID, ec, destKeyID)
 	m.count(2, err)
 	return w, err
 }

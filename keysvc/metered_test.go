@@ -15,7 +15,7 @@ func (s stubService) GenerateDataKey(context.Context, string, EncryptionContext)
 func (s stubService) Decrypt(context.Context, []byte, string, EncryptionContext) (Unwrapped, error) {
 	return Unwrapped{}, s.err
 }
-func (s stubService) ReEncrypt(context.Context, []byte, EncryptionContext, string) (WrappedKey, error) {
+func (s stubService) ReEncrypt(context.Context, []byte, string, EncryptionContext, string) (WrappedKey, error) {
 	return WrappedKey{}, s.err
 }
 func (s stubService) DescribeKey(context.Context, string) (KeyInfo, error) { return KeyInfo{}, s.err }
@@ -36,7 +36,7 @@ func TestMeteredCounts(t *testing.T) {
 		m.GenerateDataKey(ctx, "k", nil)
 		m.Decrypt(ctx, nil, "", nil)
 		m.Decrypt(ctx, nil, "", nil)
-		m.ReEncrypt(ctx, nil, nil, "k")
+		m.ReEncrypt(ctx, nil, "", nil, "k")
 		m.DescribeKey(ctx, "k")
 		want := map[string]uint64{"GenerateDataKey": 1, "Decrypt": 2, "ReEncrypt": 1, "DescribeKey": 1}
 		for _, c := range m.Calls() {

@@ -9,8 +9,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
-	kfs "github.com/kmsfs/kmsfs/fs"
 )
 
 // Errors that carry fsck's outcome to exitCode. Their messages are the
@@ -24,18 +24,18 @@ var (
 
 // fsckReport is the --json document.
 type fsckReport struct {
-	CipherDir string           `json:"cipherdir"`
-	Repair    bool             `json:"repair"`
-	Files     []kfs.FileReport `json:"files"` // files with findings only
-	Summary   kfs.CheckSummary `json:"summary"`
-	ExitCode  int              `json:"exit_code"`
+	CipherDir string                 `json:"cipherdir"`
+	Repair    bool                   `json:"repair"`
+	Files     []cipherdir.FileReport `json:"files"` // files with findings only
+	Summary   cipherdir.CheckSummary `json:"summary"`
+	ExitCode  int                    `json:"exit_code"`
 }
 
 // runFsck implements `kmsfs fsck`: every backing regular file's header,
 // key records (both copies, unwrapped by the key service) and chunks are
 // checked with the rules of chunk/FORMAT.md; findings go to stdout one
 // line each (or as one JSON document), progress to stderr. See
-// kfs.Check for what --repair and --zero-unreadable change.
+// cipherdir.Check for what --repair and --zero-unreadable change.
 func runFsck(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("fsck")
 	repair := fset.Bool("repair", false, "fix what is safe: key record copies, crash remnants, HAS_DATA")
@@ -61,7 +61,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withKind(errCipherDir, fmt.Errorf("fsck: %w", err))
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		return withHint(withKind(errCipherDir, err), "CIPHERDIR must be a directory made by 'kmsfs init'")
 	}
@@ -71,16 +71,16 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 				"run 'kmsfs unmount "+m+"' first, or check without --repair")
 		}
 	}
-	svc, closeSvc, err := openService(ctx, cfg.KMS, &ks, *endpoint, env)
+	svc, closeSvc, err := openKeyService(ctx, cfg.KMS, &ks, *endpoint, env, nil)
 	if err != nil {
 		return err
 	}
 	defer closeSvc()
 
 	var prog *progress
-	var found []kfs.FileReport
+	var found []cipherdir.FileReport
 	out := env.Stdout
-	opts := kfs.CheckOptions{
+	opts := cipherdir.CheckOptions{
 		CipherDir:      dir,
 		Config:         cfg,
 		Keys:           svc,
@@ -89,7 +89,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		ZeroUnreadable: *zero,
 		Jobs:           *jobs,
 		Files:          func(n int) { prog = newProgress(env.Stderr, "fsck", int64(n)) },
-		Report: func(r kfs.FileReport) {
+		Report: func(r cipherdir.FileReport) {
 			prog.add(1)
 			if len(r.Problems) == 0 {
 				return
@@ -100,7 +100,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 			}
 		},
 	}
-	sum, err := kfs.Check(ctx, opts)
+	sum, err := cipherdir.Check(ctx, opts)
 	if prog != nil {
 		prog.stop()
 	}
@@ -116,7 +116,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		}
 		doc := fsckReport{CipherDir: dir, Repair: *repair, Files: found, Summary: sum, ExitCode: code}
 		if doc.Files == nil {
-			doc.Files = []kfs.FileReport{}
+			doc.Files = []cipherdir.FileReport{}
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
@@ -142,7 +142,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 	if sum.Freed > 0 {
 		fmt.Fprintf(out, "fsck: freed %d bytes: punched the zero tails of compressed chunks that were allocated\n", sum.Freed)
 	}
-	if sum.XattrsOff && cfg.KeyRecordMode() == kfs.KeyRecordXattrSlot {
+	if sum.XattrsOff && cfg.KeyRecordMode() == cipherdir.KeyRecordXattrSlot {
 		fmt.Fprintln(out, "fsck: note: the backing filesystem keeps no user xattrs; key records were read from the key-record slots")
 	}
 	if result == nil {
@@ -153,7 +153,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 
 // fsckResult classifies a run for exitCode: problems that remain win over
 // files left unchecked, which win over repairs done.
-func fsckResult(sum kfs.CheckSummary, repair bool) error {
+func fsckResult(sum cipherdir.CheckSummary, repair bool) error {
 	switch {
 	case sum.Remaining > 0 && repair:
 		return withKind(errFsckRemain, fmt.Errorf("%d problems remain after repair (listed above)", sum.Remaining))
@@ -168,7 +168,7 @@ func fsckResult(sum kfs.CheckSummary, repair bool) error {
 	return nil
 }
 
-func countFiles(found []kfs.FileReport) int {
+func countFiles(found []cipherdir.FileReport) int {
 	n := 0
 	for _, r := range found {
 		for _, p := range r.Problems {
@@ -183,14 +183,14 @@ func countFiles(found []kfs.FileReport) int {
 
 // printFileReport prints one line per finding:
 // PATH: file ID: chunk N: KIND: detail [repaired: …].
-func printFileReport(w io.Writer, r kfs.FileReport) {
+func printFileReport(w io.Writer, r cipherdir.FileReport) {
 	id := r.FileID
 	if id == "" {
 		id = "-"
 	}
 	for _, p := range r.Problems {
 		where := "file"
-		if p.Chunk != kfs.NoChunk {
+		if p.Chunk != cipherdir.NoChunk {
 			where = fmt.Sprintf("chunk %d", p.Chunk)
 		}
 		level := ""
@@ -216,7 +216,7 @@ func printFileReport(w io.Writer, r kfs.FileReport) {
 }
 
 // printKeyUsage prints the files per key and key material (--keys).
-func printKeyUsage(w io.Writer, keys []kfs.KeyUsage) {
+func printKeyUsage(w io.Writer, keys []cipherdir.KeyUsage) {
 	fmt.Fprintln(w, "keys:")
 	for _, k := range keys {
 		fmt.Fprintf(w, "  %s: %d files\n", k.KeyID, k.Files)

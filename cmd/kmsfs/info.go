@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // fileInfo is what `kmsfs info` reports about one encrypted file. The JSON
@@ -92,7 +92,7 @@ const kmsfsFSType = "fuse.kmsfs"
 
 // readFileInfo reads the header and key record of one backing file.
 func readFileInfo(backing string) (fileInfo, error) {
-	fi, err := kfs.FileInfo(backing)
+	fi, err := cipherdir.FileInfo(backing)
 	if err != nil {
 		return fileInfo{}, withHint(withKind(errCipherDir, fmt.Errorf("info: %w", err)),
 			"PATH must be a file in a kmsfs mount or a backing file in a CIPHERDIR")

@@ -8,16 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -33,9 +30,9 @@ const initCheckTimeout = 60 * time.Second
 // proved it can make and unwrap a data key.
 func runInit(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("init")
-	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	kms := fset.String("kms", cipherdir.KMSLocal, "key service: local or aws")
 	keyRef := fset.String("key", "", "key ID, ARN or alias")
-	chunkSize := chunk.DefaultChunkSize
+	chunkSize := cipherdir.DefaultChunkSize
 	fset.Var(sizeFlag{&chunkSize}, "chunk-size", "plaintext bytes per chunk")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
 	compress := fset.String("compress", "none", "compression of new files: none, s2 or zstd")
@@ -45,24 +42,24 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return err
 	}
-	comp, err := chunk.ParseCompression(*compress)
+	comp, err := cipherdir.ParseCompress(*compress)
 	if err != nil {
 		return usageErrorf("init: --compress must be none, s2 or zstd, got %q", *compress)
 	}
 	chunkSizeSet := false
 	fset.Visit(func(f *flag.Flag) { chunkSizeSet = chunkSizeSet || f.Name == "chunk-size" })
-	if comp != chunk.CompressionNone && !chunkSizeSet {
+	if comp != "none" && !chunkSizeSet {
 		// A compressed chunk frees only the whole blocks of its slot's
 		// tail: 64 KiB chunks of text free most of 16 blocks, 4 KiB ones at
 		// most part of one (README, "Compression").
 		chunkSize = kfs.DefaultCompressedChunkSize
 	}
 	switch *kms {
-	case kfs.KMSLocal:
+	case cipherdir.KMSLocal:
 		if *endpoint != "" {
 			return usageErrorf("init: --kms-endpoint applies to --kms aws only")
 		}
-	case kfs.KMSAWS:
+	case cipherdir.KMSAWS:
 		if *keyRef == "" {
 			return usageErrorf("init: --kms aws needs --key KEY (an ID, ARN or alias of a symmetric KMS key)")
 		}
@@ -75,11 +72,11 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	}
 	// NewConfig validates the chunk size and the key reference before any
 	// key service or disk is touched; KeyID becomes the ARN below.
-	cfg, err := kfs.NewConfig(*kms, ref, chunkSize)
+	cfg, err := cipherdir.NewConfig(*kms, ref, chunkSize)
 	if err != nil {
 		return withKind(errUsage, fmt.Errorf("init: %w", err))
 	}
-	cfg.Compress = comp.String()
+	cfg.Compress = comp
 	dir, err := filepath.Abs(pos[0])
 	if err != nil {
 		return withKind(errUsage, err)
@@ -98,42 +95,33 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 
 	ctx, cancel := context.WithTimeout(ctx, initCheckTimeout)
 	defer cancel()
-	logger := slog.New(slog.DiscardHandler)
-	var svc keysvc.Service
-	switch *kms {
-	case kfs.KMSLocal:
-		store, err := ks.open(env, logger)
-		if err != nil {
-			return err
-		}
-		defer store.Close()
-		if *keyRef == "" {
-			if err := ensureDefaultKey(ctx, store, env.Stderr); err != nil {
-				return err
-			}
-		}
-		svc = store
-	case kfs.KMSAWS:
-		client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
-		if err != nil {
+	svc, closeSvc, err := openKeyService(ctx, *kms, &ks, *endpoint, env, nil)
+	if err != nil {
+		if *kms == cipherdir.KMSAWS {
 			return fmt.Errorf("init: %w", err)
 		}
-		svc = client
+		return err
+	}
+	defer closeSvc()
+	if store, ok := svc.(*local.Store); ok && *keyRef == "" {
+		if err := ensureDefaultKey(ctx, store, env.Stderr); err != nil {
+			return err
+		}
 	}
 	arn, err := checkKey(ctx, svc, ref, cfg.FilesystemID)
 	if err != nil {
 		return err
 	}
 	cfg.KeyID = arn
-	hasXattrs, err := kfs.ProbeUserXattrs(dir)
+	hasXattrs, err := cipherdir.ProbeUserXattrs(dir)
 	if err != nil {
 		return withKind(errCipherDir, err)
 	}
 	if !hasXattrs {
 		// Key records then live in each file's key-record slot only.
-		cfg.KeyRecord = kfs.KeyRecordSlot
+		cfg.KeyRecord = cipherdir.KeyRecordSlot
 	}
-	if err := kfs.WriteConfig(dir, cfg); err != nil {
+	if err := cipherdir.WriteConfig(dir, cfg); err != nil {
 		return withKind(errCipherDir, err)
 	}
 	ok = true
@@ -159,8 +147,8 @@ func prepareCipherDir(dir string) (created bool, err error) {
 	if !fi.IsDir() {
 		return false, withKind(errCipherDir, fmt.Errorf("CIPHERDIR %s is not a directory", dir))
 	}
-	if _, err := os.Lstat(filepath.Join(dir, kfs.ConfigName)); err == nil {
-		return false, withHint(withKind(errCipherDir, fmt.Errorf("%s is already a kmsfs CIPHERDIR (it has %s)", dir, kfs.ConfigName)),
+	if _, err := os.Lstat(filepath.Join(dir, cipherdir.ConfigName)); err == nil {
+		return false, withHint(withKind(errCipherDir, fmt.Errorf("%s is already a kmsfs CIPHERDIR (it has %s)", dir, cipherdir.ConfigName)),
 			"mount it with 'kmsfs mount "+dir+" MOUNTPOINT'")
 	}
 	f, err := os.Open(dir)
@@ -201,7 +189,7 @@ func ensureDefaultKey(ctx context.Context, store *local.Store, w io.Writer) erro
 // bytes. It returns the key's ARN, which the config records (an alias may
 // later point elsewhere; the config must not follow it silently).
 func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string, error) {
-	info, err := describeEnabled(ctx, svc, ref)
+	info, err := cipherdir.DescribeEnabled(ctx, svc, ref)
 	if err != nil {
 		return "", err
 	}
@@ -220,27 +208,4 @@ func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string
 		return "", fmt.Errorf("key %s: the test data key did not unwrap to itself: %w", ref, keysvc.ErrInvalidCiphertext)
 	}
 	return info.ARN, nil
-}
-
-// describeEnabled describes the key ref and fails unless it is enabled.
-func describeEnabled(ctx context.Context, svc keysvc.Service, ref string) (keysvc.KeyInfo, error) {
-	info, err := svc.DescribeKey(ctx, ref)
-	if err != nil {
-		return keysvc.KeyInfo{}, aboutKey(ref, err)
-	}
-	if info.Enabled {
-		return info, nil
-	}
-	if info.State == "Disabled" {
-		return keysvc.KeyInfo{}, fmt.Errorf("key %s is disabled: %w", ref, keysvc.ErrDisabled)
-	}
-	return keysvc.KeyInfo{}, fmt.Errorf("key %s is %s: %w", ref, info.State, keysvc.ErrInvalidState)
-}
-
-// aboutKey names the key in err unless the backend already did.
-func aboutKey(ref string, err error) error {
-	if strings.Contains(err.Error(), ref) {
-		return err
-	}
-	return fmt.Errorf("key %s: %w", ref, err)
 }

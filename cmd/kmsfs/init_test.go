@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
@@ -38,7 +39,7 @@ func TestInitRefusesNonEmptyDir(t *testing.T) {
 	if !strings.Contains(te.stderr.String(), "kmsfs: error: CIPHERDIR "+dir+" is not empty") {
 		t.Errorf("stderr = %q", te.stderr.String())
 	}
-	if _, err := os.Stat(filepath.Join(dir, kfs.ConfigName)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, cipherdir.ConfigName)); err == nil {
 		t.Error("config written into a non-empty dir")
 	}
 	if _, err := os.Stat(ks); err == nil {
@@ -56,14 +57,14 @@ func TestInitRefusesExistingConfig(t *testing.T) {
 	if code := runCmd(t, te, "init", dir); code != ExitOK {
 		t.Fatalf("first init: exit %d", code)
 	}
-	before, err := os.ReadFile(filepath.Join(dir, kfs.ConfigName))
+	before, err := os.ReadFile(filepath.Join(dir, cipherdir.ConfigName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if code := runCmd(t, te, "init", dir); code != ExitCipherDir || !strings.Contains(te.stderr.String(), "already a kmsfs CIPHERDIR") {
 		t.Fatalf("second init: exit %d, stderr %q", code, te.stderr.String())
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, kfs.ConfigName))
+	after, _ := os.ReadFile(filepath.Join(dir, cipherdir.ConfigName))
 	if string(before) != string(after) {
 		t.Error("second init changed the config")
 	}
@@ -114,14 +115,14 @@ func TestInitCompress(t *testing.T) {
 
 // initWith runs `kmsfs init FLAGS... DIR` on a new DIR and returns DIR and
 // its config.
-func initWith(t *testing.T, te *testEnv, flags ...string) (string, kfs.Config) {
+func initWith(t *testing.T, te *testEnv, flags ...string) (string, cipherdir.Config) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "c")
 	args := append(append([]string{"init"}, flags...), dir)
 	if code := runCmd(t, te, args...); code != ExitOK {
 		t.Fatalf("%q: exit %d", args, code)
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestInfoCompression(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := keysvc.WrappedKey{KeyID: "arn:aws:kms:local:000000000000:key/x", KeyMaterialID: strings.Repeat("0", 64), Blob: []byte{1}}
-	if err := unix.Setxattr(empty, kfs.KeyXattr, rec.MarshalRecord(), 0); err != nil {
+	if err := unix.Setxattr(empty, cipherdir.KeyXattr, rec.MarshalRecord(), 0); err != nil {
 		t.Skipf("no user xattrs here: %v", err)
 	}
 	if code := runCmd(t, te2, "info", "--json", empty); code != ExitOK {
@@ -222,11 +223,11 @@ func TestInitAndInfo(t *testing.T) {
 	if !strings.Contains(te.stderr.String(), "created local key") {
 		t.Errorf("init did not say it created the default key: %q", te.stderr.String())
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.KMS != kfs.KMSLocal || cfg.ChunkSize != 1024 || !strings.HasPrefix(cfg.KeyID, "arn:aws:kms:local:") {
+	if cfg.KMS != cipherdir.KMSLocal || cfg.ChunkSize != 1024 || !strings.HasPrefix(cfg.KeyID, "arn:aws:kms:local:") {
 		t.Fatalf("config = %+v", cfg)
 	}
 
@@ -235,7 +236,7 @@ func TestInitAndInfo(t *testing.T) {
 	if code := runCmd(t, te, "init", dir2); code != ExitOK || strings.Contains(te.stderr.String(), "created") {
 		t.Fatalf("second init: exit %d, stderr %q", code, te.stderr.String())
 	}
-	if cfg2, err := kfs.LoadConfig(dir2); err != nil || cfg2.KeyID != cfg.KeyID || cfg2.FilesystemID == cfg.FilesystemID {
+	if cfg2, err := cipherdir.LoadConfig(dir2); err != nil || cfg2.KeyID != cfg.KeyID || cfg2.FilesystemID == cfg.FilesystemID {
 		t.Fatalf("second config = %+v, %v", cfg2, err)
 	}
 
@@ -285,7 +286,7 @@ func TestInitAndInfo(t *testing.T) {
 	}
 
 	// The config file and a file without the key xattr are not kmsfs files.
-	for _, p := range []string{filepath.Join(dir, kfs.ConfigName), filepath.Join(dir, "missing")} {
+	for _, p := range []string{filepath.Join(dir, cipherdir.ConfigName), filepath.Join(dir, "missing")} {
 		if code := runCmd(t, te, "info", p); code != ExitCipherDir {
 			t.Errorf("info %s: exit %d, want %d", p, code, ExitCipherDir)
 		}
@@ -294,7 +295,7 @@ func TestInitAndInfo(t *testing.T) {
 
 // writeBackingFile stores plain in a new backing file as package fs does,
 // with the chunk size and compression of cfg.
-func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string, plain []byte) (keysvc.WrappedKey, chunk.FileID) {
+func writeBackingFile(t *testing.T, keystore string, cfg cipherdir.Config, path string, plain []byte) (keysvc.WrappedKey, chunk.FileID) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := local.Open(keystore, local.Options{})
@@ -324,7 +325,7 @@ func writeBackingFile(t *testing.T, keystore string, cfg kfs.Config, path string
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fsetxattr(int(f.Fd()), kfs.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
+	if err := unix.Fsetxattr(int(f.Fd()), cipherdir.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := chunk.NewFile(kfs.PunchBacking(f), c).WriteAt(plain, 0); err != nil {

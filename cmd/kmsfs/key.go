@@ -13,8 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	kfs "github.com/kmsfs/kmsfs/fs"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -155,7 +154,7 @@ func hasFlagPrefix(args []string, prefix string) bool {
 // keysvc serve`), then the key's new current key material.
 func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("key rotate")
-	kms := fset.String("kms", kfs.KMSLocal, "key service: local or aws")
+	kms := fset.String("kms", cipherdir.KMSLocal, "key service: local or aws")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
 	var ks keystoreFlags
 	ks.register(fset)
@@ -163,20 +162,27 @@ func keyRotateAWS(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if *kms == kfs.KMSLocal {
+	if *kms == cipherdir.KMSLocal {
 		return runKey(ctx, append([]string{"rotate"}, withoutKMSFlag(args)...), env)
 	}
-	if *kms != kfs.KMSAWS {
+	if *kms != cipherdir.KMSAWS {
 		return usageErrorf("key rotate: --kms must be local or aws, got %q", *kms)
 	}
-	client, err := awskms.New(ctx, awskms.Options{Endpoint: *endpoint})
+	svc, closeSvc, err := openKeyService(ctx, cipherdir.KMSAWS, &ks, *endpoint, env, nil)
 	if err != nil {
 		return err
+	}
+	defer closeSvc()
+	client, ok := svc.(interface {
+		RotateKeyOnDemand(ctx context.Context, keyID string) error
+	})
+	if !ok {
+		return fmt.Errorf("rotate %s: the aws key service cannot rotate on demand", pos[0])
 	}
 	if err := client.RotateKeyOnDemand(ctx, pos[0]); err != nil {
 		return fmt.Errorf("rotate %s: %w", pos[0], err)
 	}
-	info, err := client.DescribeKey(ctx, pos[0])
+	info, err := svc.DescribeKey(ctx, pos[0])
 	if err != nil {
 		return fmt.Errorf("rotate %s: the rotation was started, but: %w", pos[0], err)
 	}

@@ -23,7 +23,7 @@ func (nopKeys) GenerateDataKey(context.Context, string, keysvc.EncryptionContext
 func (nopKeys) Decrypt(context.Context, []byte, string, keysvc.EncryptionContext) (keysvc.Unwrapped, error) {
 	return keysvc.Unwrapped{}, keysvc.ErrDisabled
 }
-func (nopKeys) ReEncrypt(context.Context, []byte, keysvc.EncryptionContext, string) (keysvc.WrappedKey, error) {
+func (nopKeys) ReEncrypt(context.Context, []byte, string, keysvc.EncryptionContext, string) (keysvc.WrappedKey, error) {
 	return keysvc.WrappedKey{}, keysvc.ErrDisabled
 }
 func (nopKeys) DescribeKey(context.Context, string) (keysvc.KeyInfo, error) {

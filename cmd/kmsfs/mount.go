@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
 )
 
 // envDaemonFD names the environment variable through which `kmsfs mount`
@@ -153,7 +153,7 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg, err := kfs.LoadConfig(f.cipherDir)
+	cfg, err := cipherdir.LoadConfig(f.cipherDir)
 	if err != nil {
 		return withHint(withKind(errCipherDir, err), "is it a CIPHERDIR? create one with 'kmsfs init DIR'")
 	}
@@ -165,7 +165,7 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 
 // daemonArgs rebuilds the daemon's command line from the parsed flags,
 // with every path absolute (the daemon runs in "/").
-func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
+func daemonArgs(f *mountFlags, cfg cipherdir.Config, env *Env) ([]string, error) {
 	args := []string{"mount", "--foreground"}
 	if f.readOnly {
 		args = append(args, "--ro")
@@ -195,7 +195,7 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 	if f.writeback {
 		args = append(args, "--writeback-cache")
 	}
-	if cfg.KMS == kfs.KMSLocal {
+	if cfg.KMS == cipherdir.KMSLocal {
 		dir, passFile, err := f.ks.resolve(env)
 		if err != nil {
 			return nil, err
@@ -218,7 +218,7 @@ func daemonArgs(f *mountFlags, cfg kfs.Config, env *Env) ([]string, error) {
 //	hint MESSAGE               (optional, after error)
 //
 // EOF without a line means the daemon died; the log says why.
-func startDaemon(f *mountFlags, cfg kfs.Config, env *Env) error {
+func startDaemon(f *mountFlags, cfg cipherdir.Config, env *Env) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return withKind(errMountFailed, fmt.Errorf("find own executable: %w", err))
@@ -348,7 +348,7 @@ func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), 
 // serve runs the filesystem in this process until it is unmounted: by
 // `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM/SIGHUP here. ready is the
 // readiness pipe of a background daemon, nil in --foreground mode.
-func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *readiness) error {
+func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, ready *readiness) error {
 	// The kernel applies the caller's umask to the modes it sends; ours
 	// must not apply a second time.
 	unix.Umask(0)
@@ -372,14 +372,14 @@ func serve(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, ready *
 		return err
 	}
 
-	svc, closeSvc, err := openKeyService(ctx, f, cfg, env, logger)
+	backend, closeSvc, err := openKeyService(ctx, cfg.KMS, &f.ks, f.endpoint, env, logger)
 	if err != nil {
 		return fail(err)
 	}
 	defer closeSvc()
 	// Count every call that reaches the key service, under the cache.
-	metered := keysvc.NewMetered(svc)
-	svc = metered
+	metered := keysvc.NewMetered(backend)
+	var svc keysvc.Service = metered
 	if err := checkMountKey(ctx, svc, cfg.KeyID); errors.Is(err, keysvc.ErrAccessDenied) {
 		// A least-privilege key policy may allow only GenerateDataKey and
 		// Decrypt: file opens will tell.
@@ -516,38 +516,18 @@ func daemonLogger(f *mountFlags, env *Env, background bool) (*slog.Logger, func(
 	return slog.New(slog.NewTextHandler(w, opts)), closeFn, nil
 }
 
-// openKeyService returns the backend named by the config: the local
-// keystore or the AWS KMS client.
-func openKeyService(ctx context.Context, f *mountFlags, cfg kfs.Config, env *Env, logger *slog.Logger) (keysvc.Service, func(), error) {
-	switch cfg.KMS {
-	case kfs.KMSLocal:
-		store, err := f.ks.open(env, logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		return store, func() { store.Close() }, nil
-	case kfs.KMSAWS:
-		client, err := awskms.New(ctx, awskms.Options{Endpoint: f.endpoint})
-		if err != nil {
-			return nil, nil, err
-		}
-		return client, func() {}, nil
-	}
-	return nil, nil, withKind(errCipherDir, fmt.Errorf("config names unknown kms %q", cfg.KMS))
-}
-
 // checkMountKey refuses to mount when the config's key is unusable: every
 // open would fail later with EIO, far from the cause. (A caller that may
 // not DescribeKey gets ErrAccessDenied, which serve tolerates.)
 func checkMountKey(ctx context.Context, svc keysvc.Service, keyID string) error {
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
 	defer cancel()
-	_, err := describeEnabled(ctx, svc, keyID)
+	_, err := cipherdir.DescribeEnabled(ctx, svc, keyID)
 	return err
 }
 
 // recordMount writes this daemon's state file (see mountState).
-func recordMount(f *mountFlags, cfg kfs.Config, env *Env) (string, error) {
+func recordMount(f *mountFlags, cfg cipherdir.Config, env *Env) (string, error) {
 	start, _, err := procStartTime(os.Getpid())
 	if err != nil {
 		return "", withKind(errMountFailed, fmt.Errorf("own start time: %w", err))

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 func TestParseMountFlags(t *testing.T) {
@@ -62,7 +62,7 @@ func TestDaemonArgs(t *testing.T) {
 	te := newTestEnv(map[string]string{"KMSFS_KEYSTORE": "rel-ks", "KMSFS_PASSPHRASE_FILE": "rel-pass"})
 	f := &mountFlags{readOnly: true, allowOther: true, debug: true, logFile: "/l/log", cacheMaxAge: 0,
 		endpoint: "http://127.0.0.1:1", cipherDir: "/c", mountpoint: "/m"}
-	args, err := daemonArgs(f, kfs.Config{KMS: kfs.KMSLocal}, &te.Env)
+	args, err := daemonArgs(f, cipherdir.Config{KMS: cipherdir.KMSLocal}, &te.Env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestDaemonArgs(t *testing.T) {
 	if !slices.Equal(args, want) {
 		t.Errorf("daemonArgs =\n%q\nwant\n%q", args, want)
 	}
-	args, err = daemonArgs(&mountFlags{cacheMaxAge: 5 * time.Minute, cipherDir: "/c", mountpoint: "/m"}, kfs.Config{KMS: kfs.KMSAWS}, &te.Env)
+	args, err = daemonArgs(&mountFlags{cacheMaxAge: 5 * time.Minute, cipherDir: "/c", mountpoint: "/m"}, cipherdir.Config{KMS: cipherdir.KMSAWS}, &te.Env)
 	if err != nil {
 		t.Fatal(err)
 	}

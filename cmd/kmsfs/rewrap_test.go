@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
-	kfs "github.com/kmsfs/kmsfs/fs"
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
@@ -24,7 +24,7 @@ import (
 type lifecycleTree struct {
 	te    *testEnv
 	dir   string
-	cfg   kfs.Config
+	cfg   cipherdir.Config
 	store *local.Store
 }
 
@@ -36,7 +36,7 @@ func newLifecycleTree(t *testing.T) *lifecycleTree {
 	if code := runCmd(t, te, "init", dir); code != ExitOK {
 		t.Fatalf("init: exit %d", code)
 	}
-	cfg, err := kfs.LoadConfig(dir)
+	cfg, err := cipherdir.LoadConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +56,7 @@ func (lt *lifecycleTree) write(t *testing.T, name string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: lt.cfg.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
-	dk, err := lt.store.GenerateDataKey(context.Background(), lt.cfg.KeyID, ec)
+	dk, err := lt.store.GenerateDataKey(context.Background(), lt.cfg.KeyID, keysvc.FileContext(lt.cfg.FilesystemID, h.FileID.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +73,7 @@ func (lt *lifecycleTree) write(t *testing.T, name string, data []byte) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fsetxattr(int(f.Fd()), kfs.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
+	if err := unix.Fsetxattr(int(f.Fd()), cipherdir.KeyXattr, dk.Wrapped.MarshalRecord(), 0); err != nil {
 		t.Skipf("user xattrs unsupported here: %v", err)
 	}
 	if _, err := chunk.NewFile(f, c).WriteAt(data, 0); err != nil {
@@ -90,15 +89,11 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h, wk, err := readKeyRecord(int(f.Fd()), lt.cfg.KeyRecordMode())
+	k, err := cipherdir.LoadKey(context.Background(), lt.store, cipherdir.NewTrust(context.Background(), lt.store, lt.cfg, nil), lt.cfg, nil, int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := unwrapCipher(context.Background(), lt.store, lt.cfg, nil, wk, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf := chunk.NewFile(f, c)
+	cf := chunk.NewFile(f, k.Cipher)
 	size, err := cf.Size()
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +107,7 @@ func (lt *lifecycleTree) read(t *testing.T, name string) []byte {
 
 func (lt *lifecycleTree) material(t *testing.T, name string) string {
 	t.Helper()
-	info, err := kfs.FileInfo(filepath.Join(lt.dir, name))
+	info, err := cipherdir.FileInfo(filepath.Join(lt.dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +167,7 @@ func TestRewrapCommand(t *testing.T) {
 	}
 
 	// A damaged record fails that file only: exit 8, the file named.
-	if err := unix.Setxattr(filepath.Join(lt.dir, "d", "b"), kfs.KeyXattr, []byte("KMSKjunk"), 0); err != nil {
+	if err := unix.Setxattr(filepath.Join(lt.dir, "d", "b"), cipherdir.KeyXattr, []byte("KMSKjunk"), 0); err != nil {
 		t.Fatal(err)
 	}
 	runCmd(t, lt.te, "key", "rotate", lt.cfg.KeyID)
@@ -210,11 +205,11 @@ func TestRekeyCommand(t *testing.T) {
 	if err := os.Chmod(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := kfs.FileInfo(p)
+	before, _ := cipherdir.FileInfo(p)
 	if code := runCmd(t, lt.te, "rekey", p); code != ExitOK || !strings.Contains(lt.te.stdout.String(), "rekeyed ") {
 		t.Fatalf("rekey: exit %d", code)
 	}
-	after, _ := kfs.FileInfo(p)
+	after, _ := cipherdir.FileInfo(p)
 	if after.FileID == before.FileID {
 		t.Errorf("rekey kept file ID %s", before.FileID)
 	}
@@ -237,7 +232,7 @@ func TestRekeyCommand(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(lt.dir)
 	for _, e := range entries {
-		if strings.Contains(e.Name(), rekeyTempMarker) {
+		if strings.Contains(e.Name(), cipherdir.RekeyTempMarker) {
 			t.Errorf("temporary file left: %s", e.Name())
 		}
 	}
@@ -261,17 +256,5 @@ func TestProgressLines(t *testing.T) {
 	}
 	if strings.Contains(out, "\r") {
 		t.Errorf("progress to a non-terminal redraws in place: %q", out)
-	}
-}
-
-func TestIsInternalName(t *testing.T) {
-	for _, c := range []struct {
-		root bool
-		name string
-		want bool
-	}{{true, "kmsfs.conf", true}, {true, "kmsfs.conf.tmp-1", true}, {false, "kmsfs.conf", false}, {false, ".kmsfs-rekey-0011", true}, {true, "a", false}} {
-		if got := isInternalName(c.root, c.name); got != c.want {
-			t.Errorf("isInternalName(%v, %q) = %v", c.root, c.name, got)
-		}
 	}
 }

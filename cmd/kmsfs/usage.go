@@ -199,7 +199,10 @@ Check every file of CIPHERDIR for damage and tampering: the header, both
 copies of the key record (the user.kmsfs.key xattr and the key-record slot
 in the file; each is unwrapped by the key service, which checks that it
 belongs to this file), every chunk's tag, and the size and flag rules of
-chunk/FORMAT.md (truncation, unexpected holes, crash remnants). Each finding
+chunk/FORMAT.md (truncation, unexpected holes, crash remnants). A key record
+naming a KMS key the filesystem does not trust (not the key in kmsfs.conf,
+nor one of its previous_keys) is reported as untrusted-key without asking the
+KMS: such a file may have been planted, and --repair leaves it. Each finding
 is one line on stdout: PATH: file ID: chunk N: KIND: detail. Progress goes to
 stderr (a bar on a terminal), a summary to stdout.
 
@@ -246,8 +249,13 @@ terminal), a summary line to stdout; exit 8 if any file failed.
 With --to-kms naming the other key service (and --key one of its keys) the
 data keys are moved: each is unwrapped by the current service and wrapped
 by the other, so it passes through this process's memory. The tree must be
-unmounted; kmsfs.conf is updated once every file has moved. With --key, too,
-kmsfs.conf names the new key once every file is under it.
+unmounted; kmsfs.conf is updated once every file has moved. With --key naming
+another key of the same service, kmsfs.conf names the new key before the first
+file moves and lists the old one in previous_keys, so mounts keep trusting
+both; previous_keys is dropped once every file is under the new key (while
+the tree is mounted it stays: remount, then run the same command again). A
+file whose key record names a key the filesystem does not trust fails and is
+left as it is.
 
 Flags:
   --key KEY               wrap under KEY instead of each file's own key

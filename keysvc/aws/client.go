@@ -248,19 +248,23 @@ func (c *Client) Decrypt(ctx context.Context, blob []byte, keyID string, ec keys
 
 // ReEncrypt re-wraps blob under destKeyID's current key material inside
 // KMS, keeping the encryption context.
-func (c *Client) ReEncrypt(ctx context.Context, blob []byte, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
+func (c *Client) ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
 	if len(blob) == 0 {
 		return keysvc.WrappedKey{}, fmt.Errorf("awskms: ReEncrypt: empty blob: %w", keysvc.ErrInvalidCiphertext)
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	m := contextMap(ec)
-	out, err := c.api.ReEncrypt(ctx, &kms.ReEncryptInput{
+	in := &kms.ReEncryptInput{
 		CiphertextBlob:               blob,
 		SourceEncryptionContext:      m,
 		DestinationKeyId:             aws.String(destKeyID),
 		DestinationEncryptionContext: m,
-	})
+	}
+	if srcKeyID != "" {
+		in.SourceKeyId = aws.String(srcKeyID)
+	}
+	out, err := c.api.ReEncrypt(ctx, in)
 	if err != nil {
 		return keysvc.WrappedKey{}, classify("ReEncrypt", err)
 	}

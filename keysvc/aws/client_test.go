@@ -155,7 +155,7 @@ func TestRotationAndReEncrypt(t *testing.T) {
 		t.Fatalf("Decrypt of pre-rotation blob: %v", err)
 	}
 	for _, to := range []string{arn, dest} {
-		w, err := c.ReEncrypt(ctx, old.Wrapped.Blob, fileContext, to)
+		w, err := c.ReEncrypt(ctx, old.Wrapped.Blob, "", fileContext, to)
 		if err != nil {
 			t.Fatalf("ReEncrypt to %s: %v", to, err)
 		}
@@ -170,7 +170,7 @@ func TestRotationAndReEncrypt(t *testing.T) {
 			t.Fatalf("Decrypt of re-encrypted blob: %v", err)
 		}
 	}
-	if _, err := c.ReEncrypt(ctx, old.Wrapped.Blob, nil, dest); !errors.Is(err, keysvc.ErrInvalidCiphertext) {
+	if _, err := c.ReEncrypt(ctx, old.Wrapped.Blob, "", nil, dest); !errors.Is(err, keysvc.ErrInvalidCiphertext) {
 		t.Fatalf("ReEncrypt with wrong context = %v", err)
 	}
 }

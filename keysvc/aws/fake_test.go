@@ -236,6 +236,15 @@ func (f *fakeKMS) ReEncrypt(ctx context.Context, in *kms.ReEncryptInput, _ ...fu
 		return nil, err
 	}
 	defer clear(plain)
+	if in.SourceKeyId != nil {
+		s, err := f.lookupLocked(*in.SourceKeyId)
+		if err != nil {
+			return nil, err
+		}
+		if s != i {
+			return nil, &types.IncorrectKeyException{Message: aws.String("The source key ID in the request does not identify the key that encrypted the ciphertext.")}
+		}
+	}
 	if err := f.usableLocked(i); err != nil {
 		return nil, err
 	}

@@ -241,7 +241,7 @@ func testEncryptionContext(ctx context.Context, t *testing.T, b Backend) {
 	same[keysvc.ContextFilesystemID] = fs
 	decrypt(ctx, t, b, dk.Wrapped.Blob, "", same, dk.Plaintext)
 	// ReEncrypt needs the right context too.
-	_, err := b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, wrong["other value"], arn)
+	_, err := b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, "", wrong["other value"], arn)
 	wantErr(t, "ReEncrypt with a wrong context", err, keysvc.ErrInvalidCiphertext)
 }
 
@@ -297,7 +297,7 @@ func testRotation(ctx context.Context, t *testing.T, b Backend) {
 		t.Fatalf("current material %q after two rotations", info.CurrentKeyMaterialID)
 	}
 	// Re-encrypting an old blob moves it to the current material.
-	w, err := b.Service.ReEncrypt(ctx, before.Wrapped.Blob, fileContext, arn)
+	w, err := b.Service.ReEncrypt(ctx, before.Wrapped.Blob, "", fileContext, arn)
 	if err != nil {
 		t.Fatalf("ReEncrypt: %v", err)
 	}
@@ -311,7 +311,7 @@ func testReEncrypt(ctx context.Context, t *testing.T, b Backend) {
 	src, _ := newKey(ctx, t, b)
 	dst, dstAlias := newKey(ctx, t, b)
 	dk := generate(ctx, t, b, src, fileContext)
-	w, err := b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, fileContext, dstAlias)
+	w, err := b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, "", fileContext, dstAlias)
 	if err != nil {
 		t.Fatalf("ReEncrypt: %v", err)
 	}
@@ -324,7 +324,7 @@ func testReEncrypt(ctx context.Context, t *testing.T, b Backend) {
 	}
 	// The old blob is untouched and still decrypts.
 	decrypt(ctx, t, b, dk.Wrapped.Blob, src, fileContext, dk.Plaintext)
-	_, err = b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, fileContext, "alias/kmstest-does-not-exist")
+	_, err = b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, "", fileContext, "alias/kmstest-does-not-exist")
 	wantErr(t, "ReEncrypt to a missing key", err, keysvc.ErrNotFound)
 }
 
@@ -336,6 +336,12 @@ func testIncorrectKey(ctx context.Context, t *testing.T, b Backend) {
 	for _, ref := range []string{k2, alias2} {
 		_, err := b.Service.Decrypt(ctx, dk.Wrapped.Blob, ref, fileContext)
 		wantErr(t, "Decrypt naming another key", err, keysvc.ErrIncorrectKey, dk.Plaintext)
+		_, err = b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, ref, fileContext, k1)
+		wantErr(t, "ReEncrypt naming another source key", err, keysvc.ErrIncorrectKey, dk.Plaintext)
+	}
+	// Naming the blob's own key works.
+	if _, err := b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, k1, fileContext, k1); err != nil {
+		t.Errorf("ReEncrypt naming the blob's own key: %v", err)
 	}
 }
 
@@ -354,7 +360,7 @@ func testDisabledKey(ctx context.Context, t *testing.T, b Backend) {
 	wantErr(t, "GenerateDataKey under a disabled key", err, keysvc.ErrDisabled)
 	_, err = b.Service.Decrypt(ctx, dk.Wrapped.Blob, "", fileContext)
 	wantErr(t, "Decrypt under a disabled key", err, keysvc.ErrDisabled, dk.Plaintext)
-	_, err = b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, fileContext, arn)
+	_, err = b.Service.ReEncrypt(ctx, dk.Wrapped.Blob, "", fileContext, arn)
 	wantErr(t, "ReEncrypt under a disabled key", err, keysvc.ErrDisabled)
 	if err := b.Admin.EnableKey(ctx, arn); err != nil {
 		t.Fatalf("EnableKey: %v", err)

@@ -305,8 +305,8 @@ func (s *Store) ReEncryptWith(ctx context.Context, in ReEncryptInput) (ReEncrypt
 
 // ReEncrypt re-wraps blob under destKeyID's current material with the same
 // encryption context.
-func (s *Store) ReEncrypt(ctx context.Context, blob []byte, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
-	out, err := s.ReEncryptWith(ctx, ReEncryptInput{Blob: blob, SourceContext: ec, DestinationKeyID: destKeyID, DestinationContext: ec})
+func (s *Store) ReEncrypt(ctx context.Context, blob []byte, srcKeyID string, ec keysvc.EncryptionContext, destKeyID string) (keysvc.WrappedKey, error) {
+	out, err := s.ReEncryptWith(ctx, ReEncryptInput{Blob: blob, SourceKeyID: srcKeyID, SourceContext: ec, DestinationKeyID: destKeyID, DestinationContext: ec})
 	return out.Wrapped, err
 }
 

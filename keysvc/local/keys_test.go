@@ -91,7 +91,7 @@ func TestKeyStates(t *testing.T) {
 		wantErr(t, "Encrypt", err, want)
 		_, err = s.Decrypt(ctx, dk.Wrapped.Blob, "", nil)
 		wantErr(t, "Decrypt", err, want)
-		_, err = s.ReEncrypt(ctx, dk.Wrapped.Blob, nil, k.KeyID)
+		_, err = s.ReEncrypt(ctx, dk.Wrapped.Blob, "", nil, k.KeyID)
 		wantErr(t, "ReEncrypt", err, want)
 	}
 	if err := s.DisableKey(ctx, k.KeyID); err != nil {
@@ -240,7 +240,7 @@ func TestRotationKeepsOldMaterial(t *testing.T) {
 		t.Fatalf("ListKeyMaterials: %+v", all[0])
 	}
 	// Re-encrypting the oldest blob moves it to the newest material.
-	w, err := s.ReEncrypt(ctx, blobs[0].dk.Wrapped.Blob, ec, k.KeyID)
+	w, err := s.ReEncrypt(ctx, blobs[0].dk.Wrapped.Blob, "", ec, k.KeyID)
 	if err != nil || w.KeyMaterialID != current {
 		t.Fatalf("ReEncrypt: %+v, %v", w, err)
 	}

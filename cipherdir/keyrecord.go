@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"errors"
@@ -27,6 +27,15 @@ import (
 // ReadKeyRecord and WriteKeyRecord are the only functions that read and
 // write records; the mount, fsck, info, rewrap and rekey all go through
 // them.
+
+// KeyXattr is the backing regular file's extended attribute holding its
+// wrapped data key (a keysvc record). Every InternalXattrPrefix attribute
+// is invisible and untouchable through the mount.
+const KeyXattr = "user.kmsfs.key"
+
+// InternalXattrPrefix marks the extended attributes kmsfs keeps for
+// itself.
+const InternalXattrPrefix = "user.kmsfs."
 
 // RecordPlace says where a key record was found or stored.
 type RecordPlace uint8
@@ -64,35 +73,35 @@ func xattrUnsupported(err error) bool {
 // system has none (ENOTSUP). An attribute that is present but unreadable
 // is an error, not a reason to look elsewhere: fsck --repair restores it
 // from the slot, after the key service has vouched for the slot's record.
-// With "slot" only the slot is read. Errors wrap errNoKey (EIO).
+// With "slot" only the slot is read. Errors wrap ErrNoKey (EIO).
 func ReadKeyRecord(fd int, mode string) (keysvc.WrappedKey, RecordPlace, error) {
 	if mode != KeyRecordSlot {
 		raw, err := readKeyXattr(fd)
 		if err == nil {
 			wk, err := keysvc.ParseRecord(raw)
 			if err != nil {
-				return keysvc.WrappedKey{}, PlaceXattr, fmt.Errorf("%w: key xattr: %w", errNoKey, err)
+				return keysvc.WrappedKey{}, PlaceXattr, fmt.Errorf("%w: key xattr: %w", ErrNoKey, err)
 			}
 			return wk, PlaceXattr, nil
 		}
 		if !errors.Is(err, unix.ENODATA) && !xattrUnsupported(err) {
-			return keysvc.WrappedKey{}, PlaceXattr, fmt.Errorf("%w: key xattr: %w", errNoKey, err)
+			return keysvc.WrappedKey{}, PlaceXattr, fmt.Errorf("%w: key xattr: %w", ErrNoKey, err)
 		}
 	}
 	raw, err := readKeySlot(fd)
 	if err != nil {
-		return keysvc.WrappedKey{}, PlaceSlot, fmt.Errorf("%w: %w", errNoKey, err)
+		return keysvc.WrappedKey{}, PlaceSlot, fmt.Errorf("%w: %w", ErrNoKey, err)
 	}
 	wk, err := keysvc.ParseRecord(raw)
 	if err != nil {
-		return keysvc.WrappedKey{}, PlaceSlot, fmt.Errorf("%w: key-record slot: %w", errNoKey, err)
+		return keysvc.WrappedKey{}, PlaceSlot, fmt.Errorf("%w: key-record slot: %w", ErrNoKey, err)
 	}
 	return wk, PlaceSlot, nil
 }
 
 // readKeyXattr returns the raw key xattr of fd.
 func readKeyXattr(fd int) ([]byte, error) {
-	buf := make([]byte, maxRecordSize)
+	buf := make([]byte, keysvc.MaxRecordSize)
 	n, err := unix.Fgetxattr(fd, KeyXattr, buf)
 	if err != nil {
 		return nil, err
@@ -148,7 +157,7 @@ func WriteKeyRecord(fd int, header, rec []byte, mode string) (RecordPlace, error
 	buf, off := slot, int64(chunk.HeaderSize)
 	if header != nil {
 		if len(header) != chunk.HeaderSize {
-			panic(fmt.Sprintf("fs: internal error: header of %d bytes", len(header)))
+			panic(fmt.Sprintf("cipherdir: internal error: header of %d bytes", len(header)))
 		}
 		buf, off = append(append(make([]byte, 0, chunk.DataOffset), header...), slot...), 0
 	}
@@ -183,7 +192,7 @@ func ProbeUserXattrs(dir string) (bool, error) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	err = unix.Fsetxattr(int(f.Fd()), internalXattrPrefix+"probe", []byte{1}, 0)
+	err = unix.Fsetxattr(int(f.Fd()), InternalXattrPrefix+"probe", []byte{1}, 0)
 	switch {
 	case err == nil:
 		return true, nil

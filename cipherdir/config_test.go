@@ -1,9 +1,10 @@
-package fs
+package cipherdir
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestNewConfigRoundTrip(t *testing.T) {
 		t.Fatalf("created %v, want %v", got.Created, c.Created)
 	}
 	got.Created = c.Created
-	if got != c {
+	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("LoadConfig = %+v, want %+v", got, c)
 	}
 	fi, err := os.Stat(filepath.Join(dir, ConfigName))
@@ -144,7 +145,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("created changed in a round trip")
 		}
 		c2.Created = c.Created
-		if c2 != c {
+		if !reflect.DeepEqual(c2, c) {
 			t.Fatalf("round trip changed %+v into %+v", c, c2)
 		}
 	})

@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"errors"
@@ -62,7 +62,7 @@ func FileInfo(backingPath string) (Info, error) {
 	var hb [chunk.HeaderSize]byte
 	if _, err := f.ReadAt(hb[:], 0); err != nil {
 		if errors.Is(err, io.EOF) {
-			return Info{}, fmt.Errorf("%s: %w: shorter than the header", backingPath, errBadHeader)
+			return Info{}, fmt.Errorf("%s: %w: shorter than the header", backingPath, ErrBadHeader)
 		}
 		return Info{}, err
 	}

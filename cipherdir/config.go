@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"bytes"
@@ -67,7 +67,15 @@ type Config struct {
 	// the field existed, means none. Each file records its own algorithm
 	// in its header, so changing this would only affect new files.
 	Compress string `json:"compress,omitempty"`
+	// PreviousKeys are KMS keys (ARNs) whose key records the tree still
+	// accepts besides KeyID's: the keys a `kmsfs rewrap --key` migration
+	// moves files away from, listed before it starts and removed when it
+	// has moved every file (see Trust).
+	PreviousKeys []string `json:"previous_keys,omitempty"`
 }
+
+// maxPreviousKeys bounds Config.PreviousKeys.
+const maxPreviousKeys = 16
 
 // Where a tree keeps its key records (Config.KeyRecord).
 const (
@@ -122,15 +130,15 @@ func (c Config) Validate() error {
 	if c.KMS != KMSLocal && c.KMS != KMSAWS {
 		return fmt.Errorf("config: kms must be %q or %q, got %q", KMSLocal, KMSAWS, c.KMS)
 	}
-	if c.KeyID == "" {
-		return errors.New("config: key_id is empty")
+	if err := validKeyRef("key_id", c.KeyID); err != nil {
+		return err
 	}
-	if len(c.KeyID) > maxKeyIDLen {
-		return fmt.Errorf("config: key_id is %d bytes, more than %d", len(c.KeyID), maxKeyIDLen)
+	if len(c.PreviousKeys) > maxPreviousKeys {
+		return fmt.Errorf("config: previous_keys has %d keys, more than %d", len(c.PreviousKeys), maxPreviousKeys)
 	}
-	for _, r := range c.KeyID {
-		if r > unicode.MaxASCII || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return fmt.Errorf("config: key_id %q has a character that is not printable ASCII", c.KeyID)
+	for _, k := range c.PreviousKeys {
+		if err := validKeyRef("previous_keys", k); err != nil {
+			return err
 		}
 	}
 	if err := validChunkSize(c.ChunkSize); err != nil {
@@ -147,6 +155,22 @@ func (c Config) Validate() error {
 	}
 	if err := validCompress(c.Compress); err != nil {
 		return err
+	}
+	return nil
+}
+
+// validKeyRef checks one key reference of field.
+func validKeyRef(field, ref string) error {
+	if ref == "" {
+		return fmt.Errorf("config: %s is empty", field)
+	}
+	if len(ref) > maxKeyIDLen {
+		return fmt.Errorf("config: %s is %d bytes, more than %d", field, len(ref), maxKeyIDLen)
+	}
+	for _, r := range ref {
+		if r > unicode.MaxASCII || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("config: %s %q has a character that is not printable ASCII", field, ref)
+		}
 	}
 	return nil
 }
@@ -191,6 +215,9 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
+	if len(c.PreviousKeys) == 0 {
+		c.PreviousKeys = nil // one form for "none": [] and absent alike
+	}
 	return c, nil
 }
 
@@ -210,6 +237,22 @@ func LoadConfig(dir string) (Config, error) {
 		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigName), err)
 	}
 	return c, nil
+}
+
+// LoadConfigAt reads and validates kmsfs.conf in the CIPHERDIR open as
+// the directory descriptor root, without following a symlink.
+func LoadConfigAt(root int) (Config, error) {
+	fd, err := OpenFile(root, ConfigName, false)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), ConfigName)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b)
 }
 
 // Marshal returns the config file's bytes: indented JSON with a trailing
@@ -261,6 +304,82 @@ func WriteConfig(dir string, c Config) error {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
 		}
+		return fmt.Errorf("config: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("config: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Compression returns the configured compression of new files; an empty
+// or missing field is none.
+func (c Config) Compression() chunk.Compression {
+	comp, err := chunk.ParseCompression(c.Compress)
+	if err != nil || c.Compress == "" {
+		return chunk.CompressionNone
+	}
+	return comp
+}
+
+// DefaultChunkSize is the chunk size of a new tree unless told otherwise.
+const DefaultChunkSize = chunk.DefaultChunkSize
+
+// ParseCompress returns the canonical name of the compression s names
+// ("none", "s2" or "zstd"), for Config.Compress.
+func ParseCompress(s string) (string, error) {
+	comp, err := chunk.ParseCompression(s)
+	if err != nil {
+		return "", fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
+	}
+	return comp.String(), nil
+}
+
+// validCompress checks Config.Compress.
+func validCompress(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := chunk.ParseCompression(s); err != nil {
+		return fmt.Errorf("config: compress must be none, s2 or zstd, got %q", s)
+	}
+	return nil
+}
+
+// replaceConfig atomically replaces dir/kmsfs.conf with c: written under a
+// temporary name (an internal name, hidden from the mount), fsynced,
+// renamed over the old one, and the directory fsynced.
+func replaceConfig(dir string, c Config) error {
+	b, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, ConfigName)); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	d, err := os.Open(dir)

@@ -1,4 +1,4 @@
-package fs
+package cipherdir
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +37,7 @@ const (
 	ProblemSlotTooSmall   = "record-too-large" // the record does not fit the slot (warning)
 	ProblemNoKey          = "no-key"           // no key record unwraps: the file is unreadable
 	ProblemKeyRefused     = "key-refused"      // the key service refuses the key (disabled, pending deletion, access denied)
+	ProblemUntrustedKey   = "untrusted-key"    // the key record names a KMS key the filesystem does not trust (a planted file?); never repaired
 	ProblemKeyUnavailable = "key-unavailable"  // the key service did not answer: the file was not checked
 	ProblemTag            = "chunk-tag"        // a chunk fails authentication
 	ProblemTruncated      = "truncated"        // the last chunk opens only as a middle chunk, or the file was emptied
@@ -168,34 +167,33 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 		opts.Jobs = 2
 	}
 	var sum CheckSummary
+	root, err := OpenRoot(opts.CipherDir)
+	if err != nil {
+		return sum, fmt.Errorf("fsck: %w", err)
+	}
+	defer unix.Close(root)
 	var files []string
-	err := filepath.WalkDir(opts.CipherDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(opts.CipherDir, p)
-		if rel != "." && isReservedBacking(filepath.Dir(rel) == ".", d.Name()) {
-			return nil
-		}
+	err = Walk(root, func(e Entry) error {
 		switch {
-		case d.IsDir():
-			if rel != "." {
-				sum.Directories++
-			}
-		case d.Type().IsRegular():
-			files = append(files, rel)
+		case e.IsDir():
+			sum.Directories++
+		case e.IsRegular():
+			files = append(files, e.Rel)
 		default:
 			sum.Other++
 		}
 		return nil
 	})
 	if err != nil {
-		return sum, fmt.Errorf("fsck: walk %s: %w", opts.CipherDir, err)
+		return sum, fmt.Errorf("fsck: %s: %w", opts.CipherDir, err)
 	}
 	if opts.Files != nil {
 		opts.Files(len(files))
 	}
-	c := &checker{opts: opts, keys: map[string]*KeyUsage{}}
+	tctx, cancel := context.WithTimeout(ctx, opts.KMSTimeout)
+	trust := NewTrust(tctx, opts.Keys, opts.Config, nil)
+	cancel()
+	c := &checker{opts: opts, root: root, trust: trust, keys: map[string]*KeyUsage{}}
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for range opts.Jobs {
@@ -220,7 +218,9 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 }
 
 type checker struct {
-	opts CheckOptions
+	opts  CheckOptions
+	root  int    // CIPHERDIR: every file is opened below it
+	trust *Trust // the keys whose records are accepted
 
 	mu        sync.Mutex // guards the fields below and serialises Report
 	keys      map[string]*KeyUsage
@@ -272,25 +272,21 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 
 // record is one copy of a file's key record and what became of it.
 type record struct {
-	place   RecordPlace
-	raw     []byte // nil when absent
-	err     error  // why it is absent or unusable
-	wk      keysvc.WrappedKey
-	dek     []byte // unwrapped; zeroed by the caller
-	cipher  *chunk.Cipher
-	missing bool // absent (ENODATA, empty slot), as opposed to bad
-	refused error
+	place     RecordPlace
+	raw       []byte // nil when absent
+	err       error  // why it is absent or unusable
+	wk        keysvc.WrappedKey
+	dek       []byte // unwrapped; zeroed by the caller
+	cipher    *chunk.Cipher
+	missing   bool // absent (ENODATA, empty slot), as opposed to bad
+	refused   error
+	untrusted bool // names a key the tree does not trust
 }
 
 // file checks (and repairs) the backing file rel.
 func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 	rep.Path = rel
-	path := filepath.Join(c.opts.CipherDir, rel)
-	flags := unix.O_RDONLY
-	if c.opts.Repair {
-		flags = unix.O_RDWR
-	}
-	fd, err := unix.Open(path, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := OpenFile(c.root, rel, c.opts.Repair)
 	if err != nil {
 		rep.add(ProblemHeader, NoChunk, "open: %v", err)
 		return rep
@@ -300,6 +296,9 @@ func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		rep.add(ProblemHeader, NoChunk, "stat: %v", err)
 		return rep
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return rep // replaced by something else since the walk
 	}
 	size := st.Size
 	if size == 0 {
@@ -338,7 +337,7 @@ func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 // good one, and returns the file's cipher.
 func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []byte, rep *FileReport) (*chunk.Cipher, bool) {
 	mode := c.opts.Config.KeyRecordMode()
-	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: c.opts.Config.FilesystemID, keysvc.ContextFileID: h.FileID.String()}
+	ec := keysvc.FileContext(c.opts.Config.FilesystemID, h.FileID.String())
 	var recs []*record
 	if mode != KeyRecordSlot {
 		x := &record{place: PlaceXattr}
@@ -386,7 +385,7 @@ func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []b
 		}
 		if i > 0 && recs[0].raw != nil && bytes.Equal(recs[0].raw, r.raw) {
 			*r = record{place: r.place, raw: r.raw, wk: recs[0].wk, err: recs[0].err, refused: recs[0].refused,
-				cipher: recs[0].cipher, dek: bytes.Clone(recs[0].dek)}
+				untrusted: recs[0].untrusted, cipher: recs[0].cipher, dek: bytes.Clone(recs[0].dek)}
 		} else {
 			c.unwrap(ctx, r, h, hb, ec)
 		}
@@ -398,6 +397,15 @@ func (c *checker) keyRecords(ctx context.Context, fd int, h chunk.Header, hb []b
 		}
 	}
 	if good == nil {
+		for _, r := range recs {
+			if r.untrusted {
+				// Not repairable: only the owner of the data can say
+				// whether the file is theirs (rekey or copy it in).
+				rep.KeyID, rep.KeyMaterialID = r.wk.KeyID, r.wk.KeyMaterialID
+				rep.add(ProblemUntrustedKey, NoChunk, "%s: %v; the file was not opened (it may have been planted)", r.place, r.err)
+				return nil, false
+			}
+		}
 		for _, r := range recs {
 			if r.refused != nil {
 				rep.KeyID, rep.KeyMaterialID = r.wk.KeyID, r.wk.KeyMaterialID
@@ -476,10 +484,14 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 	r.wk = wk
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.KMSTimeout)
 	defer cancel()
+	if err := c.trust.Allow(kctx, wk.KeyID); err != nil {
+		r.err, r.untrusted = err, true
+		return
+	}
 	u, err := c.opts.Keys.Decrypt(kctx, wk.Blob, wk.KeyID, ec)
 	if err != nil {
 		r.err = err
-		if isRevocation(err) {
+		if IsRevocation(err) {
 			r.refused = err
 		}
 		return
@@ -495,6 +507,14 @@ func (c *checker) unwrap(ctx context.Context, r *record, h chunk.Header, hb []by
 		return
 	}
 	r.cipher = ci
+}
+
+// IsRevocation reports whether err is the key service refusing a key
+// (disabled, pending deletion, access denied, deleted) rather than failing
+// to answer or rejecting a blob.
+func IsRevocation(err error) bool {
+	return errors.Is(err, keysvc.ErrDisabled) || errors.Is(err, keysvc.ErrInvalidState) ||
+		errors.Is(err, keysvc.ErrAccessDenied) || errors.Is(err, keysvc.ErrNotFound)
 }
 
 func isUnavailable(err error) bool {

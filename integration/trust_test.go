@@ -1,0 +1,76 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// setConfigKey rewrites key_id in CIPHERDIR/kmsfs.conf (the tree is not
+// mounted).
+func (fs *testFS) setConfigKey(from, to string) {
+	fs.t.Helper()
+	p := fs.Backing(configName)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	s := strings.Replace(string(b), `"key_id": "`+from+`"`, `"key_id": "`+to+`"`, 1)
+	if s == string(b) {
+		fs.t.Fatalf("no key_id %s in %s", from, b)
+	}
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		fs.t.Fatal(err)
+	}
+}
+
+// TestPlantedFileUnderForeignKey: someone who can write CIPHERDIR and
+// holds another key the victim's credential may decrypt under plants a
+// file whose key record names that key (and the victim's filesystem ID).
+// The mount answers EIO and logs why, fsck reports untrusted-key (exit
+// 10, and --repair leaves it: exit 11), and rewrap fails the file instead
+// of adopting it under the filesystem's key.
+func TestPlantedFileUnderForeignKey(t *testing.T) {
+	t.Parallel()
+	fs := newFS(t)
+	own := fs.Config().KeyID
+	mustWrite(t, fs.Path("mine"), []byte("the victim's file"))
+	id := strings.TrimSpace(fs.Run("key", "create"))
+	foreign := own[:strings.LastIndex(own, "/")+1] + id
+	// The attacker's file: made by a mount of the same tree configured
+	// with the attacker's key.
+	fs.Unmount()
+	fs.setConfigKey(own, foreign)
+	fs.Mount()
+	mustWrite(t, fs.Path("planted"), []byte("attacker content"))
+	fs.Unmount()
+	fs.setConfigKey(foreign, own)
+	fs.Mount()
+
+	checkContent(t, fs.Path("mine"), []byte("the victim's file"))
+	if b, err := os.ReadFile(fs.Path("planted")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of the planted file: %q, %v; want EIO", b, err)
+	}
+	fs.Unmount()
+	if log := fs.Log(); !strings.Contains(log, "does not trust") {
+		t.Errorf("no log line about the untrusted key:\n%s", log)
+	}
+
+	res := fs.Exec("fsck", fs.CipherDir)
+	if res.Code != 10 || !strings.Contains(res.Stdout, "planted: ") || !strings.Contains(res.Stdout, "untrusted-key") {
+		t.Errorf("fsck: exit %d, want 10 and untrusted-key for planted\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = fs.Exec("fsck", "--repair", fs.CipherDir)
+	if res.Code != 11 || !strings.Contains(res.Stdout, "untrusted-key") {
+		t.Errorf("fsck --repair: exit %d, want 11 (untrusted-key remains)\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	res = fs.Exec("rewrap", "--force", "--key", own, fs.CipherDir)
+	if res.Code != 8 || !strings.Contains(res.Stderr, "does not trust") {
+		t.Errorf("rewrap: exit %d, want 8 naming the untrusted file\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if fi := fs.info(fs.Backing("planted")); fi.KeyID != foreign {
+		t.Errorf("rewrap re-wrapped the planted file under %s", fi.KeyID)
+	}
+}
