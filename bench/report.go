@@ -346,8 +346,8 @@ plot for [i=2:%d] %q using i:xtic(1) title columnheader(i)
 	return lastErr
 }
 
-// formatMarkdown renders the results as a Markdown section for the README's
-// Performance section: machine, command, table of medians and ratios, chart.
+// formatMarkdown renders the results as a Markdown section for bench/README.md's
+// "Latest full run" section: machine, command, table of medians and ratios, chart.
 func formatMarkdown(rep *report, chart string) string {
 	var b strings.Builder
 	m, s := rep.Machine, rep.Settings

@@ -69,7 +69,7 @@ type zstdCodec struct {
 // concurrent EncodeAll and DecodeAll calls.
 //
 // The encoder settings were chosen by measurement (codec/bench_test.go,
-// BenchmarkZstdOptions; README, "Compression"). SpeedFastest compresses a
+// BenchmarkZstdOptions; doc/OPERATIONS.md, "Compression"). SpeedFastest compresses a
 // 64 KiB chunk of Go source in about 3/4 of SpeedDefault's time and
 // almost-random data in half of it, for compressed chunks about 8 % longer,
 // which costs 2.7 % more blocks on Go's source tree (whole blocks are
@@ -133,7 +133,7 @@ const (
 // data repeating across the chunk still shows — in 2–12 µs, and src is
 // worth compressing if the sample shrinks by 1/8 (two 4 KiB blocks of a
 // 64 KiB chunk). Smaller chunks always are: zstd is cheap on them and the
-// probe would be a large share of the work. Measured (README,
+// probe would be a large share of the work. Measured (doc/OPERATIONS.md,
 // "Compression"): the probe costs 0.3 % more blocks on Go's source tree,
 // and data that compresses by less than 1/8 keeps its full size.
 func worthCompressing(src []byte) bool {

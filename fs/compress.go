@@ -11,7 +11,7 @@ import (
 
 // DefaultCompressedChunkSize is the chunk size `kmsfs init --compress`
 // picks unless told otherwise: a compressed chunk saves disk space only in
-// whole blocks of its slot's tail (see the README, "Compression").
+// whole blocks of its slot's tail (doc/OPERATIONS.md, "Compression").
 const DefaultCompressedChunkSize = 64 << 10
 
 // newHeader returns the header of a new file of this tree: the configured

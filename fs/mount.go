@@ -259,7 +259,7 @@ func mountOptions(opts Options) *gofs.Options {
 		// The file system clears set-ID bits itself on write, truncate
 		// and chown (rawFS, Setattr). Without this the kernel asks for
 		// security.capability before every write: a second round trip
-		// per write(2) (README, "Performance"). With it, the kernel asks
+		// per write(2) (bench/README.md). With it, the kernel asks
 		// once per inode (SB_NOSEC).
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		// Our read replies are decrypted bytes in memory, never a file

@@ -10,7 +10,7 @@ import (
 
 // Exit codes. They are part of the user-facing contract: scripts rely on
 // them, so a number is never reused for another meaning. New kinds get new
-// numbers; README.md lists them.
+// numbers; doc/COMMANDS.md lists them.
 const (
 	// ExitOK: the command did what it was asked.
 	ExitOK = 0

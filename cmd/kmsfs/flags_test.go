@@ -78,6 +78,12 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestHelpForEveryCommand(t *testing.T) {
+	// Every command run dispatches has a help text.
+	for _, name := range []string{"init", "mount", "unmount", "info", "key", "keysvc", "fsck", "rewrap", "rekey", "version", "help"} {
+		if _, ok := commandHelps[name]; !ok {
+			t.Errorf("no help for %s", name)
+		}
+	}
 	for name := range commandHelps {
 		te := newTestEnv(nil)
 		if code := runCmd(t, te, "help", name); code != ExitOK {

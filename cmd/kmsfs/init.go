@@ -51,7 +51,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	if comp != "none" && !chunkSizeSet {
 		// A compressed chunk frees only the whole blocks of its slot's
 		// tail: 64 KiB chunks of text free most of 16 blocks, 4 KiB ones at
-		// most part of one (README, "Compression").
+		// most part of one (doc/OPERATIONS.md, "Compression").
 		chunkSize = kfs.DefaultCompressedChunkSize
 	}
 	switch *kms {

@@ -69,7 +69,7 @@ Flags:
   --compress ALG          compress new files' chunks before encryption: none,
                           s2 or zstd (default none). Compressed sizes show
                           through the backing files' allocated blocks and
-                          reveal something of the content: see the README
+                          reveal something of the content: see doc/SECURITY.md
   --kms-endpoint URL      AWS KMS endpoint (default $AWS_ENDPOINT_URL_KMS or
                           the SDK's); e.g. a 'kmsfs keysvc serve'
   --keystore DIR          local keystore (see 'kmsfs help')
@@ -120,6 +120,23 @@ Examples:
   kmsfs mount --metrics 127.0.0.1:9101 /srv/data.enc /srv/data
   kmsfs mount --ro --log-file /var/log/kmsfs.log /srv/data.enc /srv/data
   kmsfs mount --foreground --debug C M      # Ctrl-C unmounts
+`,
+	"version": `Usage: kmsfs version
+
+Print the module version and the VCS revision the binary was built from, as
+far as the build recorded them. Also: kmsfs --version.
+
+Examples:
+  kmsfs version
+`,
+	"help": `Usage: kmsfs help [COMMAND]
+
+Without COMMAND, list the commands and the environment they read; with one,
+print its flags and examples (the same text as kmsfs COMMAND -h).
+
+Examples:
+  kmsfs help
+  kmsfs help mount
 `,
 	"unmount": `Usage: kmsfs unmount [flags] MOUNTPOINT
 
