@@ -17,7 +17,7 @@ import (
 const module = "github.com/kmsfs/kmsfs"
 
 // rule is one line the imports must not cross. pkg, never and only are
-// patterns: an import path relative to the module ("fs", "keysvc/aws") or a
+// patterns: an import path relative to the module ("fs", "keysvc/awskms") or a
 // full one ("github.com/aws/aws-sdk-go-v2"), where a trailing "/..."
 // matches the path and every path below it and "..." alone the whole
 // module. Imports of a package's own subtree (chunk_test importing chunk,
