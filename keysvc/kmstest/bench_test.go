@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/keysvc"
 	"github.com/kmsfs/kmsfs/keysvc/awskms"
+	"github.com/kmsfs/kmsfs/keysvc/kmsserver"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -45,7 +46,7 @@ func benchServer(b *testing.B) (*awskms.Client, string) {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- local.NewServer(store, local.ServerOptions{}).Serve(sctx, ln) }()
+	go func() { done <- kmsserver.New(store, kmsserver.Options{}).Serve(sctx, ln) }()
 	b.Cleanup(func() {
 		cancel()
 		<-done

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/kmsfs/kmsfs/keysvc/awskms"
+	"github.com/kmsfs/kmsfs/keysvc/kmsserver"
 	"github.com/kmsfs/kmsfs/keysvc/kmstest"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
@@ -65,7 +66,7 @@ func TestServerThroughSDK(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- local.NewServer(store, local.ServerOptions{}).Serve(ctx, ln) }()
+	go func() { done <- kmsserver.New(store, kmsserver.Options{}).Serve(ctx, ln) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
