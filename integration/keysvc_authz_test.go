@@ -45,7 +45,7 @@ func TestMountWithLeastPrivilegeCredential(t *testing.T) {
 			WithMountArgs("--kms-endpoint", ks.Endpoint), WithEnv(ks.AWSEnv()...), WithoutMount())
 	}
 	fs, other := newAdminFS(), newAdminFS()
-	tmpl, err := os.ReadFile(filepath.Join("..", "keysvc", "local", "testdata", "policies", "mount.json"))
+	tmpl, err := os.ReadFile(filepath.Join("..", "keysvc", "kmsserver", "testdata", "policies", "mount.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
