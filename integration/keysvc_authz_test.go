@@ -33,7 +33,7 @@ func (ks *keyServer) credential(t *testing.T, name, policy string) (accessKey, s
 
 // TestMountWithLeastPrivilegeCredential mounts a filesystem on `kmsfs
 // keysvc serve` with a credential holding only the mount policy of doc/SECURITY.md
-// (keysvc/local/testdata/policies/mount.json) for its key and filesystem
+// (keysvc/kmsserver/testdata/policies/mount.json) for its key and filesystem
 // ID: files are written and read back after a remount (no cached data
 // key). A second filesystem on the same key is out of that credential's
 // reach; revoking the credential stops the mount's next KMS call.
@@ -45,7 +45,7 @@ func TestMountWithLeastPrivilegeCredential(t *testing.T) {
 			WithMountArgs("--kms-endpoint", ks.Endpoint), WithEnv(ks.AWSEnv()...), WithoutMount())
 	}
 	fs, other := newAdminFS(), newAdminFS()
-	tmpl, err := os.ReadFile(filepath.Join("..", "keysvc", "local", "testdata", "policies", "mount.json"))
+	tmpl, err := os.ReadFile(filepath.Join("..", "keysvc", "kmsserver", "testdata", "policies", "mount.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

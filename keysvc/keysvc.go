@@ -5,7 +5,7 @@
 // cache of unwrapped data keys.
 //
 // Backends live in sub-packages: keysvc/local (the embedded keystore and the
-// server speaking the AWS KMS wire protocol) and keysvc/aws (the
+// server speaking the AWS KMS wire protocol) and keysvc/awskms (the
 // aws-sdk-go-v2 client). keysvc imports neither fs nor chunk.
 package keysvc
 

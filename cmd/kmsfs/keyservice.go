@@ -6,7 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/kmsfs/kmsfs/cipherdir"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
+	"github.com/kmsfs/kmsfs/keysvc/awskms"
 )
 
 // openKeyService opens the key service of kind (cipherdir.KMSLocal or

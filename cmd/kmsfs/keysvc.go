@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kmsfs/kmsfs/keysvc/kmsserver"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
@@ -165,7 +166,7 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 	auditPath := fset.String("audit-log", "", "audit log file (JSON lines)")
 	latency := fset.Duration("latency", 0, "delay every answer by this much")
 	insecure := fset.Bool("insecure-plaintext", false, "allow --listen-any-address without TLS")
-	maxConns := fset.Int("max-connections", local.DefaultMaxConnections, "serve at most this many connections at once")
+	maxConns := fset.Int("max-connections", kmsserver.DefaultMaxConnections, "serve at most this many connections at once")
 	auditFailOpen := fset.Bool("audit-fail-open", false, "answer requests even when the audit log cannot be written")
 	if _, err := parseArgs(fset, "keysvc", args, env, 0, 0); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -190,7 +191,7 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 		return usageErrorf("keysvc serve: --max-connections must be at least 1")
 	}
 	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts := local.ServerOptions{Logger: logger, Latency: *latency, MaxConnections: *maxConns, AuditFailOpen: *auditFailOpen}
+	opts := kmsserver.Options{Logger: logger, Latency: *latency, MaxConnections: *maxConns, AuditFailOpen: *auditFailOpen}
 	if *tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
 		if err != nil {
@@ -226,7 +227,7 @@ func keysvcServe(ctx context.Context, args []string, env *Env) error {
 		_ = f.Sync()
 	}
 	start := time.Now()
-	err = local.NewServer(store, opts).Serve(ctx, ln)
+	err = kmsserver.New(store, opts).Serve(ctx, ln)
 	logger.Info("keysvc serve: stopped", "uptime", time.Since(start))
 	return err
 }

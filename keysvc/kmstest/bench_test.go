@@ -11,11 +11,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/kmsfs/kmsfs/keysvc"
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
+	"github.com/kmsfs/kmsfs/keysvc/awskms"
+	"github.com/kmsfs/kmsfs/keysvc/kmsserver"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
-// Benchmarks of the key path kmsfs takes: keysvc/aws (the SDK client, with
+// Benchmarks of the key path kmsfs takes: keysvc/awskms (the SDK client, with
 // SigV4 signing) to `kmsfs keysvc serve`'s server on a loopback port, and
 // the DEK cache in front of it. Each reports requests/s and the p50 and p99
 // latency of single calls.
@@ -45,7 +46,7 @@ func benchServer(b *testing.B) (*awskms.Client, string) {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- local.NewServer(store, local.ServerOptions{}).Serve(sctx, ln) }()
+	go func() { done <- kmsserver.New(store, kmsserver.Options{}).Serve(sctx, ln) }()
 	b.Cleanup(func() {
 		cancel()
 		<-done

@@ -15,7 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
-	awskms "github.com/kmsfs/kmsfs/keysvc/aws"
+	"github.com/kmsfs/kmsfs/keysvc/awskms"
+	"github.com/kmsfs/kmsfs/keysvc/kmsserver"
 	"github.com/kmsfs/kmsfs/keysvc/kmstest"
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
@@ -32,7 +33,7 @@ func TestStore(t *testing.T) {
 	})
 }
 
-// sdkBackend connects the AWS SDK client (keysvc/aws) and an admin client
+// sdkBackend connects the AWS SDK client (keysvc/awskms) and an admin client
 // to a KMS endpoint.
 func sdkBackend(t *testing.T, endpoint, accessKey, secret string, gaps map[string]string) kmstest.Backend {
 	t.Helper()
@@ -48,7 +49,7 @@ func sdkBackend(t *testing.T, endpoint, accessKey, secret string, gaps map[strin
 }
 
 // TestServerThroughSDK runs the suite on `kmsfs keysvc serve`'s server on
-// a loopback port, through keysvc/aws.
+// a loopback port, through keysvc/awskms.
 func TestServerThroughSDK(t *testing.T) {
 	store, err := local.Open(filepath.Join(t.TempDir(), "keystore"), local.Options{})
 	if err != nil {
@@ -65,7 +66,7 @@ func TestServerThroughSDK(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- local.NewServer(store, local.ServerOptions{}).Serve(ctx, ln) }()
+	go func() { done <- kmsserver.New(store, kmsserver.Options{}).Serve(ctx, ln) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -36,7 +36,7 @@ func validateAliasName(name string) error {
 // aliasTarget resolves the target of CreateAlias/UpdateAlias: a key ID or
 // key ARN (not an alias), not pending deletion.
 func aliasTarget(d *keystoreData, ref string, now time.Time) (*keyRecord, error) {
-	if strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, arnPrefix+"alias/") {
+	if strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, ARNPrefix+"alias/") {
 		return nil, fmt.Errorf("alias target %q must be a key ID or key ARN: %w", ref, keysvc.ErrInvalidArgument)
 	}
 	k, err := resolve(d, ref, now)
@@ -141,7 +141,7 @@ func (s *Store) ListAliases(ctx context.Context, keyID string) ([]Alias, error) 
 			if isDeleted(d.Keys[a.KeyID], now) {
 				continue
 			}
-			out = append(out, Alias{Name: name, ARN: aliasARN(name), TargetKeyID: a.KeyID, Created: a.Created, Updated: a.Updated})
+			out = append(out, Alias{Name: name, ARN: AliasARN(name), TargetKeyID: a.KeyID, Created: a.Created, Updated: a.Updated})
 		}
 		return nil
 	})

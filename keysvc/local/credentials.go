@@ -40,7 +40,7 @@ var credentialNameRE = regexp.MustCompile(`^[A-Za-z0-9+=,.@_-]{1,64}$`)
 // ValidateIdentityPolicy checks an identity policy as CreateCredential
 // does; the error's message says what is wrong.
 func ValidateIdentityPolicy(doc string) error {
-	if _, err := parseIdentityPolicy(doc); err != nil {
+	if _, err := ParseIdentityPolicy(doc); err != nil {
 		return fmt.Errorf("identity policy: %w: %w", err, keysvc.ErrInvalidArgument)
 	}
 	return nil

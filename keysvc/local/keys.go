@@ -144,17 +144,17 @@ func resolve(d *keystoreData, ref string, now time.Time) (*keyRecord, error) {
 	}
 	id := ref
 	switch {
-	case strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, arnPrefix+"alias/"):
-		name := strings.TrimPrefix(ref, arnPrefix)
+	case strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, ARNPrefix+"alias/"):
+		name := strings.TrimPrefix(ref, ARNPrefix)
 		a := d.Aliases[name]
 		if a == nil {
 			return nil, fmt.Errorf("alias %s: %w", name, keysvc.ErrNotFound)
 		}
 		id = a.KeyID
-	case strings.HasPrefix(ref, arnPrefix+"key/"):
-		id = strings.TrimPrefix(ref, arnPrefix+"key/")
+	case strings.HasPrefix(ref, ARNPrefix+"key/"):
+		id = strings.TrimPrefix(ref, ARNPrefix+"key/")
 	case strings.HasPrefix(ref, "arn:"):
-		return nil, fmt.Errorf("key %s is not in this keystore (%s): %w", ref, arnPrefix, keysvc.ErrNotFound)
+		return nil, fmt.Errorf("key %s is not in this keystore (%s): %w", ref, ARNPrefix, keysvc.ErrNotFound)
 	}
 	k := d.Keys[id]
 	if k == nil || isDeleted(k, now) {
@@ -195,13 +195,16 @@ func validatePolicy(p string) error {
 		return fmt.Errorf("key policy of %d bytes, want 1..%d: %w", len(p), MaxPolicySize, keysvc.ErrInvalidArgument)
 	}
 	// The server would deny everything under a policy it cannot parse.
-	if _, err := parsePolicy(p); err != nil {
+	if _, err := ParseKeyPolicy(p); err != nil {
 		return fmt.Errorf("key policy: %w: %w", err, keysvc.ErrInvalidArgument)
 	}
 	return nil
 }
 
-func validateTags(tags map[string]string) error {
+// ValidateTags checks a key's tag set against the keystore's limits
+// (MaxTags, MaxTagKeySize, MaxTagValueSize; no "aws:" key). The key server
+// checks CreateKey's tags with it before it creates anything.
+func ValidateTags(tags map[string]string) error {
 	if len(tags) > MaxTags {
 		return fmt.Errorf("%d tags, at most %d: %w", len(tags), MaxTags, keysvc.ErrInvalidArgument)
 	}
@@ -240,7 +243,7 @@ func (s *Store) CreateKey(ctx context.Context, in CreateKeyInput) (KeyMetadata, 
 	if err := validatePolicy(policy); err != nil {
 		return KeyMetadata{}, err
 	}
-	if err := validateTags(in.Tags); err != nil {
+	if err := ValidateTags(in.Tags); err != nil {
 		return KeyMetadata{}, err
 	}
 	var m KeyMetadata
@@ -263,7 +266,7 @@ func (s *Store) CreateKey(ctx context.Context, in CreateKeyInput) (KeyMetadata, 
 			return err
 		}
 		k := &keyRecord{
-			ID: id, ARN: keyARN(id), Description: in.Description, Created: now.UTC(),
+			ID: id, ARN: KeyARN(id), Description: in.Description, Created: now.UTC(),
 			Creator: creator, State: KeyStateEnabled, Versions: []*keyVersion{v},
 			Policy: policy, Tags: maps.Clone(in.Tags),
 		}
@@ -514,7 +517,7 @@ func (s *Store) PutKeyPolicy(ctx context.Context, keyID, policy string) error {
 
 // TagResource adds or replaces tags on the key (at most 50 in all).
 func (s *Store) TagResource(ctx context.Context, keyID string, tags map[string]string) error {
-	if err := validateTags(tags); err != nil {
+	if err := ValidateTags(tags); err != nil {
 		return err
 	}
 	return s.changeKey(ctx, keyID, func(d *keystoreData, k *keyRecord, now time.Time) error {

@@ -508,3 +508,28 @@ func TestCredentialPolicyAndRevoke(t *testing.T) {
 	_, err = s.RevokeCredentials(ctx, "alice")
 	wantErr(t, "RevokeCredentials twice", err, keysvc.ErrNotFound)
 }
+
+// TestLegacyCredentialWithoutPolicy: a credential record written before
+// identity policies existed (no policy) still loads and is looked up with
+// an empty Policy, which the key server (keysvc/kmsserver,
+// TestServerLegacyCredential) reads as "no identity policy".
+func TestLegacyCredentialWithoutPolicy(t *testing.T) {
+	dir, clk := privateDir(t), newTestClock()
+	s := openStore(t, dir, clk)
+	ctx := context.Background()
+	c, err := s.CreateCredential(ctx, "old", AdminPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.update(ctx, func(d *keystoreData, _ time.Time) error {
+		d.Credentials[c.AccessKeyID].Policy = ""
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reopened := openStore(t, dir, clk)
+	got, err := reopened.LookupCredential(ctx, c.AccessKeyID)
+	if err != nil || got.Name != "old" || got.Policy != "" || got.SecretAccessKey != c.SecretAccessKey {
+		t.Fatalf("LookupCredential of the legacy record = %+v, %v; want old with no policy", got, err)
+	}
+}

@@ -14,7 +14,9 @@ import (
 const (
 	Region    = "local"
 	AccountID = "000000000000"
-	arnPrefix = "arn:aws:kms:" + Region + ":" + AccountID + ":"
+	// ARNPrefix begins the ARN of every key ("key/ID" follows) and alias
+	// ("alias/NAME" follows) of a keystore.
+	ARNPrefix = "arn:aws:kms:" + Region + ":" + AccountID + ":"
 )
 
 // KeyState is the lifecycle state of a key, spelled as AWS KMS spells it.
@@ -177,7 +179,7 @@ func (d *keystoreData) validate() error {
 		return fmt.Errorf("keystore data lacks keys, aliases or credentials")
 	}
 	for id, k := range d.Keys {
-		if k == nil || k.ID != id || !uuidRE.MatchString(id) || k.ARN != keyARN(id) {
+		if k == nil || k.ID != id || !uuidRE.MatchString(id) || k.ARN != KeyARN(id) {
 			return fmt.Errorf("keystore key %q: bad ID or ARN", id)
 		}
 		switch k.State {
@@ -228,8 +230,15 @@ func (d *keystoreData) validate() error {
 	return nil
 }
 
-func keyARN(id string) string     { return arnPrefix + "key/" + id }
-func aliasARN(name string) string { return arnPrefix + name }
+// KeyARN returns the ARN of the key with the given ID.
+func KeyARN(id string) string { return ARNPrefix + "key/" + id }
+
+// AliasARN returns the ARN of the alias with the given name ("alias/…").
+func AliasARN(name string) string { return ARNPrefix + name }
+
+// IsKeyID reports whether s has the form of a key ID (a lower-case UUID),
+// whether or not such a key exists.
+func IsKeyID(s string) bool { return uuidRE.MatchString(s) }
 
 // newMaterialID returns a fresh random key material ID: 64 hex digits, as
 // AWS KMS shows KeyMaterialId. It is random, so it says nothing about the

@@ -17,8 +17,9 @@ import (
 // "NotAction", "Resource" | "NotResource", "Condition"} ]}. Two kinds are
 // used: a key policy (the resource policy of one key; every statement names
 // a Principal) and an identity policy (attached to a credential; no
-// Principal, every statement names a Resource). How the two combine is in
-// authz.go.
+// Principal, every statement names a Resource). How a policy decides a
+// request, and how the two kinds combine, is in keysvc/kmsserver
+// (policyeval.go, authz.go, conditions.go).
 //
 // Principals are IAM ARNs. A keystore credential named NAME is the
 // principal arn:aws:iam::000000000000:user/NAME. "*" (or {"AWS": "*"})
@@ -62,74 +63,57 @@ func (k policyKind) String() string {
 	return "key policy"
 }
 
-// policyDocument is a parsed policy.
-type policyDocument struct {
-	Statement []policyStatement
+// Policy is a parsed, validated policy document. The store parses every
+// policy when it is written (the one parser is here, so nothing invalid is
+// stored); the key server (keysvc/kmsserver) evaluates the parsed form.
+// Its fields are read-only for callers.
+type Policy struct {
+	Statement []PolicyStatement
 }
 
-type policyStatement struct {
+// PolicyStatement is one statement of a Policy: its Effect ("Allow" or
+// "Deny") and the elements it names; an element the statement does not
+// have is nil.
+type PolicyStatement struct {
 	Effect       string
-	Principal    *principalSet
-	NotPrincipal *principalSet
+	Principal    *PrincipalSet
+	NotPrincipal *PrincipalSet
 	Action       []string
 	NotAction    []string
 	Resource     []string
 	NotResource  []string
-	Conditions   []condition
+	Conditions   []PolicyCondition
 }
 
-// condition is one test of a Condition block: operator, condition key and
-// the policy's values (strings; JSON booleans and numbers are spelled as
+// PolicyCondition is one test of a Condition block: operator, condition
+// key and the policy's values (strings; JSON booleans and numbers are spelled as
 // JSON spells them).
-type condition struct {
+type PolicyCondition struct {
 	Op     string
 	Key    string
 	Values []string
 }
 
-// principalSet is "*" or {"AWS": "arn" | ["arn", …], "Service": …}. Only
+// PrincipalSet is "*" or {"AWS": "arn" | ["arn", …], "Service": …}. Only
 // AWS principals can match a keystore credential.
-type principalSet struct {
+type PrincipalSet struct {
 	Any bool
 	AWS []string
 }
 
-// principalMatch is how a principal element matches a caller.
-type principalMatch int
+// PolicyError is a malformed policy document. The key server answers it
+// as MalformedPolicyDocumentException with ClientMessage.
+type PolicyError struct{ msg string }
 
-const (
-	noMatch      principalMatch = iota
-	accountMatch                // through the account principal
-	directMatch                 // "*" or the caller's own ARN
-)
+// Error is the message without its final period, to read as a Go error.
+func (e *PolicyError) Error() string { return strings.TrimSuffix(e.msg, ".") }
 
-func (p *principalSet) match(principal string) principalMatch {
-	if p.Any {
-		return directMatch
-	}
-	best := noMatch
-	for _, a := range p.AWS {
-		switch a {
-		case "*", principal:
-			return directMatch
-		case AccountID, RootPrincipal:
-			if strings.HasPrefix(principal, "arn:aws:iam::"+AccountID+":") {
-				best = accountMatch
-			}
-		}
-	}
-	return best
-}
-
-// policyError is a malformed policy document; msg is the message for the
-// client (MalformedPolicyDocumentException), a sentence as AWS writes it.
-type policyError struct{ msg string }
-
-// Error is msg without its final period, to read as a Go error.
-func (e *policyError) Error() string { return strings.TrimSuffix(e.msg, ".") }
+// ClientMessage is the message for the client, a sentence as AWS writes
+// it.
+func (e *PolicyError) ClientMessage() string { return e.msg }
 
 func malformed(format string, args ...any) error {
-	return &policyError{fmt.Sprintf(format, args...)}
+	return &PolicyError{fmt.Sprintf(format, args...)}
 }
 
 // Element names allowed at the top of a policy and in a statement. Names
@@ -139,11 +123,11 @@ var (
 	statementElements = []string{"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource", "Condition"}
 )
 
-// parsePolicy decodes and validates a key policy document.
-func parsePolicy(doc string) (*policyDocument, error) { return parseDocument(doc, keyPolicy) }
+// ParseKeyPolicy decodes and validates a key policy document.
+func ParseKeyPolicy(doc string) (*Policy, error) { return parseDocument(doc, keyPolicy) }
 
-// parseIdentityPolicy decodes and validates an identity policy document.
-func parseIdentityPolicy(doc string) (*policyDocument, error) {
+// ParseIdentityPolicy decodes and validates an identity policy document.
+func ParseIdentityPolicy(doc string) (*Policy, error) {
 	return parseDocument(doc, identityPolicy)
 }
 
@@ -151,7 +135,7 @@ func parseIdentityPolicy(doc string) (*policyDocument, error) {
 // rejects what AWS rejects: invalid JSON, duplicate keys in any object,
 // unknown elements, partial-wildcard principals, a missing or doubled
 // Principal/Action/Resource element.
-func parseDocument(doc string, kind policyKind) (*policyDocument, error) {
+func parseDocument(doc string, kind policyKind) (*Policy, error) {
 	if len(doc) == 0 || len(doc) > MaxPolicySize {
 		return nil, malformed("The policy must be 1 to %d characters.", MaxPolicySize)
 	}
@@ -190,7 +174,7 @@ func parseDocument(doc string, kind policyKind) (*policyDocument, error) {
 	if len(raws) == 0 {
 		return nil, malformed("The policy must contain at least one statement.")
 	}
-	p := &policyDocument{}
+	p := &Policy{}
 	for i, r := range raws {
 		s, err := parseStatement(r, kind, i)
 		if err != nil {
@@ -201,8 +185,8 @@ func parseDocument(doc string, kind policyKind) (*policyDocument, error) {
 	return p, nil
 }
 
-func parseStatement(raw json.RawMessage, kind policyKind, i int) (policyStatement, error) {
-	var s policyStatement
+func parseStatement(raw json.RawMessage, kind policyKind, i int) (PolicyStatement, error) {
+	var s PolicyStatement
 	where := fmt.Sprintf("Statement %d", i)
 	m, err := object(raw, where)
 	if err != nil {
@@ -294,13 +278,13 @@ func stringList(raw json.RawMessage, what string) ([]string, error) {
 // parsePrincipal decodes "*" or {"AWS"|"Service"|"Federated"|"CanonicalUser":
 // string or list}. AWS accepts "*" alone as a wildcard principal, never a
 // wildcard inside an ARN or account ID.
-func parsePrincipal(raw json.RawMessage, where string) (*principalSet, error) {
+func parsePrincipal(raw json.RawMessage, where string) (*PrincipalSet, error) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		if s != "*" {
 			return nil, malformed("%s: a Principal given as a string must be \"*\"; name others as {\"AWS\": \"ARN\"}.", where)
 		}
-		return &principalSet{Any: true}, nil
+		return &PrincipalSet{Any: true}, nil
 	}
 	m, err := object(raw, where+": Principal")
 	if err != nil {
@@ -312,7 +296,7 @@ func parsePrincipal(raw json.RawMessage, where string) (*principalSet, error) {
 	if err := onlyElements(m, []string{"AWS", "Service", "Federated", "CanonicalUser"}, where+": Principal"); err != nil {
 		return nil, err
 	}
-	p := &principalSet{}
+	p := &PrincipalSet{}
 	for kind, r := range m {
 		list, err := stringList(r, where+": Principal "+kind)
 		if err != nil {
@@ -331,12 +315,12 @@ func parsePrincipal(raw json.RawMessage, where string) (*principalSet, error) {
 }
 
 // parseConditions decodes {"Operator": {"key": value | [values]}}.
-func parseConditions(raw json.RawMessage, where string) ([]condition, error) {
+func parseConditions(raw json.RawMessage, where string) ([]PolicyCondition, error) {
 	ops, err := object(raw, where+": Condition")
 	if err != nil {
 		return nil, err
 	}
-	var out []condition
+	var out []PolicyCondition
 	for _, op := range sortedKeys(ops) {
 		keys, err := object(ops[op], where+": Condition "+op)
 		if err != nil {
@@ -347,7 +331,7 @@ func parseConditions(raw json.RawMessage, where string) ([]condition, error) {
 			if err != nil {
 				return nil, malformed("%s: Condition %s %s: values must be strings, booleans or numbers, or an array of them.", where, op, key)
 			}
-			out = append(out, condition{Op: op, Key: key, Values: vals})
+			out = append(out, PolicyCondition{Op: op, Key: key, Values: vals})
 		}
 	}
 	return out, nil
@@ -469,130 +453,4 @@ func checkValue(dec *json.Decoder) error {
 		}
 	}
 	return nil
-}
-
-// authRequest is what a policy is evaluated against.
-type authRequest struct {
-	principal string // the caller's ARN
-	action    string // e.g. "kms:Decrypt"
-	resource  string // key or alias ARN; "*" for actions on no resource
-	// encryptionContext is the request's encryption context (nil when the
-	// operation takes none).
-	encryptionContext map[string]string
-	secureTransport   bool // the request came over TLS
-}
-
-// decision is the outcome of evaluating a policy.
-type decision int
-
-const (
-	implicitDeny decision = iota
-	// allowedForAccount: a key policy allows the action to the account,
-	// so the caller's identity policy decides.
-	allowedForAccount
-	allowed
-	explicitDeny
-)
-
-// evaluate decides req under p: explicitDeny when a Deny statement
-// applies, else allowed when an Allow statement names the caller (or "*"),
-// else allowedForAccount when one names the account, else implicitDeny.
-func (p *policyDocument) evaluate(req *authRequest) decision {
-	d := implicitDeny
-	for i := range p.Statement {
-		s := &p.Statement[i]
-		m := s.applies(req)
-		if m == noMatch {
-			continue
-		}
-		if s.Effect == "Deny" {
-			return explicitDeny
-		}
-		if m == directMatch {
-			d = allowed
-		} else if d == implicitDeny {
-			d = allowedForAccount
-		}
-	}
-	return d
-}
-
-// applies reports whether s matches req, and through which principal.
-// A condition that cannot be evaluated makes a Deny statement apply and
-// an Allow statement not (fail closed).
-func (s *policyStatement) applies(req *authRequest) principalMatch {
-	m := directMatch // identity policies: the caller is the principal
-	switch {
-	case s.Principal != nil:
-		m = s.Principal.match(req.principal)
-	case s.NotPrincipal != nil:
-		if s.NotPrincipal.match(req.principal) != noMatch {
-			m = noMatch
-		}
-	}
-	if m == noMatch {
-		return noMatch
-	}
-	if s.Effect == "Deny" {
-		m = directMatch // a Deny naming the account denies each of its credentials
-	}
-	if len(s.Action) > 0 && !anyMatch(s.Action, req.action, true) ||
-		len(s.NotAction) > 0 && anyMatch(s.NotAction, req.action, true) ||
-		len(s.Resource) > 0 && !anyMatch(s.Resource, req.resource, false) ||
-		len(s.NotResource) > 0 && anyMatch(s.NotResource, req.resource, false) {
-		return noMatch
-	}
-	switch allConditions(s.Conditions, req) {
-	case condTrue:
-		return m
-	case condUnknown:
-		if s.Effect == "Deny" {
-			return m
-		}
-	}
-	return noMatch
-}
-
-// anyMatch reports whether s matches one of the wildcard patterns; actions
-// match case-insensitively.
-func anyMatch(patterns []string, s string, fold bool) bool {
-	if fold {
-		s = strings.ToLower(s)
-	}
-	for _, p := range patterns {
-		if fold {
-			p = strings.ToLower(p)
-		}
-		if wildcardMatch(p, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// wildcardMatch matches s against pattern with * (any run) and ? (one
-// character), iteratively so that no pattern can take exponential time.
-func wildcardMatch(pattern, s string) bool {
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
-			p++
-			i++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			i = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

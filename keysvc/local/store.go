@@ -2,7 +2,9 @@
 // symmetric KMS keys, each with every version of its key material, kept in
 // one file encrypted at rest, and the operations AWS KMS offers on them.
 // *Store implements keysvc.Service, so the filesystem can use it directly;
-// the server in this package offers it over the AWS KMS wire protocol.
+// keysvc/kmsserver offers it over the AWS KMS wire protocol. This package
+// parses and validates key and identity policies when they are written
+// (policy.go); the server evaluates them.
 //
 // The keystore directory holds keystore.kms (the encrypted keystore),
 // keystore.lock (the flock that serialises writers across processes) and,

@@ -5,12 +5,15 @@ import (
 	"time"
 )
 
-// Store helpers the key server needs, kept apart from the Store's own
-// files. They use the Store's unexported API read-only.
+// Store methods that exist for the key server (keysvc/kmsserver): what it
+// needs beyond the keysvc.Service and admin API to authorise a request
+// before running it, and the one KMS operation the admin API lacks.
 
-// keyAndPolicy returns the metadata and policy of the key ref names, in one
-// consistent read of the keystore, for authorisation.
-func (s *Store) keyAndPolicy(ctx context.Context, ref string) (KeyMetadata, string, error) {
+// KeyAndPolicy returns the metadata and the policy document of the key ref
+// names (a key ID, key ARN, alias name or alias ARN), read in one
+// consistent view of the keystore, so that the key the server authorises
+// is the key whose policy it evaluates.
+func (s *Store) KeyAndPolicy(ctx context.Context, ref string) (KeyMetadata, string, error) {
 	var (
 		m      KeyMetadata
 		policy string
@@ -22,11 +25,11 @@ func (s *Store) keyAndPolicy(ctx context.Context, ref string) (KeyMetadata, stri
 	return m, policy, err
 }
 
-// blobKeyID returns the ID of the key a ciphertext blob names, without
-// decrypting it, so the server can check that key's policy before
-// anything else. ok is false for anything that is not a blob of this
-// keystore's format.
-func blobKeyID(blob []byte) (id string, ok bool) {
+// BlobKeyID returns the ID of the key a ciphertext blob names, without
+// decrypting it, so that the server can check that key's policy before
+// anything else (Decrypt and ReEncrypt may omit the key). ok is false for
+// anything that is not a blob of this keystore's format.
+func BlobKeyID(blob []byte) (id string, ok bool) {
 	p, err := parseBlob(blob)
 	if err != nil {
 		return "", false
@@ -34,9 +37,10 @@ func blobKeyID(blob []byte) (id string, ok bool) {
 	return p.keyID, true
 }
 
-// updateKeyDescription replaces a key's description (UpdateKeyDescription),
-// which the Store's exported API does not offer.
-func (s *Store) updateKeyDescription(ctx context.Context, ref, desc string) error {
+// UpdateKeyDescription replaces the description of the key ref names
+// (KMS's UpdateKeyDescription). It fails for a key pending deletion and
+// for a description longer than MaxDescriptionSize characters.
+func (s *Store) UpdateKeyDescription(ctx context.Context, ref, desc string) error {
 	if err := validateDescription(desc); err != nil {
 		return err
 	}

@@ -1,9 +1,27 @@
-package local
+// Package kmsserver is the key server: a keysvc/local Store served over
+// HTTP as AWS KMS's JSON 1.1 protocol (POST /, X-Amz-Target:
+// TrentService.<Operation>, Content-Type application/x-amz-json-1.1), so
+// that aws-sdk-go-v2, the AWS CLI and boto3 all work against it unchanged.
+// Every request must carry a SigV4 signature (service "kms", any region)
+// by a credential of the keystore; the credential's name is the caller,
+// whose rights are decided by the key's policy and the credential's
+// identity policy. Every request is written to the audit log.
+//
+// The files, each reviewable on its own: server.go (HTTP, dispatch,
+// shutdown), sigv4.go (signature verification), authz.go (how a key
+// policy and an identity policy combine), policyeval.go and conditions.go
+// (how one policy decides a request), api_*.go (the operations, their
+// wire types and the AWS exception names), audit.go (the audit log) and
+// limitlistener.go (the connection cap). The keystore itself, with the
+// policy parser it validates writes with, is keysvc/local; this package
+// imports it, never the reverse.
+package kmsserver
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,19 +35,11 @@ import (
 	"time"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
-// The key server: the Store served over HTTP as AWS KMS's JSON 1.1
-// protocol (POST /, X-Amz-Target: TrentService.<Operation>, Content-Type
-// application/x-amz-json-1.1), so that aws-sdk-go-v2, the AWS CLI and boto3
-// all work against it unchanged. Every request must carry a SigV4 signature
-// (service "kms", any region) by a credential of the keystore; the
-// credential's name is the caller, whose rights are decided by the key's
-// policy and the credential's identity policy (authz.go). Every request is
-// written to the audit log.
-
-// ServerOptions configure NewServer.
-type ServerOptions struct {
+// Options configure New.
+type Options struct {
 	// Logger receives server events (never key material); nil discards.
 	Logger *slog.Logger
 	// AuditLog, when non-nil, receives one JSON object per line for every
@@ -58,25 +68,28 @@ type ServerOptions struct {
 	MaxConnections int
 }
 
-// DefaultMaxConnections is ServerOptions.MaxConnections' default: a mount
+// DefaultMaxConnections is Options.MaxConnections' default: a mount
 // keeps a few connections open, so this serves dozens of mounts while
 // bounding the memory and descriptors a flood of connections can take.
 const DefaultMaxConnections = 256
 
 // Server answers the AWS KMS API from a Store. It is an http.Handler.
 type Server struct {
-	store *Store
-	opts  ServerOptions
-	log   *slog.Logger
-	now   func() time.Time
+	store *local.Store
+	// lookupCredential is store.LookupCredential; a test replaces it to
+	// present a credential as an older keystore holds it.
+	lookupCredential func(ctx context.Context, accessKeyID string) (local.Credential, error)
+	opts             Options
+	log              *slog.Logger
+	now              func() time.Time
 
 	audit auditWriter
 }
 
-// NewServer returns a server for store. The store stays owned by the
+// New returns a server for store. The store stays owned by the
 // caller, who closes it after Serve returns.
-func NewServer(store *Store, opts ServerOptions) *Server {
-	s := &Server{store: store, opts: opts, log: opts.Logger, now: opts.Now}
+func New(store *local.Store, opts Options) *Server {
+	s := &Server{store: store, lookupCredential: store.LookupCredential, opts: opts, log: opts.Logger, now: opts.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -243,16 +256,19 @@ var operations = func() map[string]*operation {
 type call struct {
 	s         *Server
 	ctx       context.Context
-	principal string          // IAM ARN of the caller
-	identity  *policyDocument // the caller's identity policy; nil: none
-	secure    bool            // the request came over TLS
+	principal string        // IAM ARN of the caller
+	identity  *local.Policy // the caller's identity policy; nil: none
+	secure    bool          // the request came over TLS
 	audit     *auditRecord
 }
 
+// newRequestID returns a random request ID spelled as a UUID, as AWS
+// spells its x-amzn-RequestId.
 func newRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return formatUUID(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 // ServeHTTP answers one KMS API request.
@@ -339,7 +355,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord
 	if aerr != nil {
 		return nil, aerr
 	}
-	rec.Caller = PrincipalARN(caller.Name)
+	rec.Caller = local.PrincipalARN(caller.Name)
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
 		return nil, newAPIError(400, "UnknownOperationException", "Only POST / is served.")
 	}
@@ -366,11 +382,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec *auditRecord
 // authenticate verifies the SigV4 signature and returns the caller's
 // credential and access key ID. The credential is looked up afresh for
 // every request, so a revoked one fails at once.
-func (s *Server) authenticate(r *http.Request, body []byte) (caller Credential, accessKey string, aerr *apiError) {
+func (s *Server) authenticate(r *http.Request, body []byte) (caller local.Credential, accessKey string, aerr *apiError) {
 	var lookupErr error
 	lookup := func(id string) (string, string, bool) {
 		accessKey = id
-		c, err := s.store.LookupCredential(r.Context(), id)
+		c, err := s.lookupCredential(r.Context(), id)
 		if err != nil {
 			if !errors.Is(err, keysvc.ErrNotFound) {
 				lookupErr = err
@@ -383,14 +399,14 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller Credential, 
 	_, err := verifySigV4(r, body, s.now(), lookup)
 	if lookupErr != nil {
 		s.log.Error("key server: credential lookup failed", "err", lookupErr)
-		return Credential{}, accessKey, internalError
+		return local.Credential{}, accessKey, internalError
 	}
 	var ae *authError
 	if errors.As(err, &ae) {
-		return Credential{}, accessKey, newAPIError(400, ae.typ, ae.msg)
+		return local.Credential{}, accessKey, newAPIError(400, ae.typ, ae.msg)
 	}
 	if err != nil {
-		return Credential{}, accessKey, internalError
+		return local.Credential{}, accessKey, internalError
 	}
 	return caller, accessKey, nil
 }
@@ -398,14 +414,14 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller Credential, 
 // identityOf parses the credential's identity policy; nil when it has
 // none. A policy that does not parse (it was checked when set) grants
 // nothing.
-func (s *Server) identityOf(c Credential) *policyDocument {
+func (s *Server) identityOf(c local.Credential) *local.Policy {
 	if c.Policy == "" {
 		return nil
 	}
-	p, err := parseIdentityPolicy(c.Policy)
+	p, err := local.ParseIdentityPolicy(c.Policy)
 	if err != nil {
 		s.log.Warn("key server: credential has an unparsable identity policy; it grants nothing", "access_key_id", c.AccessKeyID)
-		return &policyDocument{}
+		return &local.Policy{}
 	}
 	return p
 }
@@ -415,16 +431,16 @@ func (s *Server) identityOf(c Credential) *policyDocument {
 // policy (authz.go), with the operation's encryption context ec (nil if
 // none), and returns the key's metadata. The audit record gets the key's
 // ARN.
-func (c *call) authorize(ref, action string, ec map[string]string) (KeyMetadata, *apiError) {
-	m, policy, err := c.s.store.keyAndPolicy(c.ctx, ref)
+func (c *call) authorize(ref, action string, ec map[string]string) (local.KeyMetadata, *apiError) {
+	m, policy, err := c.s.store.KeyAndPolicy(c.ctx, ref)
 	if err != nil {
-		return KeyMetadata{}, storeError(err, ref)
+		return local.KeyMetadata{}, storeError(err, ref)
 	}
 	if c.audit.KeyID == "" {
 		c.audit.KeyID = m.ARN
 	}
 	if aerr := c.checkPolicy(m.ARN, policy, action, ec); aerr != nil {
-		return KeyMetadata{}, aerr
+		return local.KeyMetadata{}, aerr
 	}
 	return m, nil
 }

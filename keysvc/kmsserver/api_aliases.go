@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // Alias operations: CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
@@ -20,7 +21,7 @@ type aliasInput struct {
 // validateName checks the alias name's shape (ValidationException).
 func (in *aliasInput) validateName(v *validator) {
 	if v.required("aliasName", in.AliasName != nil) {
-		v.length("aliasName", len(*in.AliasName), 1, MaxAliasNameSize)
+		v.length("aliasName", len(*in.AliasName), 1, local.MaxAliasNameSize)
 		if !aliasCharsRE.MatchString(*in.AliasName) {
 			v.add("Value at 'aliasName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$")
 		}
@@ -47,7 +48,7 @@ func checkAliasName(name string) *apiError {
 func aliasStoreError(err error, name, target string) *apiError {
 	switch {
 	case errors.Is(err, keysvc.ErrAlreadyExists):
-		return newAPIError(400, "AlreadyExistsException", "An alias with the name "+aliasARN(name)+" already exists")
+		return newAPIError(400, "AlreadyExistsException", "An alias with the name "+local.AliasARN(name)+" already exists")
 	case errors.Is(err, keysvc.ErrNotFound) && target == "":
 		return keyNotFound(name)
 	default:
@@ -58,7 +59,7 @@ func aliasStoreError(err error, name, target string) *apiError {
 // aliasTargetRef rejects alias names as targets: an alias must point at a
 // key ID or ARN.
 func aliasTargetRef(ref string) *apiError {
-	if strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, arnPrefix+"alias/") {
+	if strings.HasPrefix(ref, "alias/") || strings.HasPrefix(ref, local.ARNPrefix+"alias/") {
 		return newAPIError(400, "ValidationException", "Aliases must refer to keys. Specify a key ID or key ARN as the target, not an alias.")
 	}
 	return nil

@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"bytes"
@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // syncBuffer is an audit log the test can read while the server writes.
@@ -50,10 +51,10 @@ func (s *syncBuffer) String() string {
 }
 
 type testServer struct {
-	store    *Store
+	store    *local.Store
 	endpoint string
 	audit    *syncBuffer
-	creds    map[string]Credential
+	creds    map[string]local.Credential
 }
 
 // selfServicePolicy is the identity policy of the test servers' alice and
@@ -68,14 +69,15 @@ func selfServicePolicy(name string) string {
 }
 
 // startTestServer serves a fresh keystore on a loopback port with
-// credentials alice and bob (selfServicePolicy), until the test ends.
-func startTestServer(t testing.TB) *testServer {
+// credentials alice and bob (selfServicePolicy), until the test ends; mod
+// adjusts the server before it serves.
+func startTestServer(t testing.TB, mod ...func(*Server)) *testServer {
 	t.Helper()
-	store, err := Open(privateDir(t), Options{})
+	store, err := local.Open(privateDir(t), local.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{store: store, audit: &syncBuffer{}, creds: map[string]Credential{}}
+	ts := &testServer{store: store, audit: &syncBuffer{}, creds: map[string]local.Credential{}}
 	for _, name := range []string{"alice", "bob"} {
 		c, err := store.CreateCredential(context.Background(), name, selfServicePolicy(name))
 		if err != nil {
@@ -84,16 +86,16 @@ func startTestServer(t testing.TB) *testServer {
 		ts.creds[name] = c
 	}
 	t.Cleanup(func() { store.Close() }) // after the server's cleanup
-	addr, _ := serve(t, store, ServerOptions{AuditLog: ts.audit})
+	addr, _ := serve(t, store, Options{AuditLog: ts.audit}, mod...)
 	ts.endpoint = "http://" + addr
 	return ts
 }
 
-// serve runs store's server with opts on a loopback port until the test
-// ends or stop is called, and returns its address and stop, which cancels
+// serve runs store's server with opts (adjusted by mod) on a loopback
+// port until the test ends or stop is called, and returns its address and stop, which cancels
 // Serve's context and returns Serve's result. A Serve error that no one
 // asked stop for fails the test at cleanup.
-func serve(t testing.TB, store *Store, opts ServerOptions) (addr string, stop func() error) {
+func serve(t testing.TB, store *local.Store, opts Options, mod ...func(*Server)) (addr string, stop func() error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -101,7 +103,11 @@ func serve(t testing.TB, store *Store, opts ServerOptions) (addr string, stop fu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewServer(store, opts).Serve(ctx, ln) }()
+	srv := New(store, opts)
+	for _, m := range mod {
+		m(srv)
+	}
+	go func() { done <- srv.Serve(ctx, ln) }()
 	var once sync.Once
 	var serr error
 	halt := func() error {
@@ -267,7 +273,7 @@ func TestServerSession(t *testing.T) {
 		t.Fatalf("GenerateRandom: %v", err)
 	}
 	pol, err := c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(arn)})
-	if err != nil || !strings.Contains(aws.ToString(pol.Policy), PrincipalARN("alice")) {
+	if err != nil || !strings.Contains(aws.ToString(pol.Policy), local.PrincipalARN("alice")) {
 		t.Fatalf("GetKeyPolicy = %v, %v", aws.ToString(pol.Policy), err)
 	}
 	if _, err := c.UntagResource(ctx, &kms.UntagResourceInput{KeyId: aws.String(arn), TagKeys: []string{"team"}}); err != nil {
@@ -313,9 +319,9 @@ func TestServerPolicies(t *testing.T) {
 	wantAPIError(t, err, "AccessDeniedException")
 
 	policy := `{"Version":"2012-10-17","Statement":[
-	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"},
-	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"},
-	  {"Effect":"Deny","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":"kms:GenerateDataKeyWithoutPlaintext","Resource":"*"}]}`
+	  {"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("bob") + `"},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*"},
+	  {"Effect":"Deny","Principal":{"AWS":"` + local.PrincipalARN("bob") + `"},"Action":"kms:GenerateDataKeyWithoutPlaintext","Resource":"*"}]}`
 	if _, err := alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(policy)}); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +339,7 @@ func TestServerPolicies(t *testing.T) {
 	wantAPIError(t, err, "AccessDeniedException")
 
 	// Lockout safety check.
-	lockout := `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":"kms:*"}]}`
+	lockout := `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("bob") + `"},"Action":"kms:*"}]}`
 	_, err = alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(lockout)})
 	wantAPIError(t, err, "MalformedPolicyDocumentException")
 	_, err = alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: arn, Policy: aws.String(`{"Statement": 3}`)})
@@ -347,7 +353,7 @@ func TestServerPolicies(t *testing.T) {
 		t.Fatalf("bob after handover: %v", err)
 	}
 	// Every denial is in the audit log, with the caller.
-	if !strings.Contains(ts.audit.String(), `"caller":"`+PrincipalARN("bob")+`","accessKeyId":"`+ts.creds["bob"].AccessKeyID+`","operation":"Decrypt","keyId":"`+aws.ToString(arn)+`"`) {
+	if !strings.Contains(ts.audit.String(), `"caller":"`+local.PrincipalARN("bob")+`","accessKeyId":"`+ts.creds["bob"].AccessKeyID+`","operation":"Decrypt","keyId":"`+aws.ToString(arn)+`"`) {
 		t.Fatalf("audit log lacks bob's Decrypt:\n%s", ts.audit.String())
 	}
 }
@@ -492,7 +498,7 @@ func TestServerIncorrectKey(t *testing.T) {
 }
 
 func TestServeShutdown(t *testing.T) {
-	addr, stop := serveForShutdown(t, ServerOptions{})
+	addr, stop := serveForShutdown(t, Options{})
 	postEmpty(t, addr)
 	if err := stop(); err != nil {
 		t.Fatalf("Serve = %v", err)
@@ -508,7 +514,7 @@ func TestServeShutdown(t *testing.T) {
 // with a 3 s bound Serve failed with "context deadline exceeded" (seen in
 // CI, with the SDK client's spare connections).
 func TestServeShutdownUnusedConn(t *testing.T) {
-	addr, stop := serveForShutdown(t, ServerOptions{ShutdownTimeout: 3 * time.Second})
+	addr, stop := serveForShutdown(t, Options{ShutdownTimeout: 3 * time.Second})
 	unused, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -526,9 +532,9 @@ func TestServeShutdownUnusedConn(t *testing.T) {
 }
 
 // serveForShutdown serves a fresh store on a loopback port (see serve).
-func serveForShutdown(t *testing.T, opts ServerOptions) (string, func() error) {
+func serveForShutdown(t *testing.T, opts Options) (string, func() error) {
 	t.Helper()
-	store, err := Open(privateDir(t), Options{})
+	store, err := local.Open(privateDir(t), local.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,17 +586,17 @@ func selfSignedTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 // TestServerTLSAndLatency serves HTTPS with an added latency and checks
 // that the SDK client gets through and waits.
 func TestServerTLSAndLatency(t *testing.T) {
-	store, err := Open(privateDir(t), Options{})
+	store, err := local.Open(privateDir(t), local.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() }) // after the server's cleanup
-	cred, err := store.CreateCredential(context.Background(), "alice", AdminPolicy)
+	cred, err := store.CreateCredential(context.Background(), "alice", local.AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, pool := selfSignedTLS(t)
-	addr, _ := serve(t, store, ServerOptions{TLSConfig: cfg, Latency: 100 * time.Millisecond})
+	addr, _ := serve(t, store, Options{TLSConfig: cfg, Latency: 100 * time.Millisecond})
 	c := kms.New(kms.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String("https://" + addr),
@@ -621,18 +627,18 @@ func TestServerScheduledEvents(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	store, err := Open(privateDir(t), Options{Now: clock})
+	store, err := local.Open(privateDir(t), local.Options{Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() }) // after the server's cleanup
-	cred, err := store.CreateCredential(context.Background(), "alice", AdminPolicy)
+	cred, err := store.CreateCredential(context.Background(), "alice", local.AdminPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The server's clock (signatures) stays real; the keystore's moves.
-	addr, _ := serve(t, store, ServerOptions{})
-	ts := &testServer{store: store, endpoint: "http://" + addr, creds: map[string]Credential{"alice": cred}}
+	addr, _ := serve(t, store, Options{})
+	ts := &testServer{store: store, endpoint: "http://" + addr, creds: map[string]local.Credential{"alice": cred}}
 	c := ts.client("alice")
 	bg := context.Background()
 

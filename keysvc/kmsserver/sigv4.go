@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"crypto/hmac"

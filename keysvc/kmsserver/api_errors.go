@@ -1,10 +1,11 @@
-package local
+package kmsserver
 
 import (
 	"errors"
 	"strings"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // apiError is an error answer of the KMS JSON protocol: HTTP status,
@@ -32,11 +33,11 @@ var internalError = newAPIError(500, "KMSInternalException", "The request could 
 func keyNotFound(ref string) *apiError {
 	switch {
 	case strings.HasPrefix(ref, "alias/"):
-		return newAPIError(400, "NotFoundException", "Alias '"+aliasARN(ref)+"' is not found.")
-	case strings.HasPrefix(ref, arnPrefix+"alias/"):
+		return newAPIError(400, "NotFoundException", "Alias '"+local.AliasARN(ref)+"' is not found.")
+	case strings.HasPrefix(ref, local.ARNPrefix+"alias/"):
 		return newAPIError(400, "NotFoundException", "Alias '"+ref+"' is not found.")
-	case uuidRE.MatchString(ref):
-		return newAPIError(400, "NotFoundException", "Key '"+keyARN(ref)+"' does not exist")
+	case local.IsKeyID(ref):
+		return newAPIError(400, "NotFoundException", "Key '"+local.KeyARN(ref)+"' does not exist")
 	case strings.HasPrefix(ref, "arn:"):
 		return newAPIError(400, "NotFoundException", "Key '"+ref+"' does not exist")
 	default:
@@ -93,11 +94,11 @@ func storeMessage(err, sentinel error) string {
 
 // keyARNFor names a key in a message: the ARN when ref is a bare ID.
 func keyARNFor(ref string) string {
-	if uuidRE.MatchString(ref) {
-		return keyARN(ref)
+	if local.IsKeyID(ref) {
+		return local.KeyARN(ref)
 	}
 	if strings.HasPrefix(ref, "alias/") {
-		return aliasARN(ref)
+		return local.AliasARN(ref)
 	}
 	if ref == "" {
 		return "The key"

@@ -1,10 +1,11 @@
-package local
+package kmsserver
 
 import (
 	"encoding/json"
 	"errors"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // Cryptographic operations: GenerateDataKey(WithoutPlaintext), Encrypt,
@@ -54,7 +55,7 @@ func (in *generateDataKeyInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	v.context("encryptionContext", in.EncryptionContext)
 	if in.NumberOfBytes != nil {
-		v.rangeInt("numberOfBytes", *in.NumberOfBytes, 1, MaxDataKeyBytes)
+		v.rangeInt("numberOfBytes", *in.NumberOfBytes, 1, local.MaxDataKeyBytes)
 	}
 	if in.KeySpec != nil {
 		v.enum("keySpec", *in.KeySpec, "AES_256", "AES_128")
@@ -145,7 +146,7 @@ type encryptInput struct {
 func (in *encryptInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	if v.required("plaintext", in.Plaintext != nil) {
-		v.length("plaintext", len(in.Plaintext), 1, MaxPlaintextSize)
+		v.length("plaintext", len(in.Plaintext), 1, local.MaxPlaintextSize)
 	}
 	v.context("encryptionContext", in.EncryptionContext)
 	v.grantTokens(in.GrantTokens)
@@ -211,24 +212,24 @@ func (o *decryptOutput) zero() { keysvc.Zero(o.Plaintext) }
 // the key the caller named, if any: a blob that is not ours, or names no
 // key of this keystore, is InvalidCiphertextException; a named key that
 // exists but is not the blob's is IncorrectKeyException.
-func (c *call) sourceKey(blob []byte, named *string, action string, ec map[string]string) (KeyMetadata, *apiError) {
-	id, ok := blobKeyID(blob)
+func (c *call) sourceKey(blob []byte, named *string, action string, ec map[string]string) (local.KeyMetadata, *apiError) {
+	id, ok := local.BlobKeyID(blob)
 	if !ok {
-		return KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
+		return local.KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
 	}
 	if named != nil {
-		nm, _, err := c.s.store.keyAndPolicy(c.ctx, *named)
+		nm, _, err := c.s.store.KeyAndPolicy(c.ctx, *named)
 		if err != nil {
-			return KeyMetadata{}, storeError(err, *named)
+			return local.KeyMetadata{}, storeError(err, *named)
 		}
 		if nm.KeyID != id {
 			c.audit.KeyID = nm.ARN
-			return KeyMetadata{}, storeError(keysvc.ErrIncorrectKey, *named)
+			return local.KeyMetadata{}, storeError(keysvc.ErrIncorrectKey, *named)
 		}
 	}
 	m, aerr := c.authorize(id, action, ec)
 	if aerr != nil && aerr.typ == "NotFoundException" {
-		return KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
+		return local.KeyMetadata{}, newAPIError(400, "InvalidCiphertextException", "")
 	}
 	return m, aerr
 }
@@ -307,7 +308,7 @@ func (c *call) reEncrypt(in *reEncryptInput) (any, *apiError) {
 	if in.DryRun {
 		return nil, errDryRun
 	}
-	out, err := c.s.store.ReEncryptWith(c.ctx, ReEncryptInput{
+	out, err := c.s.store.ReEncryptWith(c.ctx, local.ReEncryptInput{
 		Blob:               in.CiphertextBlob,
 		SourceKeyID:        src.ARN,
 		SourceContext:      in.SourceEncryptionContext,
@@ -319,7 +320,7 @@ func (c *call) reEncrypt(in *reEncryptInput) (any, *apiError) {
 		// destination's; name the source unless it is usable.
 		ref := src.ARN
 		if errors.Is(err, keysvc.ErrDisabled) || errors.Is(err, keysvc.ErrInvalidState) {
-			if src.State == KeyStateEnabled {
+			if src.State == local.KeyStateEnabled {
 				ref = dst.ARN
 			}
 		}
@@ -348,7 +349,7 @@ type generateRandomInput struct {
 
 func (in *generateRandomInput) validate(v *validator) {
 	if v.required("numberOfBytes", in.NumberOfBytes != nil) {
-		v.rangeInt("numberOfBytes", *in.NumberOfBytes, 1, MaxDataKeyBytes)
+		v.rangeInt("numberOfBytes", *in.NumberOfBytes, 1, local.MaxDataKeyBytes)
 	}
 }
 

@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func TestAuditCapsUnauthenticated(t *testing.T) {
 	clk := newTestClock()
 	store := openStore(t, privateDir(t), clk)
 	audit := &syncBuffer{}
-	srv := NewServer(store, ServerOptions{AuditLog: audit, Now: clk.Now})
+	srv := New(store, Options{AuditLog: audit, Now: clk.Now})
 	forged := strings.Repeat("A", 64<<10)
 	send := func() {
 		now := clk.Now().UTC()
@@ -92,7 +92,7 @@ func TestAuditFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr, _ := serve(t, store, ServerOptions{AuditLog: failingWriter{}, AuditFailOpen: failOpen})
+		addr, _ := serve(t, store, Options{AuditLog: failingWriter{}, AuditFailOpen: failOpen})
 		client := kms.New(kms.Options{
 			Region:           "us-east-1",
 			BaseEndpoint:     aws.String("http://" + addr),

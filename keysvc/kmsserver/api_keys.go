@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"encoding/base64"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // Key management operations: CreateKey, DescribeKey, ListKeys, key state,
@@ -45,10 +46,10 @@ var keySpecs = []string{"RSA_2048", "RSA_3072", "RSA_4096", "ECC_NIST_P256", "EC
 
 func (in *createKeyInput) validate(v *validator) {
 	if in.Policy != nil {
-		v.length("policy", len(*in.Policy), 1, MaxPolicySize)
+		v.length("policy", len(*in.Policy), 1, local.MaxPolicySize)
 	}
 	if in.Description != nil {
-		v.length("description", len(*in.Description), 0, MaxDescriptionSize)
+		v.length("description", len(*in.Description), 0, local.MaxDescriptionSize)
 	}
 	v.enum("keyUsage", in.KeyUsage, "SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT")
 	v.enum("customerMasterKeySpec", in.CustomerMasterKeySpec, keySpecs...)
@@ -69,11 +70,11 @@ func tagsMap(tags []tag) (map[string]string, *apiError) {
 		}
 		m[t.TagKey] = t.TagValue
 	}
-	if err := validateTags(m); err != nil {
+	if err := local.ValidateTags(m); err != nil {
 		return nil, newAPIError(400, "TagException", storeMessage(err, keysvc.ErrInvalidArgument))
 	}
-	if len(m) > MaxTags {
-		return nil, newAPIError(400, "TagException", "A key can have at most "+strconv.Itoa(MaxTags)+" tags.")
+	if len(m) > local.MaxTags {
+		return nil, newAPIError(400, "TagException", "A key can have at most "+strconv.Itoa(local.MaxTags)+" tags.")
 	}
 	return m, nil
 }
@@ -99,7 +100,7 @@ func (c *call) createKey(in *createKeyInput) (any, *apiError) {
 		policy = *in.Policy
 		// The key's ARN is not known yet: an identity policy must allow
 		// every key (arn:aws:kms:local:000000000000:key/* or "*").
-		if aerr := c.checkNewPolicy(policy, arnPrefix+"key/*", in.BypassPolicyLockoutSafetyCheck); aerr != nil {
+		if aerr := c.checkNewPolicy(policy, local.ARNPrefix+"key/*", in.BypassPolicyLockoutSafetyCheck); aerr != nil {
 			return nil, aerr
 		}
 	}
@@ -111,7 +112,7 @@ func (c *call) createKey(in *createKeyInput) (any, *apiError) {
 	if in.Description != nil {
 		desc = *in.Description
 	}
-	m, err := c.s.store.CreateKey(c.ctx, CreateKeyInput{Description: desc, Creator: c.principal, Policy: policy, Tags: tags})
+	m, err := c.s.store.CreateKey(c.ctx, local.CreateKeyInput{Description: desc, Creator: c.principal, Policy: policy, Tags: tags})
 	if err != nil {
 		return nil, storeError(err, "")
 	}
@@ -126,11 +127,11 @@ func (c *call) createKey(in *createKeyInput) (any, *apiError) {
 // still be allowed to change the policy afterwards (directly, or through
 // the account statement and its identity policy).
 func (c *call) checkNewPolicy(doc, keyARN string, bypass bool) *apiError {
-	p, err := parsePolicy(doc)
+	p, err := local.ParseKeyPolicy(doc)
 	if err != nil {
-		var pe *policyError
+		var pe *local.PolicyError
 		if errors.As(err, &pe) {
-			return newAPIError(400, "MalformedPolicyDocumentException", pe.msg)
+			return newAPIError(400, "MalformedPolicyDocumentException", pe.ClientMessage())
 		}
 		return newAPIError(400, "MalformedPolicyDocumentException", "The key policy is malformed.")
 	}
@@ -250,16 +251,16 @@ type scheduleKeyDeletionInput struct {
 func (in *scheduleKeyDeletionInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	if in.PendingWindowInDays != nil {
-		v.rangeInt("pendingWindowInDays", *in.PendingWindowInDays, MinPendingWindowDays, MaxPendingWindowDays)
+		v.rangeInt("pendingWindowInDays", *in.PendingWindowInDays, local.MinPendingWindowDays, local.MaxPendingWindowDays)
 	}
 }
 
 func (c *call) scheduleKeyDeletion(in *scheduleKeyDeletionInput) (any, *apiError) {
-	days := DefaultPendingWindowDays
+	days := local.DefaultPendingWindowDays
 	if in.PendingWindowInDays != nil {
 		days = *in.PendingWindowInDays
 	}
-	var m KeyMetadata
+	var m local.KeyMetadata
 	if aerr := c.keyOp(*in.KeyID, "kms:ScheduleKeyDeletion", func(arn string) (err error) {
 		m, err = c.s.store.ScheduleKeyDeletion(c.ctx, arn, days)
 		return err
@@ -275,7 +276,7 @@ func (c *call) scheduleKeyDeletion(in *scheduleKeyDeletionInput) (any, *apiError
 }
 
 func (c *call) cancelKeyDeletion(in *keyInput) (any, *apiError) {
-	var m KeyMetadata
+	var m local.KeyMetadata
 	if aerr := c.keyOp(*in.KeyID, "kms:CancelKeyDeletion", func(arn string) (err error) {
 		m, err = c.s.store.CancelKeyDeletion(c.ctx, arn)
 		return err
@@ -295,12 +296,12 @@ type enableKeyRotationInput struct {
 func (in *enableKeyRotationInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	if in.RotationPeriodInDays != nil {
-		v.rangeInt("rotationPeriodInDays", *in.RotationPeriodInDays, MinRotationPeriodDays, MaxRotationPeriodDays)
+		v.rangeInt("rotationPeriodInDays", *in.RotationPeriodInDays, local.MinRotationPeriodDays, local.MaxRotationPeriodDays)
 	}
 }
 
 func (c *call) enableKeyRotation(in *enableKeyRotationInput) (any, *apiError) {
-	days := DefaultRotationPeriodDays
+	days := local.DefaultRotationPeriodDays
 	if in.RotationPeriodInDays != nil {
 		days = *in.RotationPeriodInDays
 	}
@@ -322,7 +323,7 @@ func (c *call) disableKeyRotation(in *keyInput) (any, *apiError) {
 }
 
 func (c *call) getKeyRotationStatus(in *keyInput) (any, *apiError) {
-	var st RotationStatus
+	var st local.RotationStatus
 	if aerr := c.keyOp(*in.KeyID, "kms:GetKeyRotationStatus", func(arn string) (err error) {
 		st, err = c.s.store.GetKeyRotationStatus(c.ctx, arn)
 		return err
@@ -342,7 +343,7 @@ func (c *call) getKeyRotationStatus(in *keyInput) (any, *apiError) {
 }
 
 func (c *call) rotateKeyOnDemand(in *keyInput) (any, *apiError) {
-	var m KeyMetadata
+	var m local.KeyMetadata
 	if aerr := c.keyOp(*in.KeyID, "kms:RotateKeyOnDemand", func(arn string) (err error) {
 		m, err = c.s.store.RotateKey(c.ctx, arn)
 		return err
@@ -368,7 +369,7 @@ func (in *listKeyRotationsInput) validate(v *validator) {
 }
 
 func (c *call) listKeyRotations(in *listKeyRotationsInput) (any, *apiError) {
-	var mats []KeyMaterial
+	var mats []local.KeyMaterial
 	var arn string
 	if aerr := c.keyOp(*in.KeyID, "kms:ListKeyRotations", func(a string) (err error) {
 		arn = a
@@ -378,7 +379,7 @@ func (c *call) listKeyRotations(in *listKeyRotationsInput) (any, *apiError) {
 		return nil, aerr
 	}
 	if in.IncludeKeyMaterial != "ALL_KEY_MATERIAL" {
-		mats = slices.DeleteFunc(mats, func(m KeyMaterial) bool { return m.Kind == MaterialInitial })
+		mats = slices.DeleteFunc(mats, func(m local.KeyMaterial) bool { return m.Kind == local.MaterialInitial })
 	}
 	start, end, next, aerr := page(len(mats), in.Limit, in.Marker)
 	if aerr != nil {
@@ -400,7 +401,7 @@ func (c *call) listKeyRotations(in *listKeyRotationsInput) (any, *apiError) {
 		if m.Current {
 			e.KeyMaterialState = "CURRENT"
 		}
-		if m.Kind != MaterialInitial {
+		if m.Kind != local.MaterialInitial {
 			e.RotationDate, e.RotationType = epoch(m.Created), string(m.Kind)
 		}
 		out.Rotations = append(out.Rotations, e)
@@ -457,7 +458,7 @@ type putKeyPolicyInput struct {
 func (in *putKeyPolicyInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	if v.required("policy", in.Policy != nil) {
-		v.length("policy", len(*in.Policy), 1, MaxPolicySize)
+		v.length("policy", len(*in.Policy), 1, local.MaxPolicySize)
 	}
 }
 
@@ -579,13 +580,13 @@ type updateKeyDescriptionInput struct {
 func (in *updateKeyDescriptionInput) validate(v *validator) {
 	v.keyID("keyId", in.KeyID, true)
 	if v.required("description", in.Description != nil) {
-		v.length("description", len(*in.Description), 0, MaxDescriptionSize)
+		v.length("description", len(*in.Description), 0, local.MaxDescriptionSize)
 	}
 }
 
 func (c *call) updateKeyDescription(in *updateKeyDescriptionInput) (any, *apiError) {
 	if aerr := c.keyOp(*in.KeyID, "kms:UpdateKeyDescription", func(arn string) error {
-		return c.s.store.updateKeyDescription(c.ctx, arn, *in.Description)
+		return c.s.store.UpdateKeyDescription(c.ctx, arn, *in.Description)
 	}); aerr != nil {
 		return nil, aerr
 	}

@@ -1,6 +1,10 @@
-package local
+package kmsserver
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kmsfs/kmsfs/keysvc/local"
+)
 
 // Authorization: how a key's policy and the caller's identity policy
 // decide a request, as AWS KMS decides it for a caller of the key's own
@@ -37,16 +41,16 @@ func (c *call) identityDecision(req *authRequest) decision {
 	if c.identity == nil {
 		return implicitDeny
 	}
-	return c.identity.evaluate(req)
+	return evaluate(c.identity, req)
 }
 
 // decide combines a key policy (nil when the resource has none) and the
 // caller's identity policy for req, and names the policy that refused.
-func (c *call) decide(keyPol *policyDocument, req *authRequest) *apiError {
+func (c *call) decide(keyPol *local.Policy, req *authRequest) *apiError {
 	id := c.identityDecision(req)
 	kd := implicitDeny
 	if keyPol != nil {
-		kd = keyPol.evaluate(req)
+		kd = evaluate(keyPol, req)
 	}
 	deny := func(why string) *apiError {
 		return newAPIError(400, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s %s", c.principal, req.action, req.resource, why))
@@ -68,10 +72,10 @@ func (c *call) decide(keyPol *policyDocument, req *authRequest) *apiError {
 // policy that does not parse (set outside the server, or before the
 // parser became strict) grants nothing.
 func (c *call) checkPolicy(keyARN, policy, action string, ec map[string]string) *apiError {
-	p, err := parsePolicy(policy)
+	p, err := local.ParseKeyPolicy(policy)
 	if err != nil {
 		c.s.log.Warn("key server: key has an unparsable policy; denying", "key_id", keyARN)
-		p = &policyDocument{}
+		p = &local.Policy{}
 	}
 	return c.decide(p, c.authRequestFor(action, keyARN, ec))
 }
@@ -86,5 +90,5 @@ func (c *call) authorizeAccount(action string) *apiError {
 // identity policy can allow it, on the alias's ARN. Without this, any
 // credential could claim an alias name before its rightful owner.
 func (c *call) authorizeAlias(name, action string) *apiError {
-	return c.decide(nil, c.authRequestFor(action, aliasARN(name), nil))
+	return c.decide(nil, c.authRequestFor(action, local.AliasARN(name), nil))
 }

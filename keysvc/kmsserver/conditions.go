@@ -1,9 +1,12 @@
-package local
+package kmsserver
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // Condition evaluation (see the policy language in policy.go). The result
@@ -20,7 +23,7 @@ const (
 
 // allConditions is the AND of every condition: false if one is false,
 // else unknown if one is unknown, else true.
-func allConditions(conds []condition, req *authRequest) condResult {
+func allConditions(conds []local.PolicyCondition, req *authRequest) condResult {
 	r := condTrue
 	for _, c := range conds {
 		switch evalCondition(c, req) {
@@ -50,7 +53,7 @@ func lookupKey(key string, req *authRequest) contextValues {
 	case len(key) > len(ecPrefix) && strings.EqualFold(key[:len(ecPrefix)], ecPrefix):
 		want := key[len(ecPrefix):]
 		var vals []string
-		for _, k := range sortedKeys(req.encryptionContext) {
+		for _, k := range slices.Sorted(maps.Keys(req.encryptionContext)) {
 			if strings.EqualFold(k, want) {
 				vals = append(vals, req.encryptionContext[k])
 			}
@@ -59,9 +62,9 @@ func lookupKey(key string, req *authRequest) contextValues {
 		// multivalued, which a single-valued test cannot decide.
 		return contextValues{known: true, multi: len(vals) > 1, values: vals}
 	case lk == "kms:encryptioncontextkeys":
-		return contextValues{known: true, multi: true, values: sortedKeys(req.encryptionContext)}
+		return contextValues{known: true, multi: true, values: slices.Sorted(maps.Keys(req.encryptionContext))}
 	case lk == "kms:calleraccount":
-		return contextValues{known: true, values: []string{AccountID}}
+		return contextValues{known: true, values: []string{local.AccountID}}
 	case lk == "kms:viaservice":
 		return contextValues{known: true} // no AWS service calls this server
 	case lk == "aws:principalarn":
@@ -94,7 +97,7 @@ var stringMatchers = map[string]struct {
 // IfExists true. ForAnyValue: is true when some request value passes
 // (false for an absent key); ForAllValues: when every one does (true for
 // an absent key).
-func evalCondition(c condition, req *authRequest) condResult {
+func evalCondition(c local.PolicyCondition, req *authRequest) condResult {
 	for _, v := range c.Values {
 		if strings.Contains(v, "${") {
 			return condUnknown // policy variables are not supported

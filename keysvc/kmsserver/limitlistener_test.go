@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 // item 10).
 func TestServerCapsConnections(t *testing.T) {
 	store := openStore(t, privateDir(t), newTestClock())
-	addr, _ := serve(t, store, ServerOptions{MaxConnections: 2})
+	addr, _ := serve(t, store, Options{MaxConnections: 2})
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", addr)

@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"bytes"
@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // addCredential makes one more credential on the running test server and
@@ -31,7 +31,7 @@ func (ts *testServer) addCredential(t *testing.T, name, policy string) *kms.Clie
 // default policy holds only the account statement.
 func (ts *testServer) cliKey(t *testing.T) string {
 	t.Helper()
-	m, err := ts.store.CreateKey(context.Background(), CreateKeyInput{})
+	m, err := ts.store.CreateKey(context.Background(), local.CreateKeyInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func examplePolicy(t *testing.T, name, keyID, fsID string) string {
 func TestServerAccountStatementDelegates(t *testing.T) {
 	ts := startTestServer(t)
 	ctx := context.Background()
-	admin := ts.addCredential(t, "root-ops", AdminPolicy)
+	admin := ts.addCredential(t, "root-ops", local.AdminPolicy)
 	bob := ts.client("bob")
 	arn := ts.cliKey(t)
 	ec := map[string]string{"kmsfs:fs": "0123"}
@@ -78,7 +78,7 @@ func TestServerAccountStatementDelegates(t *testing.T) {
 	wantAPIError(t, err, "AccessDeniedException")
 	_, err = bob.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(arn), PendingWindowInDays: aws.Int32(7)})
 	wantAPIError(t, err, "AccessDeniedException")
-	_, err = bob.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(arn), Policy: aws.String(AdminPolicy)})
+	_, err = bob.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(arn), Policy: aws.String(local.AdminPolicy)})
 	wantAPIError(t, err, "AccessDeniedException")
 
 	// Nor under a key another credential created through the server,
@@ -169,7 +169,7 @@ func TestServerMountPolicyExample(t *testing.T) {
 	wantAPIError(t, err, "AccessDeniedException")
 	_, err = mount.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(keyARN), PendingWindowInDays: aws.Int32(7)})
 	wantAPIError(t, err, "AccessDeniedException")
-	_, err = mount.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(keyARN), Policy: aws.String(DefaultKeyPolicy(PrincipalARN("host-a")))})
+	_, err = mount.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(keyARN), Policy: aws.String(local.DefaultKeyPolicy(local.PrincipalARN("host-a")))})
 	wantAPIError(t, err, "AccessDeniedException")
 	_, err = mount.CreateKey(ctx, &kms.CreateKeyInput{})
 	wantAPIError(t, err, "AccessDeniedException")
@@ -226,7 +226,7 @@ func TestServerRevokedCredential(t *testing.T) {
 	if _, err := alice.ListKeys(ctx, &kms.ListKeysInput{}); err != nil {
 		t.Fatal(err)
 	}
-	cli, err := Open(ts.store.Dir(), Options{})
+	cli, err := local.Open(ts.store.Dir(), local.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,14 +249,14 @@ func TestServerAliasNeedsIdentityPermission(t *testing.T) {
 	ts := startTestServer(t)
 	ctx := context.Background()
 	alice, bob := ts.client("alice"), ts.client("bob")
-	admin := ts.addCredential(t, "ops", AdminPolicy)
+	admin := ts.addCredential(t, "ops", local.AdminPolicy)
 	ak, err := alice.CreateKey(ctx, &kms.CreateKeyInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = alice.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/team-prod"), TargetKeyId: ak.KeyMetadata.KeyId})
 	wantAPIError(t, err, "AccessDeniedException")
-	if !strings.Contains(err.Error(), aliasARN("alias/team-prod")) {
+	if !strings.Contains(err.Error(), local.AliasARN("alias/team-prod")) {
 		t.Errorf("denial does not name the alias: %v", err)
 	}
 	// Her own alias namespace (selfServicePolicy) is fine.
@@ -285,8 +285,8 @@ func TestServerAliasNeedsIdentityPermission(t *testing.T) {
 	// Even with rights on the key, an alias named outside the identity
 	// policy is refused: a key policy alone does not grant alias names.
 	grant := `{"Version":"2012-10-17","Statement":[
-	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"},
-	  {"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("bob") + `"},"Action":"kms:CreateAlias","Resource":"*"}]}`
+	  {"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"},
+	  {"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("bob") + `"},"Action":"kms:CreateAlias","Resource":"*"}]}`
 	if _, err := alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: ak.KeyMetadata.KeyId, Policy: aws.String(grant)}); err != nil {
 		t.Fatal(err)
 	}
@@ -311,13 +311,13 @@ func TestServerRejectsMalformedPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	me := `{"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"}`
+	me := `{"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("alice") + `"},"Action":"kms:*","Resource":"*"}`
 	for name, doc := range map[string]string{
 		"partial wildcard principal": `{"Statement":[` + me + `,{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::*:role/x"},"Action":"kms:Decrypt"}]}`,
 		"account wildcard":           `{"Statement":[` + me + `,{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:*"},"Action":"kms:Decrypt"}]}`,
 		"duplicate key":              `{"Statement":[` + me + `],"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*"}]}`,
 		"unknown top-level key":      `{"Statement":[` + me + `],"Owner":"alice"}`,
-		"unknown statement key":      `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"` + PrincipalARN("alice") + `"},"Action":"kms:*","Resorce":"*"}]}`,
+		"unknown statement key":      `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"` + local.PrincipalARN("alice") + `"},"Action":"kms:*","Resorce":"*"}]}`,
 	} {
 		_, err := alice.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: ak.KeyMetadata.KeyId, Policy: aws.String(doc)})
 		wantAPIError(t, err, "MalformedPolicyDocumentException")
@@ -332,18 +332,21 @@ func TestServerRejectsMalformedPolicies(t *testing.T) {
 // directly (the keys it created through the server) and nothing through
 // the account statement.
 func TestServerLegacyCredential(t *testing.T) {
-	ts := startTestServer(t)
+	// The credential "old" as an old keystore holds it: no policy. (The
+	// store's loading of such a record is tested in keysvc/local.)
+	ts := startTestServer(t, func(srv *Server) {
+		lookup := srv.lookupCredential
+		srv.lookupCredential = func(ctx context.Context, id string) (local.Credential, error) {
+			c, err := lookup(ctx, id)
+			if c.Name == "old" {
+				c.Policy = ""
+			}
+			return c, err
+		}
+	})
 	ctx := context.Background()
-	legacy := ts.addCredential(t, "old", AdminPolicy)
-	id := ts.creds["old"].AccessKeyID
-	// The record as an old keystore holds it: no policy.
-	if err := ts.store.update(ctx, func(d *keystoreData, _ time.Time) error {
-		d.Credentials[id].Policy = ""
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	own, err := ts.store.CreateKey(ctx, CreateKeyInput{Creator: "old"})
+	legacy := ts.addCredential(t, "old", local.AdminPolicy)
+	own, err := ts.store.CreateKey(ctx, local.CreateKeyInput{Creator: "old"})
 	if err != nil {
 		t.Fatal(err)
 	}

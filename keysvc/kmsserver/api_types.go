@@ -1,4 +1,4 @@
-package local
+package kmsserver
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
 // The AWS KMS JSON 1.1 request and response shapes the server speaks.
@@ -58,9 +59,9 @@ type keyMetadataJSON struct {
 	CurrentKeyMaterialID  string     `json:"CurrentKeyMaterialId,omitempty"`
 }
 
-func keyMetadataOf(m KeyMetadata) keyMetadataJSON {
+func keyMetadataOf(m local.KeyMetadata) keyMetadataJSON {
 	return keyMetadataJSON{
-		AWSAccountID:          AccountID,
+		AWSAccountID:          local.AccountID,
 		KeyID:                 m.KeyID,
 		Arn:                   m.ARN,
 		CreationDate:          epoch(m.Created),
