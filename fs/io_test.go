@@ -67,41 +67,94 @@ func TestCreateWriteReadReopen(t *testing.T) {
 	})
 }
 
-func TestHolesFarPastEOF(t *testing.T) {
+// TestSparse checks sparse files: holes far past EOF read as zeros and are
+// not written out, fallocate reserves or extends, lseek finds data and holes.
+func TestSparse(t *testing.T) {
 	tf := mountFS(t)
-	f, err := os.Create(tf.path("sparse"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	head, tail := []byte("head"), []byte("tail")
-	f.Write(head)
-	const far = 64 << 20
-	if _, err := f.WriteAt(tail, far); err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := f.Stat()
-	if fi.Size() != far+4 {
-		t.Fatalf("size %d, want %d", fi.Size(), far+4)
-	}
-	buf := make([]byte, 10000)
-	if _, err := f.ReadAt(buf, 32<<20); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(buf, make([]byte, len(buf))) {
-		t.Fatal("hole does not read as zeros")
-	}
-	got := make([]byte, 8)
-	f.ReadAt(got[:4], 0)
-	f.ReadAt(got[4:], far)
-	if string(got) != "headtail" {
-		t.Fatalf("got %q", got)
-	}
-	var st syscall.Stat_t
-	syscall.Stat(tf.backing("sparse"), &st)
-	if st.Blocks*512 > 1<<20 {
-		t.Errorf("backing file uses %d bytes: holes were written out", st.Blocks*512)
-	}
+	t.Run("holes far past EOF read as zeros and stay unallocated", func(t *testing.T) {
+		f, err := os.Create(tf.path("sparse"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		head, tail := []byte("head"), []byte("tail")
+		f.Write(head)
+		const far = 64 << 20
+		if _, err := f.WriteAt(tail, far); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		if fi.Size() != far+4 {
+			t.Fatalf("size %d, want %d", fi.Size(), far+4)
+		}
+		buf := make([]byte, 10000)
+		if _, err := f.ReadAt(buf, 32<<20); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, make([]byte, len(buf))) {
+			t.Fatal("hole does not read as zeros")
+		}
+		got := make([]byte, 8)
+		f.ReadAt(got[:4], 0)
+		f.ReadAt(got[4:], far)
+		if string(got) != "headtail" {
+			t.Fatalf("got %q", got)
+		}
+		var st syscall.Stat_t
+		syscall.Stat(tf.backing("sparse"), &st)
+		if st.Blocks*512 > 1<<20 {
+			t.Errorf("backing file uses %d bytes: holes were written out", st.Blocks*512)
+		}
+	})
+	t.Run("fallocate reserves, extends and refuses to punch holes", func(t *testing.T) {
+		f, err := os.Create(tf.path("fa"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		f.WriteString("abc")
+		fd := int(f.Fd())
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := f.Stat(); fi.Size() != 3 {
+			t.Fatalf("KEEP_SIZE changed size to %d", fi.Size())
+		}
+		var st syscall.Stat_t
+		syscall.Stat(tf.backing("fa"), &st)
+		if st.Blocks*512 < 1<<20 {
+			t.Errorf("KEEP_SIZE reserved only %d bytes", st.Blocks*512)
+		}
+		if err := unix.Fallocate(fd, 0, 0, 10000); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := f.Stat(); fi.Size() != 10000 {
+			t.Fatalf("mode 0 size %d, want 10000", fi.Size())
+		}
+		want := append([]byte("abc"), make([]byte, 9997)...)
+		if got := readFile(t, tf.path("fa")); !bytes.Equal(got, want) {
+			t.Fatal("content after fallocate")
+		}
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != unix.EOPNOTSUPP {
+			t.Fatalf("punch hole: %v, want EOPNOTSUPP", err)
+		}
+		tf.checkBacking(t, "fa", want)
+	})
+	t.Run("lseek finds data and holes", func(t *testing.T) {
+		f, _ := os.Create(tf.path("s"))
+		defer f.Close()
+		f.WriteAt([]byte("x"), 100000)
+		fd := int(f.Fd())
+		if off, err := unix.Seek(fd, 10, unix.SEEK_DATA); err != nil || off != 10 {
+			t.Fatalf("SEEK_DATA %d %v", off, err)
+		}
+		if off, err := unix.Seek(fd, 10, unix.SEEK_HOLE); err != nil || off != 100001 {
+			t.Fatalf("SEEK_HOLE %d %v", off, err)
+		}
+		if _, err := unix.Seek(fd, 100001, unix.SEEK_DATA); err != unix.ENXIO {
+			t.Fatalf("SEEK_DATA at EOF: %v", err)
+		}
+	})
 }
 
 // TestTruncate shrinks and grows a file by path, by handle and by O_TRUNC,
@@ -215,59 +268,6 @@ func TestAppend(t *testing.T) {
 		t.Fatalf("append: got %q...", got[:min(len(got), 40)])
 	}
 	tf.checkBacking(t, "log", want)
-}
-
-func TestFallocate(t *testing.T) {
-	tf := mountFS(t)
-	f, err := os.Create(tf.path("fa"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	f.WriteString("abc")
-	fd := int(f.Fd())
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := f.Stat(); fi.Size() != 3 {
-		t.Fatalf("KEEP_SIZE changed size to %d", fi.Size())
-	}
-	var st syscall.Stat_t
-	syscall.Stat(tf.backing("fa"), &st)
-	if st.Blocks*512 < 1<<20 {
-		t.Errorf("KEEP_SIZE reserved only %d bytes", st.Blocks*512)
-	}
-	if err := unix.Fallocate(fd, 0, 0, 10000); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := f.Stat(); fi.Size() != 10000 {
-		t.Fatalf("mode 0 size %d, want 10000", fi.Size())
-	}
-	want := append([]byte("abc"), make([]byte, 9997)...)
-	if got := readFile(t, tf.path("fa")); !bytes.Equal(got, want) {
-		t.Fatal("content after fallocate")
-	}
-	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != unix.EOPNOTSUPP {
-		t.Fatalf("punch hole: %v, want EOPNOTSUPP", err)
-	}
-	tf.checkBacking(t, "fa", want)
-}
-
-func TestLseek(t *testing.T) {
-	tf := mountFS(t)
-	f, _ := os.Create(tf.path("s"))
-	defer f.Close()
-	f.WriteAt([]byte("x"), 100000)
-	fd := int(f.Fd())
-	if off, err := unix.Seek(fd, 10, unix.SEEK_DATA); err != nil || off != 10 {
-		t.Fatalf("SEEK_DATA %d %v", off, err)
-	}
-	if off, err := unix.Seek(fd, 10, unix.SEEK_HOLE); err != nil || off != 100001 {
-		t.Fatalf("SEEK_HOLE %d %v", off, err)
-	}
-	if _, err := unix.Seek(fd, 100001, unix.SEEK_DATA); err != unix.ENXIO {
-		t.Fatalf("SEEK_DATA at EOF: %v", err)
-	}
 }
 
 // TestMmapWithAppendDescriptor reads and writes a file through a shared
