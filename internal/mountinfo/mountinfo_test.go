@@ -9,6 +9,7 @@ func TestUnescape(t *testing.T) {
 		`/nl\012x`:     "/nl\nx",
 		`/back\134sl`:  `/back\sl`,
 		`/a\040b\134c`: `/a b\c`,
+		`/end\040`:     "/end ", // an escape that ends the field
 		`/trailing\04`: `/trailing\04`,
 		`/not\08octal`: `/not\08octal`,
 		`/big\777`:     `/big\777`, // over a byte: not an escape
