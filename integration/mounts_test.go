@@ -47,7 +47,7 @@ func unescapeMount(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
+		if s[i] == '\\' && i+3 < len(s) {
 			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
 				b.WriteByte(byte(v))
 				i += 3
