@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/kmsfs/kmsfs/internal/mountinfo"
 )
 
 // allTargets in their canonical order.
@@ -350,25 +351,9 @@ func mountPoints() []mountEntry {
 		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
 			continue
 		}
-		out = append(out, mountEntry{point: unescapeOctal(f[4]), fstype: f[sep+1], source: f[sep+2]})
+		out = append(out, mountEntry{point: mountinfo.Unescape(f[4]), fstype: f[sep+1], source: f[sep+2]})
 	}
 	return out
-}
-
-// unescapeOctal undoes mountinfo's \040-style escapes.
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // forceUnmount makes sure nothing stays mounted on mnt: a normal unmount,

@@ -29,9 +29,3 @@ func TestKmsfsAWSSkipsWithoutKeyServer(t *testing.T) {
 		t.Fatalf("teardown: %v", err)
 	}
 }
-
-func TestUnescapeOctal(t *testing.T) {
-	if got := unescapeOctal(`/a\040b\134c`); got != `/a b\c` {
-		t.Errorf("unescapeOctal = %q", got)
-	}
-}

@@ -11,8 +11,11 @@ import (
 	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
-// TestPosix runs go-fuse's POSIX check list against a fresh mount each.
-func TestPosix(t *testing.T) {
+// TestPosixBackingEncrypted runs go-fuse's POSIX check list, each case on
+// a fresh in-process mount, and checks that every regular file a case left
+// behind is encrypted. Integration's TestPosix runs the same list through
+// the binary on one mount; the backing-file check is only here.
+func TestPosixBackingEncrypted(t *testing.T) {
 	names := make([]string, 0, len(posixtest.All))
 	for name := range posixtest.All {
 		names = append(names, name)

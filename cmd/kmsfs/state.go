@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kmsfs/kmsfs/internal/mountinfo"
 )
 
 // A running mount daemon records itself in a small JSON state file so that
@@ -227,35 +229,15 @@ func parseMountinfo(f io.Reader) ([]mountEntry, error) {
 			continue
 		}
 		out = append(out, mountEntry{
-			Mountpoint: unescapeMountinfo(fields[4]),
+			Mountpoint: mountinfo.Unescape(fields[4]),
 			FSType:     fields[sep+1],
-			Source:     unescapeMountinfo(fields[sep+2]),
+			Source:     mountinfo.Unescape(fields[sep+2]),
 		})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
 	}
 	return out, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in mountinfo fields.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // isFUSE reports whether a mount table entry is a FUSE filesystem.

@@ -61,20 +61,6 @@ func TestParseMountinfo(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a\040b`:      "/a b",
-		`/tab\011x`:    "/tab\tx",
-		`/back\134sl`:  `/back\sl`,
-		`/trailing\04`: `/trailing\04`,
-		`/plain`:       "/plain",
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestStateRoundTrip(t *testing.T) {
 	dir := t.TempDir() + "/state"
 	start, _, err := procStartTime(os.Getpid())

@@ -80,6 +80,18 @@ var rules = []rule{
 		why:   "cmd only wires: nothing imports it",
 	},
 	{
+		pkg:   "internal/mountinfo",
+		never: []string{"..."},
+		only:  []string{},
+		why:   "mountinfo is a leaf helper shared by cmd and bench: standard library only",
+	},
+	{
+		pkg:   "internal/testlog",
+		never: []string{"..."},
+		only:  []string{},
+		why:   "testlog is a leaf test helper any package's tests may import: standard library only",
+	},
+	{
 		pkg:   "integration/...",
 		never: []string{"..."},
 		why:   "integration tests the built binary from outside: it imports nothing of the project",
