@@ -31,9 +31,11 @@ const (
 	// DirIDFileName is the file holding a directory's ID, in every
 	// directory of the tree, the root included.
 	DirIDFileName = "kmsfs.dirid"
-	// MkdirTempPrefix starts the temporary name under which a directory
-	// is created and given its ID before it is renamed into place.
-	MkdirTempPrefix = "kmsfs.mkdir."
+	// TempPrefix starts every temporary backing name: a directory being
+	// created and given its ID before it is renamed into place, and a
+	// sidecar, ID file or long-target file being written before it is
+	// renamed or linked into place (FORMAT.md, "Crash safety").
+	TempPrefix = "kmsfs.tmp."
 	// TargetsDirName is the directory in the CIPHERDIR root holding the
 	// files of long symlink targets.
 	TargetsDirName = "kmsfs.targets"
@@ -240,9 +242,9 @@ const (
 	KindSidecar
 	// KindDirID is the directory ID file.
 	KindDirID
-	// KindMkdirTemp is a directory under construction (or left by a
-	// crash during mkdir).
-	KindMkdirTemp
+	// KindTemp is a temporary: a directory or file under construction,
+	// or left by a crash.
+	KindTemp
 	// KindTargets is the directory of long symlink targets (in the root).
 	KindTargets
 )
@@ -256,8 +258,8 @@ func Classify(name string) Kind {
 		return KindDirID
 	case name == TargetsDirName:
 		return KindTargets
-	case strings.HasPrefix(name, MkdirTempPrefix):
-		return KindMkdirTemp
+	case strings.HasPrefix(name, TempPrefix):
+		return KindTemp
 	case strings.HasPrefix(name, LongNamePrefix):
 		h := name[len(LongNamePrefix):]
 		if s, ok := strings.CutSuffix(h, SidecarSuffix); ok && isHash(s) {

@@ -259,18 +259,18 @@ func TestClassify(t *testing.T) {
 	enc, _ := testKeys(t).EncryptName(testDirID(), "a")
 	h := HashedName(strings.Repeat("A", 300))
 	for name, want := range map[string]Kind{
-		enc:                    KindName,
-		h:                      KindLongName,
-		SidecarName(h):         KindSidecar,
-		DirIDFileName:          KindDirID,
-		MkdirTempPrefix + "x1": KindMkdirTemp,
-		TargetsDirName:         KindTargets,
-		"kmsfs.conf":           KindOther,
-		"kmsfs.long.abc":       KindOther,
-		h + ".name.x":          KindOther,
-		"hello":                KindOther, // not a possible ciphertext length
-		enc + "=":              KindOther,
-		".":                    KindOther,
+		enc:               KindName,
+		h:                 KindLongName,
+		SidecarName(h):    KindSidecar,
+		DirIDFileName:     KindDirID,
+		TempPrefix + "x1": KindTemp,
+		TargetsDirName:    KindTargets,
+		"kmsfs.conf":      KindOther,
+		"kmsfs.long.abc":  KindOther,
+		h + ".name.x":     KindOther,
+		"hello":           KindOther, // not a possible ciphertext length
+		enc + "=":         KindOther,
+		".":               KindOther,
 	} {
 		if got := Classify(name); got != want {
 			t.Errorf("Classify(%q) = %v, want %v", name, got, want)
