@@ -155,18 +155,18 @@ func (k *Keys) EncryptName(dir DirID, name string) (string, error) {
 func (k *Keys) DecryptName(dir DirID, encoded string) (string, error) {
 	ct, ok := decode64(encoded)
 	if !ok || len(ct) < sivOverhead+padBlock || (len(ct)-sivOverhead)%padBlock != 0 {
-		return "", ErrEncoding
+		return "", fmt.Errorf("entry name: %w", ErrEncoding)
 	}
 	padded, err := k.entryNames.DecryptDeterministically(ct, entryAD(dir))
 	if err != nil {
-		return "", ErrAuthentication
+		return "", fmt.Errorf("entry name in directory %v: %w", dir, ErrAuthentication)
 	}
 	name, err := unpad(padded)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("entry name: %w", err)
 	}
 	if err := validName(string(name)); err != nil {
-		return "", err
+		return "", fmt.Errorf("entry name: %w", err)
 	}
 	return string(name), nil
 }
