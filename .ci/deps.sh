@@ -2,6 +2,8 @@
 # deps.sh: make sure the OS tools the test suite needs are installed.
 #   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio,
 #             rsync (copies of a CIPHERDIR that drop xattrs)
+#             python3-cryptography (names/testdata/check_vectors.py, the second
+#             construction of the names format vectors)
 #   optional: awscli (aws); moto_server is only checked for
 # As root, missing packages are installed with apt-get (after apt-get update).
 # Otherwise a missing required package fails the script, with the list.
@@ -17,6 +19,19 @@ for cmd in fusermount3 getfattr setfattr fio rsync; do
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
 	fi
 done
+# The names vectors' second construction needs a python3 (on PATH or
+# /usr/bin) whose cryptography package has AESSIV (Debian's has).
+has_py_crypto() {
+	local py
+	for py in python3 /usr/bin/python3; do
+		if command -v "$py" >/dev/null 2>&1 &&
+			"$py" -c 'from cryptography.hazmat.primitives.ciphers.aead import AESSIV, AESGCM' >/dev/null 2>&1; then
+			return 0
+		fi
+	done
+	return 1
+}
+has_py_crypto || missing+=(python3-cryptography)
 
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -54,4 +69,4 @@ if [ ! -e /dev/fuse ]; then
 	echo "deps: /dev/fuse does not exist: FUSE mounts are impossible here (load the fuse module, or give the container /dev/fuse)" >&2
 	exit 1
 fi
-echo "deps: ok (fuse3 attr fio present, /dev/fuse exists)"
+echo "deps: ok (fuse3 attr fio python3-cryptography present, /dev/fuse exists)"

@@ -50,6 +50,12 @@ var rules = []rule{
 		why:   "chunk is the content format: standard library and golang.org/x/crypto only, nothing of the project",
 	},
 	{
+		pkg:   "names/...",
+		never: []string{"..."},
+		only:  []string{"golang.org/x/crypto/...", "github.com/tink-crypto/tink-go/v2/daead/subtle"},
+		why:   "names is the v2 names format: standard library, golang.org/x/crypto and tink's AES-SIV only, nothing of the project",
+	},
+	{
 		pkg:   "codec/...",
 		never: []string{"fs/...", "keysvc/...", "cipherdir/...", "cmd/...", "github.com/hanwen/go-fuse/..."},
 		why:   "codec only adapts compression libraries to chunk.Compressor: it imports chunk and nothing above it",
