@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmsfs/kmsfs/internal/testlog"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -40,7 +42,7 @@ func auditLines(t *testing.T, log string) []auditRecord {
 func TestAuditCapsUnauthenticated(t *testing.T) {
 	clk := newTestClock()
 	store := openStore(t, privateDir(t), clk)
-	audit := &syncBuffer{}
+	audit := &testlog.Buffer{}
 	srv := New(store, Options{AuditLog: audit, Now: clk.Now})
 	forged := strings.Repeat("A", 64<<10)
 	send := func() {

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmsfs/kmsfs/internal/testlog"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -32,28 +34,10 @@ import (
 	"github.com/kmsfs/kmsfs/keysvc/local"
 )
 
-// syncBuffer is an audit log the test can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testServer struct {
 	store    *local.Store
 	endpoint string
-	audit    *syncBuffer
+	audit    *testlog.Buffer
 	creds    map[string]local.Credential
 }
 
@@ -77,7 +61,7 @@ func startTestServer(t testing.TB, mod ...func(*Server)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{store: store, audit: &syncBuffer{}, creds: map[string]local.Credential{}}
+	ts := &testServer{store: store, audit: &testlog.Buffer{}, creds: map[string]local.Credential{}}
 	for _, name := range []string{"alice", "bob"} {
 		c, err := store.CreateCredential(context.Background(), name, selfServicePolicy(name))
 		if err != nil {

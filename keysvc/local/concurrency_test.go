@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/kmsfs/kmsfs/internal/testlog"
 )
 
 // createKeysWithAliases creates n keys, each with alias alias/<tag>-<i>,
@@ -123,11 +125,11 @@ func TestTwoProcesses(t *testing.T) {
 	dir := privateDir(t) // empty: the children also race to create root.key and the keystore
 	const procs, perProc = 2, 20
 	var cmds []*exec.Cmd
-	outs := make([]*lockedBuffer, procs)
+	outs := make([]*testlog.Buffer, procs)
 	for i := range procs {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestChildProcessCreateKeys$", "-test.count=1")
 		cmd.Env = append(os.Environ(), childEnv+"="+dir, fmt.Sprintf("%s_N=%d", childEnv, perProc))
-		outs[i] = &lockedBuffer{}
+		outs[i] = &testlog.Buffer{}
 		cmd.Stdout, cmd.Stderr = outs[i], outs[i]
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -141,17 +143,3 @@ func TestTwoProcesses(t *testing.T) {
 	}
 	checkAll(t, dir, procs*perProc)
 }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return string(l.b) }
