@@ -279,27 +279,11 @@ func WriteConfig(dir string, c Config) error {
 		return err
 	}
 	final := filepath.Join(dir, ConfigName)
-	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	tmpName, err := writeConfigTemp(dir, b)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
-	tmpName := tmp.Name()
 	defer os.Remove(tmpName)
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
 	if err := os.Link(tmpName, final); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
@@ -351,6 +335,33 @@ func validCompress(s string) error {
 	return nil
 }
 
+// writeConfigTemp writes b to a new temporary file in dir (an internal
+// name, kmsfs.conf.tmp-*, hidden from the mount), mode 0644, fsynced and
+// closed, and returns its path; the caller links or renames it into place
+// and removes the name.
+func writeConfigTemp(dir string, b []byte) (string, error) {
+	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("config: %w", err)
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		_, err = tmp.Write(b)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("config: %w", err)
+	}
+	return name, nil
+}
+
 // replaceConfig atomically replaces dir/kmsfs.conf with c: written under a
 // temporary name (an internal name, hidden from the mount), fsynced,
 // renamed over the old one, and the directory fsynced.
@@ -359,27 +370,12 @@ func replaceConfig(dir string, c Config) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
+	tmpName, err := writeConfigTemp(dir, b)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, ConfigName)); err != nil {
+	defer os.Remove(tmpName)
+	if err := os.Rename(tmpName, filepath.Join(dir, ConfigName)); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	d, err := os.Open(dir)
