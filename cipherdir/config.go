@@ -274,31 +274,7 @@ func (c Config) Marshal() ([]byte, error) {
 // temporary name, fsynced, hard-linked into place (which fails if the name
 // exists) and the directory fsynced.
 func WriteConfig(dir string, c Config) error {
-	b, err := c.Marshal()
-	if err != nil {
-		return err
-	}
-	final := filepath.Join(dir, ConfigName)
-	tmpName, err := writeConfigTemp(dir, b)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmpName)
-	if err := os.Link(tmpName, final); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
-		}
-		return fmt.Errorf("config: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("config: sync %s: %w", dir, err)
-	}
-	return nil
+	return storeConfig(dir, c, false)
 }
 
 // Compression returns the configured compression of new files; an empty
@@ -337,8 +313,8 @@ func validCompress(s string) error {
 
 // writeConfigTemp writes b to a new temporary file in dir (an internal
 // name, kmsfs.conf.tmp-*, hidden from the mount), mode 0644, fsynced and
-// closed, and returns its path; the caller links or renames it into place
-// and removes the name.
+// closed, and returns its path; storeConfig links or renames it into
+// place and removes the name.
 func writeConfigTemp(dir string, b []byte) (string, error) {
 	tmp, err := os.CreateTemp(dir, ConfigName+".tmp-*")
 	if err != nil {
@@ -366,16 +342,30 @@ func writeConfigTemp(dir string, b []byte) (string, error) {
 // temporary name (an internal name, hidden from the mount), fsynced,
 // renamed over the old one, and the directory fsynced.
 func replaceConfig(dir string, c Config) error {
+	return storeConfig(dir, c, true)
+}
+
+// storeConfig writes c to dir/kmsfs.conf through a temporary file
+// (writeConfigTemp), then renames it over the old config (replace) or
+// hard-links it into place, which fails if a config exists, and fsyncs
+// the directory.
+func storeConfig(dir string, c Config, replace bool) error {
 	b, err := c.Marshal()
 	if err != nil {
 		return err
 	}
+	final := filepath.Join(dir, ConfigName)
 	tmpName, err := writeConfigTemp(dir, b)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmpName)
-	if err := os.Rename(tmpName, filepath.Join(dir, ConfigName)); err != nil {
+	if replace {
+		err = os.Rename(tmpName, final)
+	} else if err = os.Link(tmpName, final); errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
+	}
+	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	d, err := os.Open(dir)
