@@ -142,7 +142,8 @@ func benchmark(ctx context.Context, s settings) (err error) {
 			return ctx.Err()
 		}
 		if err != nil {
-			t.Status, t.Note = "skipped", strings.TrimPrefix(err.Error(), errSkip.Error()+": ")
+			// One line: a tool's output may have several.
+			t.Status, t.Note = "skipped", strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), errSkip.Error()+": ")), " ")
 			printf("bench: target %-16s SKIPPED: %s\n", name, t.Note)
 			if terr := t.teardown(); terr != nil {
 				return fmt.Errorf("tear down %s after failed setup: %w", name, terr)
