@@ -181,6 +181,9 @@ func buildTree(ctx context.Context, dir string, t tree) error {
 	var err error
 feed:
 	for _, b := range batches {
+		if err = ctx.Err(); err != nil {
+			break
+		}
 		select {
 		case work <- b:
 		case err = <-errs:

@@ -104,6 +104,12 @@ func TestBuildAndListTree(t *testing.T) {
 	if err := buildTree(context.Background(), dir, listingTree("lsl", s)); err == nil {
 		t.Error("building over an existing tree succeeded")
 	}
+	// Ctrl-C stops a build.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := buildTree(ctx, t.TempDir(), listingTree("find", s)); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled build: %v", err)
+	}
 }
 
 // A kmsfs whose init does not know --plaintext-names makes
