@@ -79,18 +79,6 @@ func BackingPath(rel string) (string, error) {
 	return strings.Join(parts, "/"), nil
 }
 
-// hidden reports whether a backing entry of a directory (atRoot: the
-// root) is kmsfs's own and never shown: in a v2 tree every name that is
-// not a user entry's (names.Classify), in a v1 tree cipherdir's internal
-// names.
-func (r *root) hidden(atRoot bool, backing string) bool {
-	if r.names != nil {
-		k := names.Classify(backing)
-		return k != names.KindName && k != names.KindLongName
-	}
-	return isReservedBacking(atRoot, backing)
-}
-
 // nodeOf returns the kmsfs node of an Inode.
 func nodeOf(in *gofs.Inode) *node { return in.Operations().(*node) }
 
