@@ -66,7 +66,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 			if err != nil {
 				return err
 			}
-			rk, err := cipherdir.NewRekeyer(ctx, dir, cfg, svc, codecs)
+			rk, err := cipherdir.NewRekeyer(ctx, dir, cfg, svc, codecs, nil)
 			if err != nil {
 				closeSvc()
 				fail(p, err)
