@@ -1,6 +1,8 @@
 package cipherdir
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"os"
 	"path"
 	"path/filepath"
@@ -94,4 +96,10 @@ func (v *v2Tree) empty(t *testing.T, plainRel string) string {
 		t.Fatal(err)
 	}
 	return brel
+}
+
+// b64sum is the name of a long-target file with content b.
+func b64sum(b []byte) string {
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
