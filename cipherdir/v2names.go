@@ -188,7 +188,7 @@ func ClearInternal(dirfd int) error {
 		case names.KindTemp:
 			err = unix.Unlinkat(dirfd, n, 0)
 			if errors.Is(err, unix.EISDIR) {
-				err = removeTempDir(dirfd, n)
+				err = RemoveTempDir(dirfd, n)
 			}
 		default:
 			continue
@@ -203,9 +203,9 @@ func ClearInternal(dirfd int) error {
 	return nil
 }
 
-// removeTempDir removes a temporary directory a crashed mkdir left (it
+// RemoveTempDir removes a temporary directory a crashed or failed mkdir left (it
 // holds at most an ID file).
-func removeTempDir(dirfd int, name string) error {
+func RemoveTempDir(dirfd int, name string) error {
 	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
