@@ -336,7 +336,7 @@ func (w *v2Walk) targetFiles() error {
 func removeTemp(dirfd int, name string) error {
 	err := unix.Unlinkat(dirfd, name, 0)
 	if errors.Is(err, unix.EISDIR) {
-		err = removeTempDir(dirfd, name)
+		err = RemoveTempDir(dirfd, name)
 	}
 	return err
 }
