@@ -71,7 +71,10 @@ func writeDurable(dirfd int, name string, b []byte, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	_, err = unix.Write(fd, b)
+	n, err := unix.Write(fd, b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
 	if err == nil {
 		err = unix.Fsync(fd)
 	}
@@ -128,6 +131,9 @@ func RepairDirID(dirfd int, k *names.Keys) (names.DirID, error) {
 	}
 	if err != nil {
 		return names.DirID{}, fmt.Errorf("repair %s: %w", names.DirIDFileName, err)
+	}
+	if err := syncDir(dirfd); err != nil {
+		return names.DirID{}, fmt.Errorf("repair %s: fsync the directory: %w", names.DirIDFileName, err)
 	}
 	return id, nil
 }
