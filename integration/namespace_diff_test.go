@@ -280,6 +280,7 @@ func readAll(path string) ([]byte, error) {
 		out = append(out, buf[:n]...)
 	}
 }
+
 // nsStat describes what must agree between the trees.
 func nsStat(path string, follow bool) (string, error) {
 	var st unix.Stat_t
@@ -297,4 +298,3 @@ func nsStat(path string, follow bool) (string, error) {
 	}
 	return fmt.Sprintf("mode=%o nlink=%d size=%d", st.Mode, st.Nlink, st.Size), nil
 }
-
