@@ -3,7 +3,6 @@ package fs
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,30 +52,6 @@ func plainName(root bool, backing string) (plain string, ok bool) {
 		return "", false
 	}
 	return backing, true
-}
-
-// BackingPath translates a path relative to the root of a mount of a
-// plaintext-names (v1) tree ("dir/file", no leading slash; "" or "." for
-// the root) into the path of the same entry relative to CIPHERDIR, name
-// by name through backingName. Encrypted-names trees map paths with
-// cipherdir.EncryptPath, which needs the names key.
-func BackingPath(rel string) (string, error) {
-	rel = strings.Trim(rel, "/")
-	if rel == "" || rel == "." {
-		return ".", nil
-	}
-	parts := strings.Split(rel, "/")
-	for i, p := range parts {
-		if p == "" || p == "." || p == ".." {
-			return "", fmt.Errorf("path %q: %q is not a plain name", rel, p)
-		}
-		b, err := backingName(i == 0, p)
-		if err != nil {
-			return "", fmt.Errorf("path %q: %w", rel, err)
-		}
-		parts[i] = b
-	}
-	return strings.Join(parts, "/"), nil
 }
 
 // nodeOf returns the kmsfs node of an Inode.

@@ -46,25 +46,6 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestBackingPath(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"", "."}, {".", "."}, {"/", "."}, {"a", "a"}, {"a/b/c", "a/b/c"}, {"/a/b/", "a/b"},
-		{"sub/kmsfs.conf", "sub/kmsfs.conf"},
-		{"kmsfs.conf", ""}, {"a//b", ""}, {"a/../b", ""}, {"a/./b", ""},
-	} {
-		got, err := BackingPath(tc.in)
-		if tc.want == "" {
-			if err == nil {
-				t.Errorf("BackingPath(%q) = %q, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("BackingPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
-}
-
 // TestNameCacheBound fills the name cache with three times its bound and
 // checks that it never holds more, and that a recently used entry
 // survives the rotations while an unused one does not.
