@@ -70,3 +70,16 @@ func TestValidateContext(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesContext pins the names key's encryption context: a change
+// would make every v2 tree's names key unwrap fail.
+func TestNamesContext(t *testing.T) {
+	got := NamesContext("00112233445566778899aabbccddeeff")
+	want := EncryptionContext{"kmsfs:fs": "00112233445566778899aabbccddeeff", "kmsfs:purpose": "names"}
+	if len(got) != len(want) || got["kmsfs:fs"] != want["kmsfs:fs"] || got["kmsfs:purpose"] != want["kmsfs:purpose"] {
+		t.Fatalf("NamesContext = %v, want %v", got, want)
+	}
+	if bytes.Equal(EncodeContext(got), EncodeContext(FileContext("00112233445566778899aabbccddeeff", "names"))) {
+		t.Fatal("the names context equals a file's")
+	}
+}

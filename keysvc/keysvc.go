@@ -58,10 +58,20 @@ var (
 // filesystem ID and the file ID in it, never a path or a file name.
 type EncryptionContext map[string]string
 
-// Encryption-context keys kmsfs uses for file data keys.
+// Encryption-context keys kmsfs uses for its data keys.
 const (
 	ContextFilesystemID = "kmsfs:fs"
 	ContextFileID       = "kmsfs:file"
+	// ContextPurpose names what a key that is not a file's data key is
+	// for (PurposeNames), so that it can never be confused with a file's
+	// key (which has ContextFileID instead) or with another purpose's.
+	ContextPurpose = "kmsfs:purpose"
+)
+
+// Values of ContextPurpose.
+const (
+	// PurposeNames: the names key of a tree of format v2 (names/FORMAT.md).
+	PurposeNames = "names"
 )
 
 // FileContext returns the encryption context of the data key of one file:
@@ -71,6 +81,17 @@ const (
 // all call it, so a key made by one is unwrapped by every other.
 func FileContext(fsID, fileID string) EncryptionContext {
 	return EncryptionContext{ContextFilesystemID: fsID, ContextFileID: fileID}
+}
+
+// NamesContext returns the encryption context of the names key of the
+// filesystem fsID (lower-case hex): the filesystem ID and the purpose
+// PurposeNames. It is the one place that context is built: init makes the
+// key with it, and the mount, fsck and rewrap unwrap and re-wrap it with
+// it. It shares no key with FileContext's contexts beyond the filesystem
+// ID, so a file's wrapped key can never be passed off as the names key or
+// the other way round.
+func NamesContext(fsID string) EncryptionContext {
+	return EncryptionContext{ContextFilesystemID: fsID, ContextPurpose: PurposeNames}
 }
 
 // DataKey is a freshly generated data key: the plaintext for immediate use

@@ -193,7 +193,7 @@ func checkKey(ctx context.Context, svc keysvc.Service, ref, fsID string) (string
 	if err != nil {
 		return "", err
 	}
-	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: fsID, "kmsfs:purpose": "init-check"}
+	ec := keysvc.EncryptionContext{keysvc.ContextFilesystemID: fsID, keysvc.ContextPurpose: "init-check"}
 	dk, err := svc.GenerateDataKey(ctx, info.ARN, ec)
 	if err != nil {
 		return "", fmt.Errorf("key %s: generate a test data key: %w", ref, err)
