@@ -194,7 +194,7 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 	if opts.Names != nil {
 		files, entries, err = c.walkV2(root, opts.Names, &sum)
 	} else {
-		err = Walk(root, func(e Entry) error {
+		err = Walk(root, opts.Config.EncryptedNames(), func(e Entry) error {
 			switch {
 			case e.IsDir():
 				sum.Directories++

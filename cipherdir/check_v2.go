@@ -171,8 +171,8 @@ func (w *v2Walk) dir(dirfd int, rel, plain string) error {
 			continue // a sidecar with its entry is checked with the entry
 		}
 		if kind != names.KindName && kind != names.KindLongName {
-			if IsInternalName(atRoot, name) {
-				continue // the config and its temporaries, rekey's temporaries
+			if IsInternalName(false, atRoot, name) { // the v1 rule: what cipherdir itself writes
+				continue // the config, its copy and temporaries, rekey's temporaries
 			}
 			r := newEntryReport(erel, "")
 			r.add(ProblemForeign, NoChunk, "a name kmsfs never writes: invisible in the mount (left as it is)").Warning = true

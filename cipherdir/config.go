@@ -3,6 +3,7 @@ package cipherdir
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,15 +16,34 @@ import (
 	"unicode"
 
 	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/keysvc"
 )
 
 // ConfigName is the name of the configuration file in the root of every
 // CIPHERDIR. It holds no secrets and is hidden from the mount.
 const ConfigName = "kmsfs.conf"
 
-// ConfigFormatVersion is the only config format version this build reads
-// and writes.
-const ConfigFormatVersion = 1
+// ConfigCopyName is the second copy of a v2 tree's configuration, beside
+// kmsfs.conf in the root of the CIPHERDIR: the same bytes, written before
+// kmsfs.conf whenever it changes, so that losing kmsfs.conf (a backup of
+// the tree's files without it, an rm) loses neither the names key nor the
+// filesystem ID (`kmsfs init --recover` copies it back). Its name contains
+// '.', so a v2 mount hides it, and cannot be a temporary of storeConfig
+// (kmsfs.conf.tmp-*). v1 trees have none.
+const ConfigCopyName = ConfigName + ".copy"
+
+// Config format versions. Version 1 is a tree with plaintext names;
+// version 2 a tree whose names are encrypted (names/FORMAT.md), with the
+// wrapped names key in NamesKey. This build reads and writes both; a
+// build that knows only version 1 refuses a version 2 config, so it can
+// never write plaintext names into a v2 tree.
+const (
+	ConfigFormatV1 = 1
+	ConfigFormatV2 = 2
+	// ConfigFormatVersion is the version NewConfig writes: a tree with
+	// plaintext names, which InitNames turns into ConfigFormatV2.
+	ConfigFormatVersion = ConfigFormatV1
+)
 
 // maxConfigSize bounds the config file kmsfs is willing to parse: a valid
 // config is a few hundred bytes, so anything over 64 KiB is not one.
@@ -43,7 +63,8 @@ const (
 // file data keys of this tree, the chunk size of every file in it, and the
 // filesystem ID bound into every data key's encryption context.
 type Config struct {
-	// FormatVersion is ConfigFormatVersion.
+	// FormatVersion is ConfigFormatV1 (plaintext names) or ConfigFormatV2
+	// (encrypted names).
 	FormatVersion int `json:"format_version"`
 	// FilesystemID is 16 random bytes in lower-case hex (32 characters).
 	FilesystemID string `json:"filesystem_id"`
@@ -72,6 +93,48 @@ type Config struct {
 	// moves files away from, listed before it starts and removed when it
 	// has moved every file (see Trust).
 	PreviousKeys []string `json:"previous_keys,omitempty"`
+	// NamesKey is the names key of a v2 tree, wrapped by the KMS under
+	// the tree's key with keysvc.NamesContext: standard base64 (with
+	// padding) of its key record (keysvc.WrappedKey.MarshalRecord, the
+	// encoding of file key records). Required in version 2, absent in
+	// version 1. Its second copy is in ConfigCopyName.
+	NamesKey string `json:"names_key,omitempty"`
+}
+
+// EncryptedNames reports whether the tree's entry names, symlink targets
+// and user xattrs are encrypted (format version 2, names/FORMAT.md).
+func (c Config) EncryptedNames() bool { return c.FormatVersion == ConfigFormatV2 }
+
+// NamesKeyRecord decodes NamesKey. It fails (wrapping keysvc.ErrBadRecord
+// for a bad record) when the field is empty, is not canonical standard
+// base64, or holds no valid key record.
+func (c Config) NamesKeyRecord() (keysvc.WrappedKey, error) {
+	if c.NamesKey == "" {
+		return keysvc.WrappedKey{}, fmt.Errorf("config: names_key is missing: %w", keysvc.ErrBadRecord)
+	}
+	if len(c.NamesKey) > maxNamesKeyLen {
+		return keysvc.WrappedKey{}, fmt.Errorf("config: names_key is %d bytes, more than %d: %w", len(c.NamesKey), maxNamesKeyLen, keysvc.ErrBadRecord)
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(c.NamesKey)
+	if err != nil || base64.StdEncoding.EncodeToString(b) != c.NamesKey {
+		return keysvc.WrappedKey{}, fmt.Errorf("config: names_key is not canonical base64: %w", keysvc.ErrBadRecord)
+	}
+	wk, err := keysvc.ParseRecord(b)
+	if err != nil {
+		return keysvc.WrappedKey{}, fmt.Errorf("config: names_key: %w", err)
+	}
+	return wk, nil
+}
+
+// maxNamesKeyLen bounds Config.NamesKey: base64 of the largest record.
+var maxNamesKeyLen = base64.StdEncoding.EncodedLen(keysvc.MaxRecordSize)
+
+// encodeNamesKey is Config.NamesKey for the wrapped names key wk.
+func encodeNamesKey(wk keysvc.WrappedKey) (string, error) {
+	if err := wk.Validate(); err != nil {
+		return "", fmt.Errorf("names key record: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(wk.MarshalRecord()), nil
 }
 
 // maxPreviousKeys bounds Config.PreviousKeys.
@@ -118,8 +181,8 @@ func NewConfig(kms, keyARN string, chunkSize int) (Config, error) {
 
 // Validate checks every field and reports the first one that is wrong.
 func (c Config) Validate() error {
-	if c.FormatVersion != ConfigFormatVersion {
-		return fmt.Errorf("config: unsupported format_version %d (this kmsfs reads version %d)", c.FormatVersion, ConfigFormatVersion)
+	if err := knownVersion(c.FormatVersion); err != nil {
+		return err
 	}
 	if len(c.FilesystemID) != 32 || strings.ToLower(c.FilesystemID) != c.FilesystemID {
 		return fmt.Errorf("config: filesystem_id must be 32 lower-case hex characters, got %d characters", len(c.FilesystemID))
@@ -155,6 +218,22 @@ func (c Config) Validate() error {
 	}
 	if err := validCompress(c.Compress); err != nil {
 		return err
+	}
+	switch {
+	case c.FormatVersion == ConfigFormatV1 && c.NamesKey != "":
+		return errors.New("config: names_key in a format_version 1 config (plaintext names have no names key)")
+	case c.FormatVersion == ConfigFormatV2:
+		if _, err := c.NamesKeyRecord(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// knownVersion checks a config's format_version.
+func knownVersion(v int) error {
+	if v != ConfigFormatV1 && v != ConfigFormatV2 {
+		return fmt.Errorf("config: unsupported format_version %d (this kmsfs reads versions %d and %d)", v, ConfigFormatV1, ConfigFormatV2)
 	}
 	return nil
 }
@@ -200,8 +279,8 @@ func ParseConfig(b []byte) (Config, error) {
 	if probe.FormatVersion == nil {
 		return Config{}, errors.New("config: format_version is missing")
 	}
-	if *probe.FormatVersion != ConfigFormatVersion {
-		return Config{}, fmt.Errorf("config: unsupported format_version %d (this kmsfs reads version %d)", *probe.FormatVersion, ConfigFormatVersion)
+	if err := knownVersion(*probe.FormatVersion); err != nil {
+		return Config{}, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -223,7 +302,18 @@ func ParseConfig(b []byte) (Config, error) {
 
 // LoadConfig reads and validates dir/kmsfs.conf.
 func LoadConfig(dir string) (Config, error) {
-	f, err := os.Open(filepath.Join(dir, ConfigName))
+	return loadConfigFile(dir, ConfigName)
+}
+
+// LoadConfigCopy reads and validates the second copy of a v2 tree's
+// configuration, dir/kmsfs.conf.copy (ConfigCopyName).
+func LoadConfigCopy(dir string) (Config, error) {
+	return loadConfigFile(dir, ConfigCopyName)
+}
+
+// loadConfigFile reads and validates the config file dir/name.
+func loadConfigFile(dir, name string) (Config, error) {
+	f, err := os.Open(filepath.Join(dir, name))
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
@@ -234,7 +324,7 @@ func LoadConfig(dir string) (Config, error) {
 	}
 	c, err := ParseConfig(b)
 	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigName), err)
+		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
 	}
 	return c, nil
 }
@@ -242,17 +332,27 @@ func LoadConfig(dir string) (Config, error) {
 // LoadConfigAt reads and validates kmsfs.conf in the CIPHERDIR open as
 // the directory descriptor root, without following a symlink.
 func LoadConfigAt(root int) (Config, error) {
-	fd, err := OpenFile(root, ConfigName, false)
+	return loadConfigAt(root, ConfigName)
+}
+
+// loadConfigAt reads and validates the config file name in the CIPHERDIR
+// open as root, without following a symlink.
+func loadConfigAt(root int, name string) (Config, error) {
+	fd, err := OpenFile(root, name, false)
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, fmt.Errorf("config: %s: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), ConfigName)
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, fmt.Errorf("config: %s: %w", name, err)
 	}
-	return ParseConfig(b)
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
 }
 
 // Marshal returns the config file's bytes: indented JSON with a trailing
@@ -272,9 +372,37 @@ func (c Config) Marshal() ([]byte, error) {
 // WriteConfig writes dir/kmsfs.conf (mode 0644) durably and atomically,
 // and refuses to replace an existing one: the file is written under a
 // temporary name, fsynced, hard-linked into place (which fails if the name
-// exists) and the directory fsynced.
+// exists) and the directory fsynced. A v2 config's copy
+// (ConfigCopyName) is written first, the same way, replacing any.
 func WriteConfig(dir string, c Config) error {
 	return storeConfig(dir, c, false)
+}
+
+// RecoverConfig restores dir/kmsfs.conf of a v2 tree from its second copy
+// (ConfigCopyName) and returns it: the copy is read and validated, and
+// written back as kmsfs.conf as WriteConfig does (refusing to replace an
+// existing kmsfs.conf; the copy itself is left as it is). It makes no key
+// and touches nothing else.
+func RecoverConfig(dir string) (Config, error) {
+	if _, err := os.Lstat(filepath.Join(dir, ConfigName)); err == nil {
+		return Config{}, fmt.Errorf("config: %s exists; refusing to replace it with its copy", filepath.Join(dir, ConfigName))
+	}
+	c, err := LoadConfigCopy(dir)
+	if err != nil {
+		return Config{}, err
+	}
+	if !c.EncryptedNames() {
+		// kmsfs never writes a v1 copy: this one was put there by hand.
+		return Config{}, fmt.Errorf("config: %s is a format_version %d config; only v2 trees have a copy", filepath.Join(dir, ConfigCopyName), c.FormatVersion)
+	}
+	b, err := c.Marshal()
+	if err != nil {
+		return Config{}, err
+	}
+	if err := placeConfigFile(dir, ConfigName, b, false); err != nil {
+		return Config{}, err
+	}
+	return c, nil
 }
 
 // Compression returns the configured compression of new files; an empty
@@ -345,16 +473,39 @@ func replaceConfig(dir string, c Config) error {
 	return storeConfig(dir, c, true)
 }
 
-// storeConfig writes c to dir/kmsfs.conf through a temporary file
-// (writeConfigTemp), then renames it over the old config (replace) or
-// hard-links it into place, which fails if a config exists, and fsyncs
-// the directory.
+// storeConfig writes c to dir/kmsfs.conf (placeConfigFile), replacing
+// the old one (replace) or refusing to. A v2 config goes first to its
+// copy (ConfigCopyName), always replaced: a crash between the two leaves
+// the copy newer than kmsfs.conf, never older, and the copy of any state
+// kmsfs.conf was ever in is as good as kmsfs.conf itself (the old
+// kmsfs.conf stays in force until it is replaced). The names key of a
+// rewrap is thus written to the copy, then to the config.
 func storeConfig(dir string, c Config, replace bool) error {
 	b, err := c.Marshal()
 	if err != nil {
 		return err
 	}
 	final := filepath.Join(dir, ConfigName)
+	if c.EncryptedNames() {
+		if !replace {
+			// Do not replace the copy of a config that stays in force.
+			if _, err := os.Lstat(final); err == nil {
+				return fmt.Errorf("config: %s already exists; refusing to overwrite it", final)
+			}
+		}
+		if err := placeConfigFile(dir, ConfigCopyName, b, true); err != nil {
+			return err
+		}
+	}
+	return placeConfigFile(dir, ConfigName, b, replace)
+}
+
+// placeConfigFile writes b to dir/name through a temporary file
+// (writeConfigTemp), then renames it over the old file (replace) or
+// hard-links it into place, which fails if the name exists, and fsyncs
+// the directory.
+func placeConfigFile(dir, name string, b []byte, replace bool) error {
+	final := filepath.Join(dir, name)
 	tmpName, err := writeConfigTemp(dir, b)
 	if err != nil {
 		return err

@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// validV2ConfigJSON is validConfigJSON of format 2, with a names key
+// record (key ID, key material "m1", a 40-byte blob 01..28).
+const validV2ConfigJSON = `{"format_version":2,"filesystem_id":"00112233445566778899aabbccddeeff","kms":"local","key_id":"arn:aws:kms:local:000000000000:key/7f2c1a4e-0000-4000-8000-000000000001","chunk_size":4096,"created":"2026-11-27T05:00:00Z","names_key":"S01TSwFHYXJuOmF3czprbXM6bG9jYWw6MDAwMDAwMDAwMDAwOmtleS83ZjJjMWE0ZS0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDECbTEoAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKA=="}`
+
 const validConfigJSON = `{"format_version":1,"filesystem_id":"00112233445566778899aabbccddeeff","kms":"local","key_id":"arn:aws:kms:local:000000000000:key/7f2c1a4e-0000-4000-8000-000000000001","chunk_size":4096,"created":"2026-11-27T05:00:00Z"}`
 
 func TestNewConfigRoundTrip(t *testing.T) {
@@ -78,7 +82,10 @@ func TestParseConfig(t *testing.T) {
 		t.Fatalf("ParseConfig = %+v", c)
 	}
 	for _, tc := range []struct{ name, old, new, want string }{
-		{"version 2", `"format_version":1`, `"format_version":2`, "unsupported format_version 2"},
+		{"version 3", `"format_version":1`, `"format_version":3`, "unsupported format_version 3"},
+		{"version 0", `"format_version":1`, `"format_version":0`, "unsupported format_version 0"},
+		{"version 2 without names key", `"format_version":1`, `"format_version":2`, "names_key is missing"},
+		{"names key in version 1", `"kms":"local"`, `"kms":"local","names_key":"S01TSwE="`, "names_key in a format_version 1 config"},
 		{"no version", `"format_version":1,`, ``, "format_version is missing"},
 		{"short id", `"00112233445566778899aabbccddeeff"`, `"0011"`, "filesystem_id"},
 		{"upper id", `"00112233445566778899aabbccddeeff"`, `"00112233445566778899AABBCCDDEEFF"`, "filesystem_id"},
@@ -110,6 +117,58 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// TestParseConfigV2 checks the names key field of format 2: a valid
+// record is accepted and survives a round trip; anything else is refused,
+// naming the field.
+func TestParseConfigV2(t *testing.T) {
+	c, err := ParseConfig([]byte(validV2ConfigJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.EncryptedNames() || c.FormatVersion != ConfigFormatV2 {
+		t.Fatalf("ParseConfig = %+v, want a v2 config", c)
+	}
+	wk, err := c.NamesKeyRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wk.KeyID != c.KeyID || wk.KeyMaterialID != "m1" || len(wk.Blob) != 40 || wk.Blob[0] != 1 || wk.Blob[39] != 40 {
+		t.Fatalf("NamesKeyRecord = %+v", wk)
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := ParseConfig(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.NamesKey != c.NamesKey || !c2.EncryptedNames() {
+		t.Fatalf("round trip: %+v, want %+v", c2, c)
+	}
+	if v1, err := ParseConfig([]byte(validConfigJSON)); err != nil || v1.EncryptedNames() {
+		t.Fatalf("v1 config: EncryptedNames %v, %v", v1.EncryptedNames(), err)
+	}
+	good := c.NamesKey
+	for _, tc := range []struct{ name, value, want string }{
+		{"empty", ``, "names_key is missing"},
+		{"not base64", `!!!!`, "not canonical base64"},
+		{"unpadded", strings.TrimRight(good, "="), "not canonical base64"},
+		{"url alphabet", strings.NewReplacer("+", "-", "/", "_").Replace(good) + "-", "not canonical base64"},
+		{"not a record", `AAAAAAAA`, "malformed key record"},
+		{"record without blob", `S01TSwECYWIAAA==`, "malformed key record"},
+		{"too long", strings.Repeat("A", maxNamesKeyLen+4), "more than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := strings.Replace(validV2ConfigJSON, good, tc.value, 1)
+			_, err := ParseConfig([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseConfig: %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoadConfigMissing(t *testing.T) {
 	_, err := LoadConfig(t.TempDir())
 	if !errors.Is(err, os.ErrNotExist) {
@@ -125,6 +184,7 @@ func FuzzParseConfig(f *testing.F) {
 		f.Fatalf("seed corpus testdata/fuzz/FuzzParseConfig is missing or empty: %v", err)
 	}
 	f.Add([]byte(validConfigJSON))
+	f.Add([]byte(validV2ConfigJSON))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConfig(b)
 		if err != nil {

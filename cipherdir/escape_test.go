@@ -158,7 +158,7 @@ func TestCheckSkipsRekeyTemp(t *testing.T) {
 	if sum.Files != 1 || sum.Damaged != 0 || sum.Found != 0 {
 		t.Errorf("check with a rekey temporary file: %+v; want 1 clean file", sum)
 	}
-	files, err := Files(mustRoot(t, tt.dir), true)
+	files, err := Files(mustRoot(t, tt.dir), false, true)
 	if err != nil || len(files) != 1 || files[0] != "d/f" {
 		t.Errorf("Files = %v, %v; want [d/f]", files, err)
 	}

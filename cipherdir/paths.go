@@ -59,7 +59,7 @@ func EncryptPath(root int, k *names.Keys, plainRel string) (string, error) {
 	}
 	if k == nil {
 		for i, p := range parts {
-			if IsInternalName(i == 0, p) {
+			if IsInternalName(false, i == 0, p) {
 				return "", fmt.Errorf("path %q: %q is reserved for kmsfs: %w", plainRel, p, ErrNotUserEntry)
 			}
 		}
@@ -97,7 +97,7 @@ func DecryptPath(root int, k *names.Keys, backingRel string) (string, error) {
 	}
 	if k == nil {
 		for i, p := range parts {
-			if IsInternalName(i == 0, p) {
+			if IsInternalName(false, i == 0, p) {
 				return "", fmt.Errorf("path %q: %q is kmsfs's own: %w", backingRel, p, ErrNotUserEntry)
 			}
 		}

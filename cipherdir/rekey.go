@@ -463,7 +463,7 @@ func (r *Rekeyer) otherLinks(rel string, st *unix.Stat_t) ([]string, error) {
 		return nil, nil
 	}
 	var links []string
-	err := Walk(r.root, func(e Entry) error {
+	err := Walk(r.root, r.cfg.EncryptedNames(), func(e Entry) error {
 		if e.IsRegular() && e.Rel != path.Clean(rel) && e.Stat.Dev == st.Dev && e.Stat.Ino == st.Ino {
 			links = append(links, e.Rel)
 		}

@@ -214,7 +214,7 @@ func (rw *Rewrapper) Run(ctx context.Context) (RewrapSummary, error) {
 	}
 	defer unix.Close(root)
 	rw.root = root
-	files, err := Files(root, true)
+	files, err := Files(root, rw.opts.Config.EncryptedNames(), true)
 	if err != nil {
 		return sum, err
 	}

@@ -36,16 +36,17 @@ func OpenRoot(dir string) (int, error) {
 
 // Walk calls fn for every entry below the directory root (a descriptor of
 // CIPHERDIR), parents before children and names in byte order, skipping
-// kmsfs's own files (IsInternalName). It is the one walk of a backing
+// kmsfs's own files (IsInternalName; encNames says the tree is of format
+// v2, Config.EncryptedNames). It is the one walk of a backing
 // tree: each directory is opened relative to its parent's descriptor with
 // O_NOFOLLOW, so a symlink is reported as one and never followed, and a
 // directory swapped for a symlink during the walk fails to open instead of
 // leading the walk elsewhere. An error of fn or of the walk ends it.
-func Walk(root int, fn func(Entry) error) error {
-	return walkDir(root, "", fn)
+func Walk(root int, encNames bool, fn func(Entry) error) error {
+	return walkDir(root, encNames, "", fn)
 }
 
-func walkDir(dirfd int, rel string, fn func(Entry) error) error {
+func walkDir(dirfd int, encNames bool, rel string, fn func(Entry) error) error {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("walk %s: %w", orDot(rel), err)
@@ -58,7 +59,7 @@ func walkDir(dirfd int, rel string, fn func(Entry) error) error {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if IsInternalName(rel == "", name) {
+		if IsInternalName(encNames, rel == "", name) {
 			continue
 		}
 		e := Entry{Rel: path.Join(rel, name)}
@@ -78,7 +79,7 @@ func walkDir(dirfd int, rel string, fn func(Entry) error) error {
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", e.Rel, err)
 		}
-		err = walkDir(sub, e.Rel, fn)
+		err = walkDir(sub, encNames, e.Rel, fn)
 		unix.Close(sub)
 		if err != nil {
 			return err
@@ -95,14 +96,14 @@ func orDot(rel string) string {
 }
 
 // Files returns the path (relative to CIPHERDIR) of every regular file
-// below root, in Walk's order. With onePerInode a file with several hard
+// below root, in Walk's order (encNames as Walk's). With onePerInode a file with several hard
 // links is reported once, under the first of its names: the links share
 // one header and key record.
-func Files(root int, onePerInode bool) ([]string, error) {
+func Files(root int, encNames, onePerInode bool) ([]string, error) {
 	type inode struct{ dev, ino uint64 }
 	seen := map[inode]bool{}
 	var files []string
-	err := Walk(root, func(e Entry) error {
+	err := Walk(root, encNames, func(e Entry) error {
 		if !e.IsRegular() {
 			return nil
 		}
