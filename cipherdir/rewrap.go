@@ -75,7 +75,16 @@ type RewrapSummary struct {
 	// rewrote kmsfs.conf (a migration to DestKey started or completed).
 	Config        Config
 	ConfigChanged bool
+	// NamesKey is what happened to a v2 tree's names key: NamesRewrapped
+	// (with DryRun: it would be), NamesCurrent, or "" for a v1 tree.
+	NamesKey string
 }
+
+// RewrapSummary.NamesKey values.
+const (
+	NamesRewrapped = "rewrapped"
+	NamesCurrent   = "current"
+)
 
 // rewrapTarget is a destination key, described once per run.
 type rewrapTarget struct {
@@ -108,6 +117,10 @@ type Rewrapper struct {
 	moving bool
 	dest   keysvc.KeyInfo // DestKey described; zero without it
 	trust  *Trust         // the keys whose records may be re-wrapped
+	// names is the re-wrapped names key (Config.NamesKey) while it waits
+	// for a config write: a move to another key service writes it with
+	// the new service's key at the end; "" when there is nothing to write.
+	names string
 
 	mu      sync.Mutex
 	targets map[string]*rewrapTarget // by key reference (record key ID or DestKey)
@@ -162,6 +175,9 @@ func (rw *Rewrapper) startMigration() (Config, error) {
 	prev := slices.DeleteFunc(append(slices.Clone(cfg.PreviousKeys), cfg.KeyID), func(k string) bool { return k == rw.dest.ARN })
 	slices.Sort(prev)
 	cfg.PreviousKeys, cfg.KeyID = slices.Compact(prev), rw.dest.ARN
+	if rw.names != "" {
+		cfg.NamesKey = rw.names // under the new key from the start
+	}
 	if err := replaceConfig(rw.opts.CipherDir, cfg); err != nil {
 		return rw.opts.Config, fmt.Errorf("start the migration to key %s: %w", rw.dest.ARN, err)
 	}
@@ -179,10 +195,13 @@ func (rw *Rewrapper) finish(cfg Config) (Config, bool, error) {
 	if rw.moving {
 		next.KMS, next.KeyID = rw.opts.DestKMS, rw.dest.ARN
 		next.PreviousKeys = nil // keys of another key service mean nothing here
+		if rw.names != "" {
+			next.NamesKey = rw.names // wrapped by the new service
+		}
 	} else if !rw.opts.KeepPrevious {
 		next.PreviousKeys = nil
 	}
-	if next.KMS == cfg.KMS && next.KeyID == cfg.KeyID && slices.Equal(next.PreviousKeys, cfg.PreviousKeys) {
+	if next.KMS == cfg.KMS && next.KeyID == cfg.KeyID && slices.Equal(next.PreviousKeys, cfg.PreviousKeys) && next.NamesKey == cfg.NamesKey {
 		return cfg, false, nil
 	}
 	if err := replaceConfig(rw.opts.CipherDir, next); err != nil {
@@ -206,6 +225,13 @@ func (rw *Rewrapper) Dest() keysvc.KeyInfo { return rw.dest }
 // keys are dropped (unless KeepPrevious); after a failure they stay, and
 // running the same command again finishes the job. A move to another key
 // service changes the config only when every file has moved.
+//
+// The names key of a v2 tree is re-wrapped first, like a file's key (same
+// trust check, same "current" rule, same destination), and a failure
+// ends the run before any file is touched. Its new record is written with
+// the config of a migration's start, with the config of a move's end
+// (kmsfs.conf names the old service until then, and the old record stays
+// good), else at once; every config write goes to kmsfs.conf.copy first.
 func (rw *Rewrapper) Run(ctx context.Context) (RewrapSummary, error) {
 	sum := RewrapSummary{Dest: rw.dest, Config: rw.opts.Config}
 	root, err := OpenRoot(rw.opts.CipherDir)
@@ -217,6 +243,19 @@ func (rw *Rewrapper) Run(ctx context.Context) (RewrapSummary, error) {
 	files, err := Files(root, rw.opts.Config.EncryptedNames(), true)
 	if err != nil {
 		return sum, err
+	}
+	if rw.opts.Config.EncryptedNames() {
+		if rw.names, sum.NamesKey, err = rw.rewrapNames(ctx); err != nil {
+			return sum, err
+		}
+		if rw.names != "" && !rw.migrating() && !rw.moving {
+			next := sum.Config
+			next.NamesKey = rw.names
+			if err := replaceConfig(rw.opts.CipherDir, next); err != nil {
+				return sum, fmt.Errorf("the names key was re-wrapped, but %s was not updated: %w", ConfigName, err)
+			}
+			sum.Config, sum.ConfigChanged, rw.names = next, true, ""
+		}
 	}
 	if rw.migrating() {
 		if sum.Config, err = rw.startMigration(); err != nil {
@@ -376,6 +415,55 @@ func (rw *Rewrapper) one(ctx context.Context, rel string) (outcome, error) {
 		return outRewrapped, fmt.Errorf("file %s: the new key record does not fit the key-record slot; it is in the xattr only", h.FileID)
 	}
 	return outRewrapped, nil
+}
+
+// rewrapNames re-wraps the tree's names key as one would re-wrap a file's
+// key and returns its new Config.NamesKey ("" when it is current or the
+// run is dry) and the outcome for RewrapSummary.NamesKey.
+func (rw *Rewrapper) rewrapNames(ctx context.Context) (string, string, error) {
+	cfg := rw.opts.Config
+	wk, err := cfg.NamesKeyRecord()
+	if err != nil {
+		return "", "", fmt.Errorf("names key: %w", err)
+	}
+	if err := rw.trust.Allow(ctx, wk.KeyID); err != nil {
+		return "", "", fmt.Errorf("names key: %w", err)
+	}
+	ref := rw.opts.DestKey
+	if ref == "" {
+		ref = wk.KeyID
+	}
+	dest, err := rw.target(ctx, ref)
+	if err != nil {
+		return "", "", fmt.Errorf("names key: %w", err)
+	}
+	if wk.KeyID == dest.ARN && !rw.opts.Force &&
+		(rw.moving || dest.CurrentKeyMaterialID == "" || wk.KeyMaterialID == dest.CurrentKeyMaterialID) {
+		return "", NamesCurrent, nil
+	}
+	if rw.opts.DryRun {
+		return "", NamesRewrapped, nil
+	}
+	ec := keysvc.NamesContext(cfg.FilesystemID)
+	cctx, cancel := context.WithTimeout(ctx, rw.opts.CallTimeout)
+	defer cancel()
+	var nw keysvc.WrappedKey
+	if rw.moving {
+		nw, err = rw.move(cctx, wk, dest.ARN, ec)
+	} else {
+		nw, err = rw.opts.Source.ReEncrypt(cctx, wk.Blob, wk.KeyID, ec, dest.ARN)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("re-wrap the names key: %w", aboutKey(wk.KeyID, err))
+	}
+	if nw.KeyID == "" {
+		nw.KeyID = dest.ARN
+	}
+	rec, err := encodeNamesKey(nw)
+	if err != nil {
+		return "", "", err
+	}
+	return rec, NamesRewrapped, nil
 }
 
 // move unwraps wk with the source service and wraps the plaintext data key
