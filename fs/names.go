@@ -29,7 +29,7 @@ var errEmptyNoID = errors.New("empty directory without ID file")
 // belongs to kmsfs and must never be visible or reachable through the
 // mount: cipherdir.IsInternalName.
 func isReservedBacking(root bool, name string) bool {
-	return cipherdir.IsInternalName(false, root, name) // the v1 rule until fs reads v2 trees (Options.Names)
+	return cipherdir.IsInternalName(false, root, name)
 }
 
 // backingName translates a name in the mount into the name of the same

@@ -24,6 +24,10 @@ type fileInfo struct {
 	ChunkSize      int    `json:"chunk_size"`
 	PlaintextSize  int64  `json:"plaintext_size"`
 	CiphertextSize int64  `json:"ciphertext_size"`
+	// Names is how the file's tree stores names: "encrypted" (format 2)
+	// or "plaintext" (format 1); absent when no readable kmsfs.conf is
+	// above the backing file.
+	Names string `json:"names,omitempty"`
 }
 
 // runInfo implements `kmsfs info [--json] PATH`. It reads the backing
@@ -57,6 +61,9 @@ func runInfo(ctx context.Context, args []string, env *Env) error {
 	}
 	info.Path = path
 	info.PlainPath = loc.plain
+	if loc.tree != nil {
+		info.Names = namesWord(loc.tree.cfg)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
@@ -64,7 +71,19 @@ func runInfo(ctx context.Context, args []string, env *Env) error {
 	}
 	_, err = fmt.Fprintf(env.Stdout, "path:            %s\nplain_path:      %s\nbacking_path:    %s\nkey_id:          %s\nkey_material_id: %s\nfile_id:         %s\nformat_version:  %d\nalgorithm:       %s\ncompression:     %s\nchunk_size:      %d\nplaintext_size:  %d\nciphertext_size: %d\n",
 		info.Path, info.PlainPath, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.Compression, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
+	if err == nil && info.Names != "" {
+		_, err = fmt.Fprintf(env.Stdout, "names:           %s\n", info.Names)
+	}
 	return err
+}
+
+// namesWord says how the tree of cfg stores names, for info: "encrypted"
+// (format 2) or "plaintext" (format 1).
+func namesWord(cfg cipherdir.Config) string {
+	if cfg.EncryptedNames() {
+		return "encrypted"
+	}
+	return "plaintext"
 }
 
 // kmsfsFSType is the file system type of a kmsfs mount in the mount table.

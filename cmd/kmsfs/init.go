@@ -10,12 +10,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/cipherdir"
 	kfs "github.com/kmsfs/kmsfs/fs"
 	"github.com/kmsfs/kmsfs/keysvc"
 	"github.com/kmsfs/kmsfs/keysvc/local"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // defaultKeyAlias is the local KMS key `kmsfs init` uses (and creates when
@@ -26,8 +30,10 @@ const defaultKeyAlias = "alias/kmsfs-default"
 const initCheckTimeout = 60 * time.Second
 
 // runInit implements `kmsfs init`: check CIPHERDIR, resolve and test the
-// key, write kmsfs.conf. Nothing is written to CIPHERDIR before the key has
-// proved it can make and unwrap a data key.
+// key, make the names key (unless --plaintext-names), write the root's
+// directory ID file, then kmsfs.conf and its copy. Nothing is written to
+// CIPHERDIR before the key has proved it can make and unwrap a data key.
+// With --recover it restores kmsfs.conf from its copy instead (runRecover).
 func runInit(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("init")
 	kms := fset.String("kms", cipherdir.KMSLocal, "key service: local or aws")
@@ -36,11 +42,27 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	fset.Var(sizeFlag{&chunkSize}, "chunk-size", "plaintext bytes per chunk")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
 	compress := fset.String("compress", "none", "compression of new files: none, s2 or zstd")
+	plainNames := fset.Bool("plaintext-names", false, "keep file names in plaintext (format 1)")
+	recoverConf := fset.Bool("recover", false, "restore kmsfs.conf of an existing v2 CIPHERDIR from its copy kmsfs.conf.copy")
 	var ks keystoreFlags
 	ks.register(fset)
 	pos, err := parseArgs(fset, "init", args, env, 1, 1)
 	if err != nil {
 		return err
+	}
+	if *recoverConf {
+		var other []string
+		fset.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "recover", "keystore", "passphrase-file", "kms-endpoint":
+			default:
+				other = append(other, "--"+f.Name)
+			}
+		})
+		if len(other) > 0 {
+			return usageErrorf("init: --recover takes everything from the copy; it cannot be combined with %s", strings.Join(other, ", "))
+		}
+		return runRecover(ctx, pos[0], &ks, *endpoint, env)
 	}
 	comp, err := cipherdir.ParseCompress(*compress)
 	if err != nil {
@@ -121,12 +143,105 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		// Key records then live in each file's key-record slot only.
 		cfg.KeyRecord = cipherdir.KeyRecordSlot
 	}
+	if !*plainNames {
+		if cfg, err = initNames(ctx, svc, cfg, dir); err != nil {
+			return err
+		}
+	}
 	if err := cipherdir.WriteConfig(dir, cfg); err != nil {
+		if !*plainNames {
+			_ = os.Remove(filepath.Join(dir, names.DirIDFileName))
+			_ = os.Remove(filepath.Join(dir, cipherdir.ConfigCopyName))
+		}
 		return withKind(errCipherDir, err)
 	}
 	ok = true
-	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  compression:   %s\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
-		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.Compression(), cfg.FilesystemID, cfg.KeyRecordMode(), dir)
+	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  compression:   %s\n  file names:    %s\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.Compression(), namesMode(cfg), cfg.FilesystemID, cfg.KeyRecordMode(), dir)
+	if cfg.EncryptedNames() {
+		fmt.Fprintf(env.Stdout, "the names key is in %s and its copy %s: keep them with every backup of the tree (without both, no name can be read)\n",
+			filepath.Join(dir, cipherdir.ConfigName), filepath.Join(dir, cipherdir.ConfigCopyName))
+	}
+	return nil
+}
+
+// namesMode says how a tree stores file names, for init and info.
+func namesMode(cfg cipherdir.Config) string {
+	if cfg.EncryptedNames() {
+		return "encrypted (format 2)"
+	}
+	return "plaintext (format 1)"
+}
+
+// initNames makes the names key of the new tree dir (cipherdir.InitNames)
+// and writes the root's directory ID file, before any config: a failed
+// init leaves no kmsfs.conf. It returns the format 2 config.
+func initNames(ctx context.Context, svc keysvc.Service, cfg cipherdir.Config, dir string) (cipherdir.Config, error) {
+	cfg, k, err := cipherdir.InitNames(ctx, svc, cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("init: %w", err)
+	}
+	root, err := cipherdir.OpenRoot(dir)
+	if err != nil {
+		return cfg, withKind(errCipherDir, err)
+	}
+	defer unix.Close(root)
+	if err := cipherdir.WriteRootDirID(root, k); err != nil {
+		return cfg, withKind(errCipherDir, fmt.Errorf("init: root directory ID: %w", err))
+	}
+	return cfg, nil
+}
+
+// runRecover implements `kmsfs init --recover CIPHERDIR`: kmsfs.conf of
+// a v2 tree is restored from its copy kmsfs.conf.copy, after checking
+// that the copy's names key unwraps and is the key of the root's
+// directory ID file (so a copy from another tree is never installed). It
+// makes no key and changes nothing but kmsfs.conf.
+func runRecover(ctx context.Context, arg string, ks *keystoreFlags, endpoint string, env *Env) error {
+	dir, err := resolveDir(arg, "CIPHERDIR")
+	if err != nil {
+		return withKind(errCipherDir, fmt.Errorf("init --recover: %w", err))
+	}
+	conf := filepath.Join(dir, cipherdir.ConfigName)
+	if _, err := os.Lstat(conf); err == nil {
+		if _, lerr := cipherdir.LoadConfig(dir); lerr == nil {
+			return withKind(errCipherDir, fmt.Errorf("init --recover: %s is there and valid; nothing to recover", conf))
+		}
+		return withHint(withKind(errCipherDir, fmt.Errorf("init --recover: %s exists; refusing to replace it", conf)),
+			"if it is damaged, move it aside (mv "+conf+" "+conf+".damaged) and run the same command again")
+	}
+	cfg, err := cipherdir.LoadConfigCopy(dir)
+	if err != nil {
+		return withKind(errCipherDir, fmt.Errorf("init --recover: %w", err))
+	}
+	if !cfg.EncryptedNames() {
+		return withKind(errCipherDir, fmt.Errorf("init --recover: %s is not a v2 config", filepath.Join(dir, cipherdir.ConfigCopyName)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, initCheckTimeout)
+	defer cancel()
+	svc, closeSvc, err := openKeyService(ctx, cfg.KMS, ks, endpoint, env, nil)
+	if err != nil {
+		return err
+	}
+	defer closeSvc()
+	k, err := openNames(ctx, svc, dir, cfg)
+	if err != nil {
+		return fmt.Errorf("init --recover: %w", err)
+	}
+	root, err := cipherdir.OpenRoot(dir)
+	if err != nil {
+		return withKind(errCipherDir, err)
+	}
+	defer unix.Close(root)
+	if _, err := cipherdir.ReadDirID(root, k); err != nil {
+		return withKind(errCipherDir, fmt.Errorf("init --recover: the names key of %s does not open the root's %s: %w",
+			cipherdir.ConfigCopyName, names.DirIDFileName, err))
+	}
+	if _, err := cipherdir.RecoverConfig(dir); err != nil {
+		return withKind(errCipherDir, fmt.Errorf("init --recover: %w", err))
+	}
+	fmt.Fprintf(env.Stdout, "recovered %s from %s\n  kms:           %s\n  key:           %s\n  filesystem ID: %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		conf, cipherdir.ConfigCopyName, cfg.KMS, cfg.KeyID, cfg.FilesystemID, dir)
 	return nil
 }
 

@@ -217,7 +217,7 @@ func TestInitUnknownKeyLeavesNothing(t *testing.T) {
 func TestInitAndInfo(t *testing.T) {
 	te, ks := keystoreEnv(t)
 	dir := filepath.Join(t.TempDir(), "cipher")
-	if code := runCmd(t, te, "init", "--chunk-size", "1k", dir); code != ExitOK {
+	if code := runCmd(t, te, "init", "--plaintext-names", "--chunk-size", "1k", dir); code != ExitOK {
 		t.Fatalf("init: exit %d", code)
 	}
 	if !strings.Contains(te.stderr.String(), "created local key") {
@@ -264,6 +264,7 @@ func TestInitAndInfo(t *testing.T) {
 		"chunk_size":      float64(1024),
 		"plaintext_size":  float64(len(plain)),
 		"ciphertext_size": float64(chunk.CiphertextSize(int64(len(plain)), 1024)),
+		"names":           "plaintext",
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -280,10 +281,18 @@ func TestInitAndInfo(t *testing.T) {
 	if code := runCmd(t, te, "info", backing); code != ExitOK {
 		t.Fatalf("info (text): exit %d", code)
 	}
-	for _, k := range []string{"key_id:", "key_material_id:", "file_id:", "compression:", "chunk_size:", "plaintext_size:", "ciphertext_size:"} {
+	for _, k := range []string{"key_id:", "key_material_id:", "file_id:", "compression:", "chunk_size:", "plaintext_size:", "ciphertext_size:", "names:           plaintext"} {
 		if !strings.Contains(te.stdout.String(), k) {
 			t.Errorf("info text lacks %q:\n%s", k, te.stdout.String())
 		}
+	}
+
+	// In a tree of format 2 (dir2), info says the names are encrypted.
+	cfg2, _ := cipherdir.LoadConfig(dir2)
+	backing2 := filepath.Join(dir2, "IbaLUVpfAlSPybjWBaojYgYOU7C2S7s4F4AvgxYWzpQ")
+	writeBackingFile(t, ks, cfg2, backing2, plain)
+	if code := runCmd(t, te, "info", "--json", backing2); code != ExitOK || !strings.Contains(te.stdout.String(), `"names": "encrypted"`) {
+		t.Errorf("info of a file of a v2 tree: exit %d\n%s", code, te.stdout.String())
 	}
 
 	// The config file and a file without the key xattr are not kmsfs files.

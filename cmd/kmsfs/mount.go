@@ -153,9 +153,9 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg, err := cipherdir.LoadConfig(f.cipherDir)
+	cfg, err := loadConfig(f.cipherDir, "is it a CIPHERDIR? create one with 'kmsfs init DIR'")
 	if err != nil {
-		return withHint(withKind(errCipherDir, err), "is it a CIPHERDIR? create one with 'kmsfs init DIR'")
+		return err
 	}
 	if ready == nil && !f.foreground {
 		return startDaemon(f, cfg, env)
@@ -387,6 +387,12 @@ func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, r
 	} else if err != nil {
 		return fail(err)
 	}
+	// The names key is unwrapped once, without the DEK cache, before
+	// anything is mounted: a disabled key stops the mount here.
+	namesKeys, err := openNames(ctx, svc, f.cipherDir, cfg)
+	if err != nil {
+		return fail(err)
+	}
 	keys := svc
 	// Open files re-validate their data key as often as the cache keeps
 	// one, so revocation reaches them within --cache-max-age; without a
@@ -417,6 +423,7 @@ func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, r
 	server, err := kfs.Mount(f.mountpoint, kfs.Options{
 		CipherDir:  f.cipherDir,
 		Config:     cfg,
+		Names:      namesKeys,
 		Keys:       keys,
 		Codecs:     codec.All(),
 		ReadOnly:   f.readOnly,

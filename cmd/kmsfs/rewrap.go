@@ -60,9 +60,9 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withKind(errCipherDir, fmt.Errorf("rewrap: %w", err))
 	}
-	cfg, err := cipherdir.LoadConfig(dir)
+	cfg, err := loadConfig(dir, "CIPHERDIR must be a directory made by 'kmsfs init'")
 	if err != nil {
-		return withHint(withKind(errCipherDir, err), "CIPHERDIR must be a directory made by 'kmsfs init'")
+		return err
 	}
 	if f.toKMS == "" {
 		f.toKMS = cfg.KMS
@@ -127,6 +127,19 @@ func runRewrap(ctx context.Context, args []string, env *Env) error {
 	fmt.Fprintf(env.Stdout, "rewrap: %d files seen, %d %s, %d already current, %d skipped, %d failed in %s (%s files/s)\n",
 		sum.Seen, sum.Rewrapped, verb, sum.Current, sum.Skipped, sum.Failed,
 		elapsed.Round(time.Millisecond), rate(sum.Seen, elapsed))
+	switch {
+	case sum.NamesKey == cipherdir.NamesCurrent:
+		fmt.Fprintln(env.Stdout, "rewrap: names key already current")
+	case sum.NamesKey != cipherdir.NamesRewrapped:
+	case f.dryRun:
+		fmt.Fprintln(env.Stdout, "rewrap: the names key would be re-wrapped")
+	case sum.Config.NamesKey == cfg.NamesKey:
+		// A move writes it with the config, once every file has moved.
+		fmt.Fprintf(env.Stdout, "rewrap: the names key moves to %s with the config, when every file has moved\n", f.toKMS)
+	default:
+		wk, _ := sum.Config.NamesKeyRecord()
+		fmt.Fprintf(env.Stdout, "rewrap: names key re-wrapped under %s (in %s and %s)\n", wk.KeyID, cipherdir.ConfigName, cipherdir.ConfigCopyName)
+	}
 	if sum.ConfigChanged && (sum.Config.KMS != cfg.KMS || sum.Config.KeyID != cfg.KeyID) {
 		fmt.Fprintf(env.Stdout, "rewrap: %s now names kms %s, key %s (remount for new files to use it)\n", cipherdir.ConfigName, sum.Config.KMS, sum.Config.KeyID)
 	}

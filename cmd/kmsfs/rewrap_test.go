@@ -20,7 +20,9 @@ import (
 )
 
 // lifecycleTree is a CIPHERDIR on a local keystore whose backing files
-// are written directly (no FUSE), for rewrap and rekey tests.
+// are written directly (no FUSE), for rewrap and rekey tests. Its names
+// are plaintext (init --plaintext-names): the files are written under
+// their own names.
 type lifecycleTree struct {
 	te    *testEnv
 	dir   string
@@ -33,7 +35,7 @@ func newLifecycleTree(t *testing.T) *lifecycleTree {
 	ks := filepath.Join(t.TempDir(), "keystore")
 	te := newTestEnv(map[string]string{"KMSFS_KEYSTORE": ks, "HOME": "/nonexistent"})
 	dir := filepath.Join(t.TempDir(), "c")
-	if code := runCmd(t, te, "init", dir); code != ExitOK {
+	if code := runCmd(t, te, "init", "--plaintext-names", dir); code != ExitOK {
 		t.Fatalf("init: exit %d", code)
 	}
 	cfg, err := cipherdir.LoadConfig(dir)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -15,20 +14,13 @@ import (
 
 // hasEncryptedNames reports whether the tree of cfg is of format v2
 // (encrypted names).
-//
-// Placeholder until Config.EncryptedNames lands (h1-config): every tree is
-// v1 here. The lead replaces the body with `return cfg.EncryptedNames()`.
-func hasEncryptedNames(cfg cipherdir.Config) bool { return false }
+func hasEncryptedNames(cfg cipherdir.Config) bool { return cfg.EncryptedNames() }
 
 // openNamesKey returns the names key of the v2 tree cfg (root, a
-// descriptor of its CIPHERDIR), unwrapped by svc.
-//
-// Placeholder until cipherdir.OpenNames lands (h1-config). The lead
-// replaces the body with
-//
-//	return cipherdir.OpenNames(ctx, svc, cipherdir.NewTrust(ctx, svc, cfg, nil), cfg, root)
+// descriptor of its CIPHERDIR), unwrapped by svc (cipherdir.OpenNames,
+// trusting the keys cfg names).
 func openNamesKey(ctx context.Context, svc keysvc.Service, cfg cipherdir.Config, root int) (*names.Keys, error) {
-	return nil, errors.New("this build cannot open the names key of a v2 tree")
+	return cipherdir.OpenNames(ctx, svc, cipherdir.NewTrust(ctx, svc, cfg, nil), cfg, root)
 }
 
 // tree is one CIPHERDIR opened by an offline command: its config, a

@@ -11,7 +11,8 @@ const mainUsage = `kmsfs: a transparent encrypting FUSE filesystem; each file ha
 key, wrapped by a key management service (AWS KMS or the embedded local KMS).
 
 Usage:
-  kmsfs init    [--kms local|aws] [--key KEY] [--chunk-size N] [--compress none|s2|zstd] CIPHERDIR
+  kmsfs init    [--kms local|aws] [--key KEY] [--chunk-size N] [--compress none|s2|zstd] [--plaintext-names] CIPHERDIR
+  kmsfs init    --recover CIPHERDIR
   kmsfs mount   [--foreground] [--ro] [--allow-other] CIPHERDIR MOUNTPOINT
   kmsfs unmount MOUNTPOINT
   kmsfs info    [--json] PATH
@@ -56,6 +57,17 @@ directory: write kmsfs.conf (filesystem ID, format version, KMS kind, key ARN,
 chunk size; no secrets) after checking that the key can make and unwrap a
 data key.
 
+File names, symlink targets and user xattrs are encrypted (format 2): init
+has the key service make the tree's names key, stores it wrapped in
+kmsfs.conf and in its copy kmsfs.conf.copy, and writes the root's directory
+ID file kmsfs.dirid. --plaintext-names keeps names in plaintext (format 1,
+the format of kmsfs before encrypted names; no names key, no copy).
+
+--recover CIPHERDIR restores a lost kmsfs.conf of a format 2 tree from its
+copy kmsfs.conf.copy, after checking that the copy's names key unwraps and
+opens the root's kmsfs.dirid. It makes no key and changes nothing else; it
+refuses when kmsfs.conf exists (move a damaged one aside first).
+
 With --kms local (the default) and no --key, the local KMS key
 alias/kmsfs-default is used, and created if it does not exist yet.
 With --kms aws, --key is required; the key is checked with DescribeKey and one
@@ -71,6 +83,10 @@ Flags:
                           s2 or zstd (default none). Compressed sizes show
                           through the backing files' allocated blocks and
                           reveal something of the content: see doc/SECURITY.md
+  --plaintext-names       do not encrypt names (format 1)
+  --recover               restore kmsfs.conf of an existing format 2 tree
+                          from kmsfs.conf.copy (only with --kms-endpoint,
+                          --keystore, --passphrase-file)
   --kms-endpoint URL      AWS KMS endpoint (default $AWS_ENDPOINT_URL_KMS or
                           the SDK's); e.g. a 'kmsfs keysvc serve'
   --keystore DIR          local keystore (see 'kmsfs help')
@@ -81,6 +97,8 @@ Examples:
   kmsfs init --key alias/team --chunk-size 64k /srv/data.enc
   kmsfs init --kms aws --key alias/kmsfs /srv/data.enc
   kmsfs init --kms aws --kms-endpoint http://127.0.0.1:4599 --key alias/x C
+  kmsfs init --plaintext-names /srv/plain-names.enc
+  kmsfs init --recover /srv/data.enc
 `,
 	"mount": `Usage: kmsfs mount [flags] CIPHERDIR MOUNTPOINT
 
@@ -290,6 +308,12 @@ both; previous_keys is dropped once every file is under the new key (while
 the tree is mounted it stays: remount, then run the same command again). A
 file whose key record names a key the filesystem does not trust fails and is
 left as it is.
+
+A tree with encrypted names (format 2) has one more key to re-wrap, its names
+key, in kmsfs.conf and kmsfs.conf.copy: it is done first, under the same
+rules (and a failure stops the run before any file), written to the copy and
+then to kmsfs.conf: at once, with the config of a --key migration's start,
+or with the config of a --to-kms move's end.
 
 Flags:
   --key KEY               wrap under KEY instead of each file's own key
