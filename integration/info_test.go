@@ -15,6 +15,7 @@ type fileInfo struct {
 	Compression   string `json:"compression"`
 	ChunkSize     int    `json:"chunk_size"`
 	PlaintextSize int64  `json:"plaintext_size"`
+	BackingPath   string `json:"backing_path"`
 }
 
 var (
@@ -22,11 +23,12 @@ var (
 	hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
 )
 
-// info runs `kmsfs info --json path` and decodes the output, failing on
-// fields that are missing.
-func (fs *testFS) info(path string) fileInfo {
+// info runs `kmsfs info --json [extra...] path` and decodes the output,
+// failing on fields that are missing. extra carries what info needs to
+// reach the key service of a tree with encrypted names (--kms-endpoint).
+func (fs *testFS) info(path string, extra ...string) fileInfo {
 	fs.t.Helper()
-	out := fs.Run("info", "--json", path)
+	out := fs.Run(append(append([]string{"info", "--json"}, extra...), path)...)
 	var raw map[string]any
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		fs.t.Fatalf("kmsfs info --json %s: %v\n%s", path, err, out)

@@ -339,9 +339,12 @@ func TestRewrapInterruptedAWS(t *testing.T) {
 	runKmsfs(t, ks.kmsfsEnv(), "key", "rotate", id)
 	rd := startReader(t, map[string][]byte{fs.Path("f00"): files[fs.Path("f00")], fs.Path("f39"): files[fs.Path("f39")]})
 
-	records := map[string][]byte{}
+	// Names are encrypted: info maps each file to its backing file.
+	ep := []string{"--kms-endpoint", ks.Endpoint}
+	records, backing := map[string][]byte{}, map[string]string{}
 	for p := range files {
-		records[p] = keyRecord(t, fs.Backing(filepath.Base(p)))
+		backing[p] = fs.info(p, ep...).BackingPath
+		records[p] = keyRecord(t, backing[p])
 	}
 	cmd := exec.Command(binPath, "rewrap", "--jobs", "1", "--kms-endpoint", ks.Endpoint, fs.CipherDir)
 	cmd.Env = append(os.Environ(), fs.Env()...)
@@ -357,7 +360,7 @@ func TestRewrapInterruptedAWS(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		changed = 0
 		for p, rec := range records {
-			if !bytes.Equal(keyRecord(t, fs.Backing(filepath.Base(p))), rec) {
+			if !bytes.Equal(keyRecord(t, backing[p]), rec) {
 				changed++
 			}
 		}
@@ -372,7 +375,7 @@ func TestRewrapInterruptedAWS(t *testing.T) {
 
 	materials := map[string]int{}
 	for p := range files {
-		materials[fs.info(p).KeyMaterialID]++
+		materials[fs.info(p, ep...).KeyMaterialID]++
 	}
 	t.Logf("after SIGKILL: key materials %v", materials)
 
@@ -389,7 +392,7 @@ func TestRewrapInterruptedAWS(t *testing.T) {
 	}
 	final := map[string]int{}
 	for p, data := range files {
-		final[fs.info(p).KeyMaterialID]++
+		final[fs.info(p, ep...).KeyMaterialID]++
 		checkContent(t, p, data)
 	}
 	if len(final) != 1 {
@@ -459,7 +462,7 @@ func TestRewrapMoveLocalToAWS(t *testing.T) {
 	}
 	fs.Mount("--kms-endpoint", ks.Endpoint)
 	for p, data := range files {
-		if fi := fs.info(p); fi.KeyID != cfg.KeyID {
+		if fi := fs.info(p, "--kms-endpoint", ks.Endpoint); fi.KeyID != cfg.KeyID {
 			t.Errorf("%s names key %s after the move, want %s", p, fi.KeyID, cfg.KeyID)
 		}
 		checkContent(t, p, data)
