@@ -142,15 +142,16 @@ func benchmark(ctx context.Context, s settings) (err error) {
 			return ctx.Err()
 		}
 		if err != nil {
-			t.Status, t.Note = "skipped", strings.TrimPrefix(err.Error(), errSkip.Error()+": ")
-			printf("bench: target %-9s SKIPPED: %s\n", name, t.Note)
+			// One line: a tool's output may have several.
+			t.Status, t.Note = "skipped", strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), errSkip.Error()+": ")), " ")
+			printf("bench: target %-16s SKIPPED: %s\n", name, t.Note)
 			if terr := t.teardown(); terr != nil {
 				return fmt.Errorf("tear down %s after failed setup: %w", name, terr)
 			}
 			continue
 		}
 		t.Status = "ok"
-		printf("bench: target %-9s ready in %.1fs at %s %s\n", name, time.Since(start).Seconds(), t.Dir, t.Note)
+		printf("bench: target %-16s ready in %.1fs at %s %s\n", name, time.Since(start).Seconds(), t.Dir, t.Note)
 		active = append(active, t)
 	}
 	if len(active) == 0 {
@@ -176,6 +177,25 @@ func benchmark(ctx context.Context, s settings) (err error) {
 		}
 	}
 
+	// Build the listing jobs' trees, once per target: they are only read.
+	for _, j := range rep.Jobs {
+		if !j.listing {
+			continue
+		}
+		for _, t := range active {
+			took, err := prepareListing(ctx, j.Name, t.Dir, s)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.Name, err)
+			}
+			if t.Prepared == nil {
+				t.Prepared = map[string]float64{}
+			}
+			t.Prepared[j.Name] = took.Seconds()
+			printf("bench: built the %s tree (%s) on %s in %.1fs\n", j.Name, describeTree(listingTree(j.Name, s)),
+				t.Name, took.Seconds())
+		}
+	}
+
 	total := s.Rounds * len(rep.Jobs) * len(active)
 	n := 0
 	runStart := time.Now()
@@ -191,9 +211,9 @@ func benchmark(ctx context.Context, s settings) (err error) {
 				res.Round, res.Order = r+1, pos
 				if err != nil {
 					res.Error = err.Error()
-					printf("bench: [%d/%d] round %d %-10s %-9s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
+					printf("bench: [%d/%d] round %d %-10s %-16s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
 				} else {
-					printf("bench: [%d/%d] round %d %-10s %-9s %10.1f %-7s daemon CPU %5.2fs  (%.1fs)\n",
+					printf("bench: [%d/%d] round %d %-10s %-16s %10.1f %-9s daemon CPU %5.2fs  (%.1fs)\n",
 						n, total, r+1, j.Name, t.Name, res.Value, j.Unit, res.DaemonCPU, res.Elapsed)
 				}
 				rep.Runs = append(rep.Runs, res)
@@ -224,14 +244,21 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 	}
 	cpu0 := cpuSeconds(t.pids)
 	start := time.Now()
-	if j.fio == nil {
+	switch {
+	case j.listing:
+		n, err := runListing(ctx, j.Name, t.Dir, listingTree(j.Name, s))
+		if err != nil {
+			return res, err
+		}
+		res.Value = float64(n) / time.Since(start).Seconds()
+	case j.fio == nil:
 		m, err := runMetadata(ctx, t.Dir, s.MetaFiles, s.MetaSize, d.drop)
 		if err != nil {
 			return res, err
 		}
 		res.Metadata = &m
 		res.Value = float64(s.MetaFiles) / (m.Create + m.Stat + m.Delete).Seconds()
-	} else {
+	default:
 		r, err := runFio(ctx, t.Dir, j.fio(s))
 		if err != nil {
 			return res, err
@@ -284,7 +311,7 @@ func build(ctx context.Context, root, bin string, targets []string) map[string]e
 		switch t {
 		case "ceiling":
 			need["fuseceiling"] = true
-		case "kmsfs", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot":
+		case "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot":
 			need["kmsfs"] = true
 		}
 	}
@@ -321,7 +348,9 @@ func repoRoot() (string, error) {
 }
 
 // checkSpace refuses to start when the work directory's filesystem cannot
-// hold the laid-out files of every target plus the sequential write file.
+// hold the laid-out files of every target plus the sequential write file,
+// or the listing jobs' trees: up to 8 KiB and one inode per empty file (a
+// kmsfs file's header block and its key xattr's block on ext4).
 func checkSpace(work string, s settings) error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(work, &st); err != nil {
@@ -329,9 +358,21 @@ func checkSpace(work string, s settings) error {
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	need := int64(len(s.Targets)) * 4 * s.Size * 11 / 10
+	var files int64
+	for _, name := range s.Jobs {
+		if jobByName(name).listing {
+			files += int64(listingTree(name, s).entries())
+		}
+	}
+	files *= int64(len(s.Targets))
+	need += files * 8 << 10
 	if free < need {
-		return fmt.Errorf("%s has %d MiB free, the run needs about %d MiB (lower BENCH_SIZE or set BENCH_DIR)",
+		return fmt.Errorf("%s has %d MiB free, the run needs about %d MiB (lower BENCH_SIZE, BENCH_TREE_FILES or set BENCH_DIR)",
 			work, free>>20, need>>20)
+	}
+	if st.Files > 0 && int64(st.Ffree) < files*11/10 {
+		return fmt.Errorf("%s has %d free inodes, the listing jobs need about %d (lower BENCH_TREE_FILES or set BENCH_DIR)",
+			work, st.Ffree, files*11/10)
 	}
 	return nil
 }

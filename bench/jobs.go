@@ -17,17 +17,21 @@ import (
 // A job is one measurement, run once per target per round.
 type job struct {
 	Name string `json:"name"`
-	// Unit of Value: "MB/s" (10^6 bytes), "IOPS" or "files/s". Higher is better.
+	// Unit of Value: "MB/s" (10^6 bytes), "IOPS", "files/s" or
+	// "entries/s". Higher is better.
 	Unit string `json:"unit"`
 	// What says in a few words what the job measures.
 	What string `json:"what"`
 	// fio arguments (besides the common ones) for fio jobs; nil for the
-	// metadata job, which runs in this process.
+	// metadata and listing jobs, which this process runs.
 	fio func(s settings) []string
 	// metric picks the job's value from fio's JSON output.
 	metric func(r fioJob) float64
 	// layout names the files the job expects to exist before it runs.
 	layout []string
+	// listing marks the listing jobs (listing.go): their tree is built
+	// once per target before the first round.
+	listing bool
 }
 
 // Files laid out once per target before the first round, so that reads
@@ -69,6 +73,14 @@ var jobs = []job{
 	{
 		Name: "metadata", Unit: "files/s",
 		What: "create BENCH_FILES files of 4 KiB (syncfs counted), stat them (caches dropped first), delete them (syncfs counted); files / total time",
+	},
+	{
+		Name: "lsl", Unit: "entries/s", listing: true,
+		What: "ls -l of a directory of BENCH_LS_FILES empty files, cold caches; entries / time",
+	},
+	{
+		Name: "find", Unit: "entries/s", listing: true,
+		What: "find over BENCH_TREE_FILES empty files in leaf directories of 100, 3 levels deep, cold caches; files and directories / time",
 	},
 }
 

@@ -1,7 +1,8 @@
-// Command bench runs fio jobs and a metadata job side by side on several
-// filesystems — the plain backing directory, the go-fuse ceiling
-// (cmd/fuseceiling), gocryptfs, and kmsfs on the embedded and on the AWS
-// key service — and reports medians and paired ratios as a table, a JSON
+// Command bench runs fio jobs, a metadata job and two listing jobs (ls -l,
+// find) side by side on several filesystems — the plain backing directory,
+// the go-fuse ceiling (cmd/fuseceiling), gocryptfs, and kmsfs with
+// encrypted and with plaintext names, on the embedded and on the AWS key
+// service — and reports medians and paired ratios as a table, a JSON
 // file and a PNG chart. See bench/README.md.
 //
 //	go run ./bench          # the full benchmark (make bench)
@@ -39,7 +40,9 @@ type settings struct {
 	Runtime   time.Duration `json:"runtime_ns"`     // time limit of each random job
 	MetaFiles int           `json:"metadata_files"` // files the metadata job creates, stats and deletes
 	MetaSize  int           `json:"metadata_file_bytes"`
-	WorkDir   string        `json:"work_dir"` // parent of the temporary backing directories
+	LsFiles   int           `json:"lsl_files"`  // files in the lsl job's directory
+	TreeFiles int           `json:"find_files"` // files in the find job's tree
+	WorkDir   string        `json:"work_dir"`   // parent of the temporary backing directories
 	Results   string        `json:"-"`
 	Keep      bool          `json:"-"`
 }
@@ -83,18 +86,21 @@ func run() int {
 
 const usage = `Usage: go run ./bench [-quick] [-keep] [-du]
 
-Runs fio and a metadata job on plain, ceiling, gocryptfs, kmsfs and kmsfs-aws,
+Runs fio, a metadata job and listing jobs (ls -l, find) on plain, ceiling,
+gocryptfs, kmsfs (encrypted names), kmsfs-plainnames, kmsfs-aws and kmsfs-zstd,
 interleaved, with caches dropped before each run, and prints medians and
 paired ratios; writes bench/results/<time>.json, .txt and .png.
 
 Environment (defaults for the full run; -quick in brackets):
-  BENCH_TARGETS   comma list of targets (plain,ceiling,gocryptfs,kmsfs,kmsfs-aws,kmsfs-zstd;
-                  also kmsfs-slot: key records without the xattr)
-  BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,metadata" + `)
+  BENCH_TARGETS   comma list of targets (plain,ceiling,gocryptfs,kmsfs,kmsfs-plainnames,
+                  kmsfs-aws,kmsfs-zstd; also kmsfs-slot: key records without the xattr)
+  BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,metadata,lsl,find" + `)
   BENCH_ROUNDS    rounds (5) [1]
   BENCH_SIZE      sequential file size and random-job file size (1GiB) [64MiB]
   BENCH_RUNTIME   time limit of each random job (10s) [3s]
   BENCH_FILES     files of the metadata job (5000) [500]
+  BENCH_LS_FILES  files in the directory the lsl job lists (10000) [1000]
+  BENCH_TREE_FILES files in the tree the find job walks (100000) [10000]
   BENCH_DIR       where the temporary backing directories go (/var/tmp)
   BENCH_RESULTS   where results are written (bench/results)
 
@@ -111,12 +117,15 @@ func loadSettings(quick, keep bool) (settings, error) {
 		Runtime:   10 * time.Second,
 		MetaFiles: 5000,
 		MetaSize:  4096,
+		LsFiles:   10000,
+		TreeFiles: 100000,
 		WorkDir:   "/var/tmp",
 		Results:   filepath.Join("bench", "results"),
 		Keep:      keep,
 	}
 	if quick {
 		s.Rounds, s.Size, s.Runtime, s.MetaFiles = 1, 64<<20, 3*time.Second, 500
+		s.LsFiles, s.TreeFiles = 1000, 10000
 	}
 	var err error
 	if v := os.Getenv("BENCH_TARGETS"); v != "" {
@@ -144,9 +153,14 @@ func loadSettings(quick, keep bool) (settings, error) {
 			return s, fmt.Errorf("BENCH_RUNTIME=%q: want a duration of at least 1s, e.g. 15s", v)
 		}
 	}
-	if v := os.Getenv("BENCH_FILES"); v != "" {
-		if s.MetaFiles, err = strconv.Atoi(v); err != nil || s.MetaFiles < 1 {
-			return s, fmt.Errorf("BENCH_FILES=%q: want a positive integer", v)
+	for _, c := range []struct {
+		env string
+		n   *int
+	}{{"BENCH_FILES", &s.MetaFiles}, {"BENCH_LS_FILES", &s.LsFiles}, {"BENCH_TREE_FILES", &s.TreeFiles}} {
+		if v := os.Getenv(c.env); v != "" {
+			if *c.n, err = strconv.Atoi(v); err != nil || *c.n < 1 {
+				return s, fmt.Errorf("%s=%q: want a positive integer", c.env, v)
+			}
 		}
 	}
 	if v := os.Getenv("BENCH_DIR"); v != "" {

@@ -14,17 +14,69 @@ import (
 	"time"
 )
 
-// ratioPairs are the paired ratios computed for every job, numerator first.
-var ratioPairs = [][2]string{
+// tableRatios are the ratios printed in the table, numerator first.
+var tableRatios = [][2]string{
 	{"kmsfs", "gocryptfs"},
+	{"kmsfs", "kmsfs-plainnames"},
 	{"kmsfs", "ceiling"},
 	{"gocryptfs", "ceiling"},
 	{"kmsfs-aws", "kmsfs"},
-	{"ceiling", "plain"},
 }
 
-// tableRatios are the ratios printed in the table.
-var tableRatios = ratioPairs[:4]
+// ratioPairs are the paired ratios computed for every job: the table's and
+// a few more for the JSON.
+var ratioPairs = append(append([][2]string{}, tableRatios...), [2]string{"ceiling", "plain"})
+
+// namesJobs and namesBars are issue 12's requirement on encrypted names:
+// on each of these jobs, kmsfs (names encrypted) at no less than the bar
+// against each other target, measured in the same run.
+var (
+	namesJobs = []string{"metadata", "lsl", "find"}
+	namesBars = []struct {
+		ratio string
+		min   float64
+	}{{"kmsfs/kmsfs-plainnames", 0.9}, {"kmsfs/gocryptfs", 1.0}}
+)
+
+// namesCheck holds the ratios of namesJobs against namesBars, one line per
+// job that has at least one of the ratios, and a first line saying how
+// kmsfs stored names (from its target note): nil when no job has a ratio.
+func namesCheck(rep *report) []string {
+	var lines []string
+	for _, j := range rep.Jobs {
+		if !contains(namesJobs, j.Name) {
+			continue
+		}
+		var parts []string
+		for _, bar := range namesBars {
+			v, ok := rep.Ratios[j.Name][bar.ratio]
+			if !ok {
+				continue
+			}
+			verdict := "met"
+			if v < bar.min {
+				verdict = "NOT met"
+			}
+			parts = append(parts, fmt.Sprintf("%s %.2f (>= %.2f: %s)", bar.ratio, v, bar.min, verdict))
+		}
+		if len(parts) > 0 {
+			lines = append(lines, fmt.Sprintf("%-8s %s", j.Name, strings.Join(parts, "; ")))
+		}
+	}
+	if lines == nil {
+		return nil
+	}
+	head := "names (issue 12): kmsfs target not run"
+	for _, t := range rep.Targets {
+		if t.Name == "kmsfs" && t.Status == "ok" {
+			head = "names (issue 12): kmsfs " + t.Note
+			if strings.Contains(t.Note, "names in plaintext") {
+				head += " (this build does not encrypt names yet: kmsfs/kmsfs-plainnames does not measure them)"
+			}
+		}
+	}
+	return append([]string{head}, lines...)
+}
 
 // median of xs (NaN when empty); xs is not modified.
 func median(xs []float64) float64 {
@@ -127,8 +179,8 @@ func formatTable(rep *report) string {
 	if !m.CachesDropped {
 		dropped = "caches NOT dropped (not root): reads may be cached"
 	}
-	fmt.Fprintf(&b, "sizes: %s per file, random jobs %s each, metadata %d files of %d B; %s; load %.2f -> %.2f\n",
-		humanBytes(s.Size), s.Runtime, s.MetaFiles, s.MetaSize, dropped, m.LoadAvg1, m.LoadAvgEnd)
+	fmt.Fprintf(&b, "sizes: %s per file, random jobs %s each, metadata %d files of %d B, lsl %d files, find %d files; %s; load %.2f -> %.2f\n",
+		humanBytes(s.Size), s.Runtime, s.MetaFiles, s.MetaSize, s.LsFiles, s.TreeFiles, dropped, m.LoadAvg1, m.LoadAvgEnd)
 	for _, t := range rep.Targets {
 		if t.Status != "ok" {
 			fmt.Fprintf(&b, "skipped %s: %s\n", t.Name, t.Note)
@@ -165,6 +217,12 @@ func formatTable(rep *report) string {
 	}
 	writeColumns(&b, rows)
 	b.WriteString("\nmedians over rounds; ratios are medians of per-round (paired) ratios; higher is better\n")
+	if lines := namesCheck(rep); lines != nil {
+		b.WriteString("\n" + lines[0] + ":\n")
+		for _, l := range lines[1:] {
+			b.WriteString("  " + l + "\n")
+		}
+	}
 	b.WriteString("\ndaemon CPU seconds per run (median):\n")
 	rows = [][]string{append([]string{"job"}, targets...)}
 	for _, j := range rep.Jobs {
@@ -355,8 +413,8 @@ func formatMarkdown(rep *report, chart string) string {
 	if s.Quick {
 		cmd = "make bench-quick"
 	}
-	fmt.Fprintf(&b, "Measured %s with `%s` (kmsfs %s): %d round(s), %s files, random jobs %s, metadata %d files; %s.\n\n",
-		rep.Started.Format("2006-01-02"), cmd, m.GitCommit, s.Rounds, humanBytes(s.Size), s.Runtime, s.MetaFiles,
+	fmt.Fprintf(&b, "Measured %s with `%s` (kmsfs %s): %d round(s), %s files, random jobs %s, metadata %d files, lsl %d files, find %d files; %s.\n\n",
+		rep.Started.Format("2006-01-02"), cmd, m.GitCommit, s.Rounds, humanBytes(s.Size), s.Runtime, s.MetaFiles, s.LsFiles, s.TreeFiles,
 		map[bool]string{true: "caches dropped before each run", false: "caches not dropped"}[m.CachesDropped])
 	fmt.Fprintf(&b, "Machine: %d CPU (%s), %d MiB RAM, Linux %s, backing %s; %s, %s, %s; load average %.2f at the start.\n\n",
 		m.NProc, m.CPU, m.MemTotalMiB, m.Kernel, m.BackingFS, m.Fio, m.Gocryptfs, m.Go, m.LoadAvg1)
@@ -386,6 +444,14 @@ func formatMarkdown(rep *report, chart string) string {
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
 	b.WriteString("\nMedians over rounds; ratios are medians of per-round ratios. Higher is better.\n\n")
+	if lines := namesCheck(rep); lines != nil {
+		b.WriteString(strings.ToUpper(lines[0][:1]) + lines[0][1:] + ":\n\n")
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			b.WriteString("- `" + f[0] + "`: " + strings.Join(f[1:], " ") + "\n")
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "![median per job relative to the FUSE ceiling](%s)\n", chart)
 	return b.String()
 }

@@ -75,6 +75,22 @@ func TestLoadSettingsFromEnvironment(t *testing.T) {
 		s.Rounds != 7 || s.Size != 256<<20 || s.Runtime != 15*time.Second {
 		t.Errorf("settings = %+v", s)
 	}
+	t.Setenv("BENCH_TARGETS", "kmsfs-plainnames,gocryptfs,kmsfs")
+	t.Setenv("BENCH_JOBS", "find,lsl")
+	t.Setenv("BENCH_LS_FILES", "300")
+	t.Setenv("BENCH_TREE_FILES", "4000")
+	if s, err = loadSettings(true, false); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.Targets, ",") != "gocryptfs,kmsfs,kmsfs-plainnames" || strings.Join(s.Jobs, ",") != "lsl,find" ||
+		s.LsFiles != 300 || s.TreeFiles != 4000 {
+		t.Errorf("settings = %+v", s)
+	}
+	t.Setenv("BENCH_TREE_FILES", "0")
+	if _, err := loadSettings(false, false); err == nil {
+		t.Error("BENCH_TREE_FILES=0 accepted")
+	}
+	t.Setenv("BENCH_TREE_FILES", "")
 	t.Setenv("BENCH_TARGETS", "zfs")
 	if _, err := loadSettings(false, false); err == nil {
 		t.Error("unknown target accepted")

@@ -22,15 +22,16 @@ import (
 )
 
 // allTargets in their canonical order.
-var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot"}
+var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot"}
 
 // defaultTargets are the targets of a run without BENCH_TARGETS. The
 // others answer one question each and are asked for by name:
 // kmsfs-slot is kmsfs with key records in the file's slot only, as on a
 // backing file system without user xattrs, to measure what the
 // user.kmsfs.key xattr costs (on ext4 with 256-byte inodes, a block per
-// file).
-var defaultTargets = allTargets[:6]
+// file). kmsfs-plainnames is a default: issue 12 sets its requirement on
+// names against it, measured in the same run as kmsfs and gocryptfs.
+var defaultTargets = allTargets[:7]
 
 // A target is one filesystem the jobs run on.
 type target struct {
@@ -41,6 +42,9 @@ type target struct {
 	Status string `json:"status"`
 	// Note says why a target was skipped, or how it was set up.
 	Note string `json:"note,omitempty"`
+	// Prepared[job] is how long building a listing job's tree took, in
+	// seconds (once per target, before the first round).
+	Prepared map[string]float64 `json:"prepare_s,omitempty"`
 	// pids are the daemons whose CPU time each run records.
 	pids []int
 	// undo tears down what setup made, last first.
@@ -82,7 +86,8 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 			return err
 		}
 	}
-	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-aws": "kmsfs", "kmsfs-zstd": "kmsfs", "kmsfs-slot": "kmsfs"}[t.Name]
+	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-plainnames": "kmsfs",
+		"kmsfs-aws": "kmsfs", "kmsfs-zstd": "kmsfs", "kmsfs-slot": "kmsfs"}[t.Name]
 	if err := e.buildErr[bin]; err != nil {
 		return fmt.Errorf("%w: %w", errSkip, err)
 	}
@@ -96,6 +101,8 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 		return setupGocryptfs(ctx, e, t, base, backing, mnt)
 	case "kmsfs":
 		return setupKmsfs(ctx, e, t, base, backing, mnt)
+	case "kmsfs-plainnames":
+		return setupKmsfsPlainNames(ctx, e, t, base, backing, mnt)
 	case "kmsfs-zstd":
 		return setupKmsfs(ctx, e, t, base, backing, mnt, "--compress", "zstd")
 	case "kmsfs-aws":
@@ -163,6 +170,42 @@ func setupKmsfs(ctx context.Context, e env, t *target, base, backing, mnt string
 	return mountKmsfs(ctx, e, t, kenv, nil, backing, mnt)
 }
 
+// setupKmsfsPlainNames makes a CIPHERDIR with `kmsfs init
+// --plaintext-names` (names in the backing directory as they are in the
+// mount, issue 12) and mounts it; it fails with a clear note when this
+// build's init does not know the flag, or when the names still come out
+// encrypted.
+func setupKmsfsPlainNames(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+	err := setupKmsfs(ctx, e, t, base, backing, mnt, "--plaintext-names")
+	if err != nil {
+		if strings.Contains(err.Error(), "flag provided but not defined") {
+			return fmt.Errorf("this build's `kmsfs init` does not accept --plaintext-names (issue 12): %w", err)
+		}
+		return err
+	}
+	if t.Note != "names in plaintext" {
+		return fmt.Errorf("`kmsfs init --plaintext-names` made a tree whose names are not plaintext (%s)", t.Note)
+	}
+	return nil
+}
+
+// probeNames tells whether the mount at mnt stores names as they are (a
+// file made through the mount shows up under its own name in backing) or
+// encrypts them, and leaves nothing behind.
+func probeNames(backing, mnt string) (string, error) {
+	const probe = "kmsfs-bench-name-probe"
+	f, err := os.OpenFile(filepath.Join(mnt, probe), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("probe names: %w", err)
+	}
+	f.Close()
+	defer os.Remove(filepath.Join(mnt, probe))
+	if _, err := os.Lstat(filepath.Join(backing, probe)); err == nil {
+		return "names in plaintext", nil
+	}
+	return "names encrypted", nil
+}
+
 // setupKmsfsSlot makes a CIPHERDIR like setupKmsfs and, before mounting,
 // sets "key_record": "slot" in its kmsfs.conf, which is what `kmsfs init`
 // writes on a backing file system without user xattrs.
@@ -195,6 +238,15 @@ func mountKmsfs(ctx context.Context, e env, t *target, kenv, extra []string, bac
 		return nil
 	})
 	t.Dir, t.pids = mnt, daemonPIDs("kmsfs", mnt)
+	names, err := probeNames(backing, mnt)
+	if err != nil {
+		return err
+	}
+	if t.Note == "" {
+		t.Note = names
+	} else {
+		t.Note += "; " + names
+	}
 	return nil
 }
 
@@ -271,7 +323,7 @@ func setupKmsfsAWS(ctx context.Context, e env, t *target, base, backing, mnt str
 	if err := mountKmsfs(ctx, e, t, awsEnv, []string{"--kms-endpoint", endpoint}, backing, mnt); err != nil {
 		return err
 	}
-	t.Note = "key server " + endpoint
+	t.Note = "key server " + endpoint + "; " + t.Note
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // The checker behind `kmsfs fsck`: it reads every backing regular file of
@@ -64,7 +65,11 @@ type Problem struct {
 
 // FileReport is the result of checking one backing file.
 type FileReport struct {
-	Path          string    `json:"path"` // relative to CIPHERDIR
+	Path string `json:"path"` // relative to CIPHERDIR
+	// PlainPath is the entry's path in the mount (v2 trees only: in v1 it
+	// is Path), with "?" for each name that cannot be decrypted; "" for
+	// kmsfs's own entries, which have none.
+	PlainPath     string    `json:"plain_path,omitempty"`
 	FileID        string    `json:"file_id,omitempty"`
 	KeyID         string    `json:"key_id,omitempty"`
 	KeyMaterialID string    `json:"key_material_id,omitempty"`
@@ -78,6 +83,10 @@ type FileReport struct {
 	Freed int64 `json:"freed_bytes,omitempty"`
 	// Unavailable: the key service did not answer, the file was not checked.
 	Unavailable bool `json:"-"`
+	// NotFile: the report is about an entry other than a regular file (a
+	// directory, symlink, sidecar, temporary… of a v2 tree), which is not
+	// one of the files checked.
+	NotFile bool `json:"-"`
 }
 
 // Unhealthy reports whether the file has a problem that is not a warning
@@ -100,6 +109,13 @@ func (r *FileReport) add(kind string, chunkIndex int64, format string, args ...a
 type CheckOptions struct {
 	CipherDir string
 	Config    Config
+	// Names is the names key of a v2 tree (nil for v1): names, directory
+	// IDs, sidecars and symlink targets are checked too (check_v2.go).
+	Names *names.Keys
+	// Mounted says CIPHERDIR is mounted (fsck --repair --force): Repair
+	// then leaves temporaries, orphan sidecars and orphan long-target
+	// files alone, which a running mount may be writing.
+	Mounted bool
 	// Keys unwraps the key records; it should not be a cache that outlives
 	// the run (fsck asks the KMS itself).
 	Keys keysvc.Service
@@ -172,40 +188,50 @@ func Check(ctx context.Context, opts CheckOptions) (CheckSummary, error) {
 		return sum, fmt.Errorf("fsck: %w", err)
 	}
 	defer unix.Close(root)
-	var files []string
-	err = Walk(root, func(e Entry) error {
-		switch {
-		case e.IsDir():
-			sum.Directories++
-		case e.IsRegular():
-			files = append(files, e.Rel)
-		default:
-			sum.Other++
-		}
-		return nil
-	})
+	c := &checker{opts: opts, root: root, keys: map[string]*KeyUsage{}}
+	var files []fileJob
+	var entries []FileReport // findings about other entries than regular files (v2)
+	if opts.Names != nil {
+		files, entries, err = c.walkV2(root, opts.Names, &sum)
+	} else {
+		err = Walk(root, func(e Entry) error {
+			switch {
+			case e.IsDir():
+				sum.Directories++
+			case e.IsRegular():
+				files = append(files, fileJob{rel: e.Rel})
+			default:
+				sum.Other++
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return sum, fmt.Errorf("fsck: %s: %w", opts.CipherDir, err)
 	}
 	if opts.Files != nil {
 		opts.Files(len(files))
 	}
+	for _, rep := range entries {
+		c.tally(rep, &sum)
+	}
 	tctx, cancel := context.WithTimeout(ctx, opts.KMSTimeout)
-	trust := NewTrust(tctx, opts.Keys, opts.Config, nil)
+	c.trust = NewTrust(tctx, opts.Keys, opts.Config, nil)
 	cancel()
-	c := &checker{opts: opts, root: root, trust: trust, keys: map[string]*KeyUsage{}}
-	work := make(chan string)
+	work := make(chan fileJob)
 	var wg sync.WaitGroup
 	for range opts.Jobs {
 		wg.Go(func() {
-			for rel := range work {
-				rep := c.file(ctx, rel)
+			for job := range work {
+				rep := c.file(ctx, job.rel)
+				rep.PlainPath = job.plain
+				rep.Problems = append(job.pre, rep.Problems...)
 				c.done(rep, &sum)
 			}
 		})
 	}
-	for _, rel := range files {
-		work <- rel
+	for _, job := range files {
+		work <- job
 	}
 	close(work)
 	wg.Wait()
@@ -227,7 +253,8 @@ type checker struct {
 	xattrsOff bool
 }
 
-// done adds rep to the summary and hands it to the caller.
+// done adds rep, the report of a regular file, to the summary and hands it
+// to the caller.
 func (c *checker) done(rep FileReport, sum *CheckSummary) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -238,6 +265,32 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 	if rep.Unavailable {
 		sum.Unavailable++
 	}
+	if rep.FileID == "" && rep.PlaintextSize == 0 && !rep.Unhealthy() {
+		sum.Empty++
+	}
+	if rep.KeyID != "" {
+		k := c.keys[rep.KeyID]
+		if k == nil {
+			k = &KeyUsage{KeyID: rep.KeyID, Materials: map[string]int64{}}
+			c.keys[rep.KeyID] = k
+		}
+		k.Files++
+		k.Materials[rep.KeyMaterialID]++
+	}
+	c.tallyLocked(rep, sum)
+}
+
+// tally adds the findings of rep, the report of an entry that is not a
+// regular file (a directory, symlink, sidecar, temporary…), to the summary
+// and hands it to the caller.
+func (c *checker) tally(rep FileReport, sum *CheckSummary) {
+	rep.NotFile = true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tallyLocked(rep, sum)
+}
+
+func (c *checker) tallyLocked(rep FileReport, sum *CheckSummary) {
 	for _, p := range rep.Problems {
 		switch {
 		case p.Warning:
@@ -252,18 +305,6 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 	}
 	if rep.Unhealthy() {
 		sum.Damaged++
-	}
-	if rep.FileID == "" && len(rep.Problems) == 0 {
-		sum.Empty++
-	}
-	if rep.KeyID != "" {
-		k := c.keys[rep.KeyID]
-		if k == nil {
-			k = &KeyUsage{KeyID: rep.KeyID, Materials: map[string]int64{}}
-			c.keys[rep.KeyID] = k
-		}
-		k.Files++
-		k.Materials[rep.KeyMaterialID]++
 	}
 	if c.opts.Report != nil {
 		c.opts.Report(rep)

@@ -44,7 +44,7 @@ func TestRekeyRelinkDoesNotFollowSwappedDir(t *testing.T) {
 	}
 	outside := t.TempDir()
 	before := snapshot(t, outside)
-	rk, err := NewRekeyer(context.Background(), tt.dir, tt.cfg, tt.store, nil)
+	rk, err := NewRekeyer(context.Background(), tt.dir, tt.cfg, tt.store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

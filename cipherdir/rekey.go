@@ -17,6 +17,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // DefaultRekeyTimeout bounds the key service calls of one file's rekey.
@@ -38,6 +39,9 @@ type Rekeyer struct {
 	codecs chunk.Codecs
 	trust  *Trust
 	root   int
+	// names is the tree's names key (nil for a v1 tree): a v2 file's user
+	// attributes are bound to its file ID and re-encrypted under the new one.
+	names *names.Keys
 
 	// beforeRelink, when set (tests only), runs after the other hard
 	// links of a file were found and before they are re-linked: the
@@ -48,14 +52,15 @@ type Rekeyer struct {
 // NewRekeyer opens the CIPHERDIR dir (whose config is cfg) for Rekey with
 // the key service keys; only files whose records name a key cfg trusts
 // (NewTrust, resolved within ctx) are re-encrypted. codecs (de)compress
-// the files that are compressed; each keeps its compression. Close
-// releases it.
-func NewRekeyer(ctx context.Context, dir string, cfg Config, keys keysvc.Service, codecs chunk.Codecs) (*Rekeyer, error) {
+// the files that are compressed; each keeps its compression. nk is the
+// names key of a v2 tree (encrypted names and user attributes), nil for
+// v1. Close releases it.
+func NewRekeyer(ctx context.Context, dir string, cfg Config, keys keysvc.Service, codecs chunk.Codecs, nk *names.Keys) (*Rekeyer, error) {
 	root, err := OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Rekeyer{dir: dir, cfg: cfg, keys: keys, codecs: codecs, trust: NewTrust(ctx, keys, cfg, nil), root: root}, nil
+	return &Rekeyer{dir: dir, cfg: cfg, keys: keys, codecs: codecs, trust: NewTrust(ctx, keys, cfg, nil), root: root, names: nk}, nil
 }
 
 // Close releases the CIPHERDIR.
@@ -79,7 +84,9 @@ func tempName() string {
 // StartFile: the mount's create path); copy the plaintext chunk by chunk,
 // reserving the backing space of each write first as the mount does
 // (all-zero blocks stay holes); copy owner, mode, extended attributes and
-// times; fsync; check that the old file did not change meanwhile (its
+// times (in a v2 tree the encrypted user attributes are re-encrypted under
+// the new file ID, names/FORMAT.md: they are bound to it, and are on the
+// temporary file before it replaces the old one); fsync; check that the old file did not change meanwhile (its
 // size and times: a mount writing to it makes Rekey fail with ErrChanged
 // and replace nothing); rename the temporary file over the old name; then
 // give every other hard link of the old inode the new inode (relink).
@@ -165,7 +172,8 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	if err := copyPlaintext(tfd, dst, src, size, r.cfg.ChunkSize); err != nil {
 		return oldID, "", err
 	}
-	if err := copyMetadata(ofd, tfd, &st); err != nil {
+	xc := xattrCopier{names: r.names, old: names.ObjectID(key.Header.FileID), new: names.ObjectID(nh.FileID)}
+	if err := copyMetadata(ofd, tfd, &st, xc); err != nil {
 		return oldID, "", err
 	}
 	if err := unix.Fsync(tfd); err != nil {
@@ -337,27 +345,65 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// xattrCopier carries a file's encrypted user attributes (tree format v2)
+// from its old file ID to its new one. With names nil (a v1 tree) every
+// attribute is copied as it is.
+type xattrCopier struct {
+	names    *names.Keys
+	old, new names.ObjectID
+}
+
+// convert returns the backing name and value under which the backing
+// attribute name (value val) goes on the new file: itself, or for an
+// encrypted user attribute of a v2 tree, its plaintext re-encrypted under
+// the new file ID. An attribute that does not decrypt under the old ID
+// fails the rekey: copied as it is it would stay bound to the old ID, and
+// dropping it would lose it silently.
+func (x xattrCopier) convert(name string, val []byte) (string, []byte, error) {
+	if x.names == nil || !names.IsXattrBackingName(name) {
+		return name, val, nil
+	}
+	plain, err := x.names.DecryptXattrName(x.old, name, val)
+	if err != nil {
+		return "", nil, fmt.Errorf("xattr %s does not decrypt under the file's ID (remove or restore it first): %w", name, err)
+	}
+	v, err := x.names.DecryptXattrValue(x.old, plain, val)
+	if err != nil {
+		return "", nil, fmt.Errorf("xattr %s does not decrypt under the file's ID (remove or restore it first): %w", name, err)
+	}
+	defer clear(v)
+	return x.names.EncryptXattr(x.new, plain, v)
+}
+
 // copyMetadata gives the file tfd the owner, mode, extended attributes
-// (all but kmsfs's own) and access and modification times of st, the file
-// ofd. Owner goes before mode (chown clears set-ID bits); times go last.
-func copyMetadata(ofd, tfd int, st *unix.Stat_t) error {
+// (all but kmsfs's own; encrypted user attributes converted by xc) and
+// access and modification times of st, the file ofd. Owner goes before
+// mode (chown clears set-ID bits); times go last.
+func copyMetadata(ofd, tfd int, st *unix.Stat_t, xc xattrCopier) error {
 	if err := unix.Fchown(tfd, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("temporary file: chown: %w", err)
 	}
 	if err := unix.Fchmod(tfd, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("temporary file: chmod: %w", err)
 	}
-	names, err := listXattrs(ofd)
+	attrs, err := listXattrs(ofd)
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		if strings.HasPrefix(name, InternalXattrPrefix) {
+	for _, name := range attrs {
+		// kmsfs's own (the key record) stay behind; the encrypted user
+		// attributes of a v2 tree share the prefix but are the user's.
+		if strings.HasPrefix(name, InternalXattrPrefix) && (xc.names == nil || !names.IsXattrBackingName(name)) {
 			continue
 		}
 		val, err := getXattr(ofd, name)
 		if err == nil {
-			err = unix.Fsetxattr(tfd, name, val, 0)
+			var newName string
+			var newVal []byte
+			if newName, newVal, err = xc.convert(name, val); err != nil {
+				return fmt.Errorf("temporary file: %w", err)
+			}
+			err = unix.Fsetxattr(tfd, newName, newVal, 0)
 		}
 		if err != nil {
 			if strings.HasPrefix(name, "security.") && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP)) {

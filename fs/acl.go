@@ -111,22 +111,27 @@ type newMode struct {
 	inherit bool
 }
 
-// createPerm is the mode to create the backing entry with: perm's
-// permission bits when it inherits a default ACL (the ACL is masked by
-// them at creation), else private (the entry is chmod'ed to perm later).
+// createPerm is the mode to create the backing entry with: private (the
+// owner's bits the daemon needs to finish the entry: a key record, a
+// directory ID file), and when the entry inherits a default ACL also
+// perm's permission bits, by which the backing filesystem masks the ACL
+// (u::, the mask and o:: keep only what the mode allows).
 func (m newMode) createPerm(private uint32) uint32 {
 	if m.inherit {
-		return m.perm & 0o777
+		return m.perm&0o777 | private
 	}
 	return private
 }
 
 // finalPerm is the mode to leave a new entry with, given its mode st right
-// after creation: perm, or with inherit the permission bits the backing
-// filesystem gave it plus the set-ID and sticky bits asked for.
+// after creation with createPerm: perm, or with inherit the permission
+// bits the backing filesystem derived from the ACL, masked by perm (which
+// takes back what private added to the owner's), plus the set-ID and
+// sticky bits asked for. A chmod to it then leaves the ACL as inheriting
+// with mode perm would have made it.
 func (m newMode) finalPerm(st uint32) uint32 {
 	if m.inherit {
-		return m.perm&0o7000 | st&0o777
+		return m.perm&0o7000 | st&m.perm&0o777
 	}
 	return m.perm
 }

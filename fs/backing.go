@@ -34,23 +34,38 @@ func (d dirFD) close() {
 
 // backingRel returns the path of in relative to CIPHERDIR in backing names
 // ("" for the root). A node no longer in any directory (unlinked) has no
-// path: ENOENT.
+// path: ENOENT. With encrypted names each component is encrypted under
+// its parent's directory ID; an ID not known yet is read from the parent
+// resolved by the components before it, so a cold path costs one ID read
+// per directory, not a walk per directory.
 func (r *root) backingRel(in *gofs.Inode) ([]string, error) {
-	var parts []string
+	type step struct {
+		name   string
+		parent *gofs.Inode
+	}
+	var steps []step
 	for p := in; !p.IsRoot(); {
 		name, parent := p.Parent()
 		if parent == nil {
 			return nil, syscall.ENOENT
 		}
-		parts = append(parts, name)
+		steps = append(steps, step{name, parent})
 		p = parent
 	}
-	// Reverse into root-first order and translate each name.
-	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
-		parts[i], parts[j] = parts[j], parts[i]
-	}
-	for i, p := range parts {
-		b, err := backingName(i == 0, p)
+	parts := make([]string, len(steps))
+	for i := range steps {
+		s := steps[len(steps)-1-i] // root first
+		dirfd := r.fd
+		var d dirFD
+		if r.names != nil && i > 0 && nodeOf(s.parent).dirID.Load() == nil {
+			var err error
+			if d, err = r.resolveDir(parts[:i]); err != nil {
+				return nil, err
+			}
+			dirfd = d.fd
+		}
+		b, _, err := r.entryName(s.parent, dirfd, s.name, false)
+		d.close()
 		if err != nil {
 			return nil, err
 		}
@@ -101,12 +116,13 @@ func (r *root) locate(in *gofs.Inode) (dirFD, string, error) {
 	if parent == nil {
 		return dirFD{}, "", syscall.ENOENT
 	}
-	bn, err := backingName(parent.IsRoot(), name)
+	d, err := r.openDir(parent)
 	if err != nil {
 		return dirFD{}, "", err
 	}
-	d, err := r.openDir(parent)
+	bn, _, err := r.entryName(parent, d.fd, name, false)
 	if err != nil {
+		d.close()
 		return dirFD{}, "", err
 	}
 	return d, bn, nil

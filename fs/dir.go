@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"syscall"
 
@@ -45,7 +46,15 @@ func (d *dirHandle) load() syscall.Errno {
 	}
 	d.entries = d.entries[:0]
 	buf := make([]byte, 32<<10)
-	isRoot := d.n.IsRoot()
+	plain, errno := d.plainNames()
+	if errno != 0 {
+		return errno
+	}
+	if plain == nil {
+		// An empty directory that lost its ID file: nothing to list.
+		d.loaded, d.pos = true, 0
+		return 0
+	}
 	for {
 		nb, err := unix.ReadDirent(d.fd, buf)
 		if err != nil {
@@ -54,10 +63,30 @@ func (d *dirHandle) load() syscall.Errno {
 		if nb <= 0 {
 			break
 		}
-		d.entries = d.n.r.parseDirents(buf[:nb], isRoot, d.entries)
+		d.entries = d.n.r.parseDirents(buf[:nb], plain, d.entries)
 	}
 	d.loaded, d.pos = true, 0
 	return 0
+}
+
+// plainNames returns the function that gives a backing entry's name in
+// the mount: for encrypted names, decryption under the directory's ID
+// (nil for an empty directory without ID file); for plaintext names, the
+// name itself unless it is kmsfs's.
+func (d *dirHandle) plainNames() (func(string) (string, bool), syscall.Errno) {
+	r := d.n.r
+	if r.names == nil {
+		isRoot := d.n.IsRoot()
+		return func(b string) (string, bool) { return plainName(isRoot, b) }, 0
+	}
+	id, err := r.dirID(&d.n.Inode, d.fd, false)
+	if errors.Is(err, errEmptyNoID) {
+		return nil, 0
+	}
+	if err != nil {
+		return nil, r.errno("readdir", err)
+	}
+	return func(b string) (string, bool) { return r.decryptEntry(d.fd, id, b) }, 0
 }
 
 // Readdirent returns the next entry, or nil at the end.

@@ -13,6 +13,7 @@ import (
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // errnoOf is the one place that decides which errno an error becomes. It
@@ -39,6 +40,18 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, errReservedName):
 		return syscall.EPERM
+	case errors.Is(err, names.ErrNameTooLong), errors.Is(err, names.ErrTargetTooLong):
+		return syscall.ENAMETOOLONG
+	case errors.Is(err, names.ErrValueTooLarge):
+		return syscall.E2BIG
+	case errors.Is(err, names.ErrInvalidName), errors.Is(err, names.ErrDotName),
+		errors.Is(err, names.ErrEmptyName), errors.Is(err, names.ErrEmptyTarget),
+		errors.Is(err, names.ErrInvalidTarget), errors.Is(err, names.ErrNotUserXattr):
+		return syscall.EINVAL
+	case errors.Is(err, names.ErrEncoding), errors.Is(err, names.ErrAuthentication),
+		errors.Is(err, names.ErrPadding), errors.Is(err, names.ErrCorrupt),
+		errors.Is(err, names.ErrHashMismatch), errors.Is(err, cipherdir.ErrNoDirID):
+		return syscall.EIO
 	case errors.Is(err, errNoKey), errors.Is(err, errBadHeader), errors.Is(err, cipherdir.ErrUntrustedKey):
 		return syscall.EIO
 	}

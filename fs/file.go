@@ -85,11 +85,10 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, m newMode
 	// ACL the backing filesystem ignores the daemon's umask.
 	perm := m.perm
 	exact := r.umask >= 0 && perm&07000 == 0 && perm&uint32(r.umask) == 0
-	if m.inherit {
-		exact = perm&07000 == 0
-	}
 	createMode := m.createPerm(0o600)
-	if exact {
+	if m.inherit {
+		exact = createMode == perm
+	} else if exact {
 		createMode = perm
 	}
 	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)

@@ -22,6 +22,7 @@ import (
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/internal/testlog"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // requireFUSE skips the test when it cannot mount (no /dev/fuse, not
@@ -102,6 +103,27 @@ func mountFS(t *testing.T, edit ...func(*Options)) *testFS {
 		srv.Wait()
 	})
 	return tf
+}
+
+// withNames makes mountFS's tree an encrypted-names (v2) one: a random
+// names key and the root's ID file, as kmsfs init writes them.
+func withNames(t *testing.T) func(*Options) {
+	return func(o *Options) {
+		t.Helper()
+		k, err := names.New(randBytes(t, names.KeySize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := cipherdir.OpenRoot(o.CipherDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(root)
+		if err := cipherdir.WriteRootDirID(root, k); err != nil {
+			t.Fatal(err)
+		}
+		o.Names = k
+	}
 }
 
 func (tf *testFS) path(name string) string { return filepath.Join(tf.mnt, name) }

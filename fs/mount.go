@@ -28,6 +28,7 @@ import (
 	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/internal/secmem"
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // DefaultKMSTimeout bounds every key service call when Options.KMSTimeout
@@ -90,6 +91,12 @@ type Options struct {
 	// arena of the mount's own, warning on Logger when refused.
 	Memory *secmem.Arena
 
+	// Names encrypts and decrypts entry names, symlink targets and user
+	// extended attributes of an encrypted-names (v2) tree
+	// (cipherdir.OpenNames); nil for a plaintext-names (v1) tree. The
+	// root's ID file must exist (kmsfs init writes it).
+	Names *names.Keys
+
 	// beforeCreate, when set (tests only), runs in Create after the
 	// kernel's lookup found no entry and before the backing file is
 	// created, with the backing directory and name: a test makes the
@@ -144,6 +151,13 @@ type root struct {
 	ownMem  bool // mem is the mount's own: close releases it
 
 	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
+
+	// names is Options.Names: nil for plaintext names. nameCache keeps
+	// decrypted names; nameLog rate-limits the lines about names that do
+	// not decrypt (names.go).
+	names     *names.Keys
+	nameCache nameCache
+	nameLog   nameLogger
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
@@ -211,6 +225,16 @@ func newRoot(opts Options) (*node, error) {
 		dirs:  dirCache{now: time.Now},
 
 		beforeCreate: opts.beforeCreate,
+		names:        opts.Names,
+	}
+	rootNode := &node{r: r}
+	if r.names != nil {
+		id, err := cipherdir.ReadDirID(fd, r.names)
+		if err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("fs: the root of %s: %w", opts.CipherDir, err)
+		}
+		rootNode.dirID.Store(&id)
 	}
 	r.mem = opts.Memory
 	if r.mem == nil {
@@ -230,7 +254,7 @@ func newRoot(opts Options) (*node, error) {
 		}
 		r.pool = newKeyPool(r, size, min(recheck, maxPooledKeyAge))
 	}
-	return &node{r: r}, nil
+	return rootNode, nil
 }
 
 // close releases the backing tree descriptor; called once the mount is gone.

@@ -3,9 +3,15 @@ package fs
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/cipherdir"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // errReservedName reports a name in the mount that maps to an internal
@@ -13,18 +19,24 @@ import (
 // errno.go turns it into EPERM; Lookup answers ENOENT for it instead.
 var errReservedName = errors.New("name is reserved for kmsfs")
 
+// errEmptyNoID reports a v2 directory without an ID file that holds no
+// user entries (a crash in rmdir left it): it is empty, lookups find
+// nothing, and the first create in it gives it a fresh ID.
+var errEmptyNoID = errors.New("empty directory without ID file")
+
 // isReservedBacking reports whether a backing name in a directory (root
-// says whether it is CIPHERDIR itself) belongs to kmsfs and must never be
-// visible or reachable through the mount: cipherdir.IsInternalName.
+// says whether it is CIPHERDIR itself) of a plaintext-names (v1) tree
+// belongs to kmsfs and must never be visible or reachable through the
+// mount: cipherdir.IsInternalName.
 func isReservedBacking(root bool, name string) bool {
 	return cipherdir.IsInternalName(root, name)
 }
 
 // backingName translates a name in the mount into the name of the same
-// entry in the backing tree. root says whether the directory is the root
-// of the mount. It is the only place that does so: filename encryption, if
-// it comes, is a change here and in plainName alone. Names of internal
-// files fail with errReservedName.
+// entry in the backing tree of a plaintext-names (v1) tree. root says
+// whether the directory is the root of the mount. Names of internal
+// files fail with errReservedName. Encrypted names (v2) go through
+// root.entryName instead.
 func backingName(root bool, plain string) (string, error) {
 	if isReservedBacking(root, plain) {
 		return "", errReservedName
@@ -32,8 +44,9 @@ func backingName(root bool, plain string) (string, error) {
 	return plain, nil
 }
 
-// plainName is the inverse of backingName: the name a backing directory
-// entry has in the mount, or ok=false when the entry must stay hidden.
+// plainName is the inverse of backingName for v1 trees: the name a
+// backing directory entry has in the mount, or ok=false when the entry
+// must stay hidden.
 func plainName(root bool, backing string) (plain string, ok bool) {
 	if isReservedBacking(root, backing) {
 		return "", false
@@ -41,26 +54,197 @@ func plainName(root bool, backing string) (plain string, ok bool) {
 	return backing, true
 }
 
-// BackingPath translates a path relative to the root of a mount
-// ("dir/file", no leading slash; "" or "." for the root) into the path of
-// the same entry relative to CIPHERDIR, name by name through backingName.
-// Tools that map a mount path to its backing file (kmsfs info) use it so
-// they keep working when names get encrypted.
-func BackingPath(rel string) (string, error) {
-	rel = strings.Trim(rel, "/")
-	if rel == "" || rel == "." {
-		return ".", nil
+// nodeOf returns the kmsfs node of an Inode.
+func nodeOf(in *gofs.Inode) *node { return in.Operations().(*node) }
+
+// entryName returns the backing name of the entry plain in the directory
+// dir (whose backing directory is dirfd, or -1 to open it when needed)
+// and, for a long encrypted name, the encoded name its sidecar must hold
+// ("" otherwise). create says the caller is about to make the entry: an
+// empty directory that lost its ID file then gets a fresh one.
+func (r *root) entryName(dir *gofs.Inode, dirfd int, plain string, create bool) (backing, long string, err error) {
+	if r.names == nil {
+		b, err := backingName(dir.IsRoot(), plain)
+		return b, "", err
 	}
-	parts := strings.Split(rel, "/")
-	for i, p := range parts {
-		if p == "" || p == "." || p == ".." {
-			return "", fmt.Errorf("path %q: %q is not a plain name", rel, p)
-		}
-		b, err := backingName(i == 0, p)
+	id, err := r.dirID(dir, dirfd, create)
+	if err != nil {
+		return "", "", err
+	}
+	return cipherdir.EntryName(r.names, id, plain)
+}
+
+// dirID returns the ID of the directory dir of a v2 tree, read from its
+// ID file on first use and then kept on the node (an ID never changes; a
+// directory that is replaced is another inode and so another node).
+// dirfd is dir's backing directory, or -1 to open it. A directory without
+// ID file is errEmptyNoID when it holds no user entries (create: it gets
+// a fresh ID) and an error that becomes EIO otherwise.
+func (r *root) dirID(dir *gofs.Inode, dirfd int, create bool) (names.DirID, error) {
+	nd := nodeOf(dir)
+	if p := nd.dirID.Load(); p != nil {
+		return *p, nil
+	}
+	if dirfd < 0 {
+		d, err := r.openDir(dir)
 		if err != nil {
-			return "", fmt.Errorf("path %q: %w", rel, err)
+			return names.DirID{}, err
 		}
-		parts[i] = b
+		defer d.close()
+		dirfd = d.fd
 	}
-	return strings.Join(parts, "/"), nil
+	return r.loadDirID(nd, dirfd, create)
+}
+
+// loadDirID reads the ID file of the backing directory dirfd of nd and
+// keeps the ID on nd (see dirID).
+func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) {
+	id, err := cipherdir.ReadDirID(dirfd, r.names)
+	if errors.Is(err, cipherdir.ErrNoDirID) {
+		used, lerr := cipherdir.HasUserEntries(dirfd)
+		switch {
+		case lerr != nil:
+			return names.DirID{}, lerr
+		case used:
+			r.nameLog.log(r, "directory has entries but no ID file: its entries cannot be read (restore kmsfs.dirid from a backup; kmsfs fsck reports it)", "", err)
+			return names.DirID{}, fmt.Errorf("%w (directory with entries)", err)
+		case !create:
+			return names.DirID{}, errEmptyNoID
+		}
+		if r.readOnly {
+			return names.DirID{}, unix.EROFS
+		}
+		id, err = cipherdir.RepairDirID(dirfd, r.names)
+	}
+	if err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			r.nameLog.log(r, "directory ID file is damaged or forged: the directory's entries cannot be read", "", err)
+		}
+		return names.DirID{}, err
+	}
+	nd.dirID.Store(&id)
+	return id, nil
+}
+
+// decryptEntry returns the name in the mount of the backing entry backing
+// in the directory with ID id (backing directory dirfd), through the name
+// cache. ok is false for an entry that must not be listed: internal, or
+// one that does not decrypt (logged, rate-limited).
+func (r *root) decryptEntry(dirfd int, id names.DirID, backing string) (string, bool) {
+	k := names.Classify(backing)
+	if k != names.KindName && k != names.KindLongName {
+		return "", false
+	}
+	if p, ok := r.nameCache.get(id, backing); ok {
+		return p, true
+	}
+	p, err := cipherdir.DecryptEntry(dirfd, r.names, id, backing)
+	if err != nil {
+		r.nameLog.log(r, "backing entry left out of a listing: its name does not decrypt in this directory", backing, err)
+		return "", false
+	}
+	r.nameCache.put(id, backing, p)
+	return p, true
+}
+
+// nameCacheMax bounds the decrypted names kept in memory: at most this
+// many (directory ID, backing name) → name entries, about 250 bytes each
+// with a short name (≈ 16 MiB at the bound), in two generations.
+const nameCacheMax = 1 << 16
+
+// nameCache keeps recently decrypted names so that listing a directory
+// again decrypts nothing (and reads no sidecar). It is bounded by two
+// generations of at most nameCacheMax/2 entries: when the current one is
+// full it becomes the previous one and the old previous one is dropped,
+// so recently used entries (found in either, and moved to the current)
+// survive and memory never passes the bound. A name's decryption never
+// changes (the key, the directory ID and the backing name determine it),
+// so entries need no invalidation; a removed entry just ages out.
+type nameCache struct {
+	mu        sync.Mutex
+	cur, prev map[nameKey]string
+}
+
+type nameKey struct {
+	dir     names.DirID
+	backing string
+}
+
+func (c *nameCache) get(dir names.DirID, backing string) (string, bool) {
+	k := nameKey{dir, backing}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.cur[k]; ok {
+		return p, true
+	}
+	p, ok := c.prev[k]
+	if ok {
+		c.insert(k, p)
+	}
+	return p, ok
+}
+
+func (c *nameCache) put(dir names.DirID, backing, plain string) {
+	c.mu.Lock()
+	c.insert(nameKey{dir, backing}, plain)
+	c.mu.Unlock()
+}
+
+// insert adds k to the current generation, rotating when it is full. The
+// caller holds c.mu.
+func (c *nameCache) insert(k nameKey, plain string) {
+	if c.cur == nil || len(c.cur) >= nameCacheMax/2 {
+		c.prev, c.cur = c.cur, make(map[nameKey]string, 1024)
+	}
+	c.cur[k] = plain
+}
+
+// len returns the number of cached entries (both generations; an entry
+// in both counts twice).
+func (c *nameCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cur) + len(c.prev)
+}
+
+// nameLogWindow and nameLogBurst rate-limit the log lines about names
+// that do not decrypt: a damaged directory is listed again and again, and
+// the log should not grow with every ls.
+const (
+	nameLogWindow = time.Minute
+	nameLogBurst  = 20
+)
+
+// nameLogger writes at most nameLogBurst lines per nameLogWindow and
+// counts the ones it drops, reporting the count with the next line.
+type nameLogger struct {
+	mu         sync.Mutex
+	start      time.Time
+	n          int
+	suppressed atomic.Int64
+}
+
+func (l *nameLogger) log(r *root, msg, backing string, err error) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.start) >= nameLogWindow {
+		l.start, l.n = now, 0
+	}
+	ok := l.n < nameLogBurst
+	if ok {
+		l.n++
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.suppressed.Add(1)
+		return
+	}
+	attrs := []any{"err", err.Error()}
+	if backing != "" {
+		attrs = append(attrs, "backing_name", backing)
+	}
+	if s := l.suppressed.Swap(0); s > 0 {
+		attrs = append(attrs, "suppressed_before", s)
+	}
+	r.log.Error(msg, attrs...)
 }

@@ -2,7 +2,11 @@ package fs
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
 	"testing"
+
+	"github.com/kmsfs/kmsfs/names"
 )
 
 func TestNames(t *testing.T) {
@@ -42,21 +46,46 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestBackingPath(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"", "."}, {".", "."}, {"/", "."}, {"a", "a"}, {"a/b/c", "a/b/c"}, {"/a/b/", "a/b"},
-		{"sub/kmsfs.conf", "sub/kmsfs.conf"},
-		{"kmsfs.conf", ""}, {"a//b", ""}, {"a/../b", ""}, {"a/./b", ""},
-	} {
-		got, err := BackingPath(tc.in)
-		if tc.want == "" {
-			if err == nil {
-				t.Errorf("BackingPath(%q) = %q, want an error", tc.in, got)
+// TestNameCacheBound fills the name cache with three times its bound and
+// checks that it never holds more, and that a recently used entry
+// survives the rotations while an unused one does not.
+func TestNameCacheBound(t *testing.T) {
+	var c nameCache
+	var dir names.DirID
+	c.put(dir, "kept", "plain-kept")
+	c.put(dir, "dropped", "plain-dropped")
+	for i := 0; i < 3*nameCacheMax; i++ {
+		c.put(dir, fmt.Sprint("b", i), "p")
+		if i%1000 == 0 {
+			if _, ok := c.get(dir, "kept"); !ok {
+				t.Fatalf("a name used every 1,000 inserts was evicted at %d", i)
 			}
-			continue
 		}
-		if err != nil || got != tc.want {
-			t.Errorf("BackingPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		if n := c.len(); n > nameCacheMax {
+			t.Fatalf("cache holds %d entries, bound %d", n, nameCacheMax)
 		}
+	}
+	if _, ok := c.get(dir, "dropped"); ok {
+		t.Fatal("an unused name survived three times the bound")
+	}
+}
+
+// BenchmarkNameCacheMemory reports the heap bytes per cached name at the
+// bound (names of 20 bytes, backing names of 43: the common case).
+func BenchmarkNameCacheMemory(b *testing.B) {
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c := &nameCache{}
+		var dir names.DirID
+		for i := 0; i < nameCacheMax; i++ {
+			c.put(dir, fmt.Sprintf("%043d", i), fmt.Sprintf("%020d", i))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(c.len()), "B/name")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB@bound")
+		runtime.KeepAlive(c)
 	}
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/cipherdir"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // node is one inode of the mount (hard links share it: go-fuse finds the
@@ -18,6 +22,12 @@ import (
 type node struct {
 	gofs.Inode
 	r *root
+
+	// Kept once known, for encrypted-names (v2) trees only; none of them
+	// can change for the life of the inode (names.go, xattr.go).
+	dirID   atomic.Pointer[names.DirID]    // a directory's ID
+	objID   atomic.Pointer[names.ObjectID] // a regular file's file ID
+	linkLen atomic.Int64                   // a symlink's plaintext target length + 1 (0: unknown)
 }
 
 // newChild returns the Inode of a backing entry just stat'ed.
@@ -28,22 +38,31 @@ func (n *node) newChild(ctx context.Context, st *unix.Statx_t) *gofs.Inode {
 // child resolves a name in this directory: the backing directory and the
 // backing name. The caller closes the dirFD.
 func (n *node) child(name string) (dirFD, string, error) {
-	bn, err := backingName(n.IsRoot(), name)
-	if err != nil {
-		return dirFD{}, "", err
-	}
+	d, bn, _, err := n.childFor(name, false)
+	return d, bn, err
+}
+
+// childFor is child that also returns, for a long encrypted name, the
+// encoded name its sidecar holds; create says the caller is about to make
+// the entry (see root.entryName).
+func (n *node) childFor(name string, create bool) (dirFD, string, string, error) {
 	d, err := n.r.openDir(&n.Inode)
 	if err != nil {
-		return dirFD{}, "", err
+		return dirFD{}, "", "", err
 	}
-	return d, bn, nil
+	bn, long, err := n.r.entryName(&n.Inode, d.fd, name, create)
+	if err != nil {
+		d.close()
+		return dirFD{}, "", "", err
+	}
+	return d, bn, long, nil
 }
 
 // Lookup finds a child by name; the config file and other internal names
 // do not exist in the mount.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	d, bn, err := n.child(name)
-	if errors.Is(err, errReservedName) {
+	if errors.Is(err, errReservedName) || errors.Is(err, errEmptyNoID) {
 		return nil, syscall.ENOENT
 	}
 	if err != nil {
@@ -55,7 +74,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, n.r.errno("lookup", err)
 	}
 	n.r.fillAttr(&st, &out.Attr)
-	return n.newChild(ctx, &st), 0
+	child := n.newChild(ctx, &st)
+	if err := n.r.fixLinkSize(child, d.fd, bn, &out.Attr); err != nil {
+		return nil, n.r.errno("lookup", err)
+	}
+	return child, 0
 }
 
 // Getattr stats the backing entry (through the open handle when there is
@@ -86,7 +109,7 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		}
 	}
 	n.r.fillAttr(&st, &out.Attr)
-	return 0
+	return n.r.errno("getattr", n.r.fixLinkSize(&n.Inode, -1, "", &out.Attr))
 }
 
 // Setattr changes mode, owner, size and times, in that order of owner
@@ -189,7 +212,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return n.r.errno("setattr", err)
 	}
 	n.r.fillAttr(&st, &out.Attr)
-	return 0
+	return n.r.errno("setattr", n.r.fixLinkSize(&n.Inode, -1, "", &out.Attr))
 }
 
 func timespec(now bool, sec uint64, nsec uint32) unix.Timespec {
@@ -200,8 +223,9 @@ func timespec(now bool, sec uint64, nsec uint32) unix.Timespec {
 }
 
 // parseDirents appends the linux_dirent64 records in b to entries:
-// ino(8) off(8) reclen(2) type(1) name NUL-terminated.
-func (r *root) parseDirents(b []byte, isRoot bool, entries []fuse.DirEntry) []fuse.DirEntry {
+// ino(8) off(8) reclen(2) type(1) name NUL-terminated. plain gives each
+// backing name's name in the mount, or false to leave it out.
+func (r *root) parseDirents(b []byte, plain func(string) (string, bool), entries []fuse.DirEntry) []fuse.DirEntry {
 	for len(b) >= 19 {
 		ino := binary.NativeEndian.Uint64(b[0:8])
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
@@ -217,7 +241,7 @@ func (r *root) parseDirents(b []byte, isRoot bool, entries []fuse.DirEntry) []fu
 			}
 		}
 		b = b[reclen:]
-		name, ok := plainName(isRoot, string(raw))
+		name, ok := plain(string(raw))
 		if !ok {
 			continue
 		}
@@ -303,7 +327,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if e := n.r.writable(); e != 0 {
 		return nil, e
 	}
-	d, bn, err := n.child(name)
+	d, bn, long, err := n.childFor(name, true)
 	if err != nil {
 		return nil, n.r.errno("mkdir", err)
 	}
@@ -311,6 +335,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	m, err := n.r.newEntryMode(d.fd, mode)
 	if err != nil {
 		return nil, n.r.errno("mkdir", err)
+	}
+	if n.r.names != nil {
+		return n.mkdirV2(ctx, d.fd, bn, long, m, out)
 	}
 	if err := unix.Mkdirat(d.fd, bn, m.createPerm(0o700)); err != nil {
 		return nil, n.r.errno("mkdir", err)
@@ -324,6 +351,96 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	return n.newChild(ctx, &st), 0
 }
 
+// mkdirV2 makes a directory of an encrypted-names tree in the order of
+// names/FORMAT.md ("mkdir"), so that no crash and no second mount ever
+// leaves a directory visible under its name without its ID: it is made
+// under a temporary name, given its ID file (durable), its mode and
+// owner, and only then renamed into place without replacing anything.
+func (n *node) mkdirV2(ctx context.Context, dirfd int, bn, long string, m newMode, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	tmp := cipherdir.TempName()
+	if err := unix.Mkdirat(dirfd, tmp, m.createPerm(0o700)); err != nil {
+		return nil, n.r.errno("mkdir", err)
+	}
+	id := names.NewDirID()
+	err := n.r.initDir(dirfd, tmp, id)
+	var st unix.Statx_t
+	if err == nil {
+		_, err = n.finishNew(ctx, dirfd, tmp, m, syscall.S_IFDIR)
+	}
+	if err == nil && long != "" {
+		err = cipherdir.EnsureSidecar(dirfd, long)
+	}
+	if err == nil {
+		err = renameNoReplace(dirfd, tmp, bn)
+	}
+	if err == nil {
+		err = statAt(dirfd, bn, &st)
+	}
+	if err != nil {
+		cipherdir.RemoveTempDir(dirfd, tmp)
+		return nil, n.r.errno("mkdir", err)
+	}
+	n.r.fillAttr(&st, &out.Attr)
+	child := n.newChild(ctx, &st)
+	nodeOf(child).dirID.Store(&id)
+	return child, 0
+}
+
+// initDir writes the ID file of the new backing directory name in dirfd
+// and makes its directory entry durable.
+func (r *root) initDir(dirfd int, name string, id names.DirID) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := cipherdir.WriteDirID(fd, r.names, id); err != nil {
+		return err
+	}
+	return unix.Fsync(fd)
+}
+
+// renameNoReplace renames from to to in dirfd, failing with EEXIST when to
+// exists. A backing filesystem without RENAME_NOREPLACE (EINVAL) gets a
+// check and a plain rename, which is exact on one host and racy only
+// against another host creating the same name at the same instant.
+func renameNoReplace(dirfd int, from, to string) error {
+	err := unix.Renameat2(dirfd, from, dirfd, to, unix.RENAME_NOREPLACE)
+	if err != unix.EINVAL {
+		return err
+	}
+	var st unix.Statx_t
+	if err := statAt(dirfd, to, &st); err == nil {
+		return unix.EEXIST
+	} else if err != unix.ENOENT {
+		return err
+	}
+	return unix.Renameat(dirfd, from, dirfd, to)
+}
+
+// beforeEntry makes sure the sidecar of a long encrypted name exists
+// before an entry appears under its hashed name (names/FORMAT.md, "Long
+// names"); a no-op for short and plaintext names.
+func (r *root) beforeEntry(dirfd int, long string) error {
+	if long == "" {
+		return nil
+	}
+	return cipherdir.EnsureSidecar(dirfd, long)
+}
+
+// afterEntry checks again, once the entry exists, that its sidecar does:
+// another mount removing the same long name at the same time may have
+// removed it after beforeEntry. A failure is logged (the entry exists; fsck
+// reports a hashed entry without sidecar).
+func (r *root) afterEntry(dirfd int, long string) {
+	if long == "" {
+		return
+	}
+	if err := cipherdir.EnsureSidecar(dirfd, long); err != nil {
+		r.log.Error("could not write a long name's sidecar: the entry is left out of listings until kmsfs fsck", "err", err.Error())
+	}
+}
+
 // Mknod makes FIFOs, sockets and (when the daemon may) device nodes; a
 // regular file made by mknod(2) is an encrypted empty file like one made
 // by open(O_CREAT).
@@ -331,7 +448,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if e := n.r.writable(); e != 0 {
 		return nil, e
 	}
-	d, bn, err := n.child(name)
+	d, bn, long, err := n.childFor(name, true)
 	if err != nil {
 		return nil, n.r.errno("mknod", err)
 	}
@@ -339,6 +456,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	typ := mode & syscall.S_IFMT
 	m, err := n.r.newEntryMode(d.fd, mode)
 	if err != nil {
+		return nil, n.r.errno("mknod", err)
+	}
+	if err := n.r.beforeEntry(d.fd, long); err != nil {
 		return nil, n.r.errno("mknod", err)
 	}
 	var st unix.Statx_t
@@ -357,46 +477,69 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 			return nil, n.r.errno("mknod", err)
 		}
 	}
+	n.r.afterEntry(d.fd, long)
 	n.r.fillAttr(&st, &out.Attr)
 	return n.newChild(ctx, &st), 0
 }
 
 // Symlink makes a symbolic link owned by the caller. The target is stored
-// as given.
+// as given, or encrypted (names/FORMAT.md, "Symlink targets").
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if e := n.r.writable(); e != 0 {
 		return nil, e
 	}
-	d, bn, err := n.child(name)
+	d, bn, long, err := n.childFor(name, true)
 	if err != nil {
 		return nil, n.r.errno("symlink", err)
 	}
 	defer d.close()
-	if err := unix.Symlinkat(target, d.fd, bn); err != nil {
+	link := target
+	if n.r.names != nil {
+		if link, err = cipherdir.WriteTarget(n.r.fd, n.r.names, target); err != nil {
+			return nil, n.r.errno("symlink", err)
+		}
+	}
+	if err := n.r.beforeEntry(d.fd, long); err != nil {
+		n.r.dropLongTarget(link)
+		return nil, n.r.errno("symlink", err)
+	}
+	if err := unix.Symlinkat(link, d.fd, bn); err != nil {
+		if n.r.names != nil {
+			n.r.dropLongTarget(link)
+		}
 		return nil, n.r.errno("symlink", err)
 	}
 	st, err := n.finishNew(ctx, d.fd, bn, newMode{}, syscall.S_IFLNK)
 	if err != nil {
 		unix.Unlinkat(d.fd, bn, 0)
+		if n.r.names != nil {
+			n.r.dropLongTarget(link)
+		}
 		return nil, n.r.errno("symlink", err)
 	}
+	n.r.afterEntry(d.fd, long)
 	n.r.fillAttr(&st, &out.Attr)
-	return n.newChild(ctx, &st), 0
+	child := n.newChild(ctx, &st)
+	if n.r.names != nil {
+		out.Attr.Size = uint64(len(target))
+		nodeOf(child).linkLen.Store(int64(len(target)) + 1)
+	}
+	return child, 0
 }
 
-// Readlink returns a symlink's target.
+// Readlink returns a symlink's target, decrypted in an encrypted-names
+// tree.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	d, name, err := n.r.locate(&n.Inode)
 	if err != nil {
 		return nil, n.r.errno("readlink", err)
 	}
 	defer d.close()
-	buf := make([]byte, unix.PathMax+1)
-	nb, err := unix.Readlinkat(d.fd, name, buf)
+	t, err := n.r.target(n, d.fd, name)
 	if err != nil {
 		return nil, n.r.errno("readlink", err)
 	}
-	return buf[:nb], 0
+	return []byte(t), 0
 }
 
 // Link makes a hard link; the new name shares the inode, and so the data
@@ -414,20 +557,28 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, n.r.errno("link", err)
 	}
 	defer td.close()
-	d, bn, err := n.child(name)
+	d, bn, long, err := n.childFor(name, true)
 	if err != nil {
 		return nil, n.r.errno("link", err)
 	}
 	defer d.close()
+	if err := n.r.beforeEntry(d.fd, long); err != nil {
+		return nil, n.r.errno("link", err)
+	}
 	if err := unix.Linkat(td.fd, tname, d.fd, bn, 0); err != nil {
 		return nil, n.r.errno("link", err)
 	}
+	n.r.afterEntry(d.fd, long)
 	var st unix.Statx_t
 	if err := statAt(d.fd, bn, &st); err != nil {
 		return nil, n.r.errno("link", err)
 	}
 	n.r.fillAttr(&st, &out.Attr)
-	return n.newChild(ctx, &st), 0
+	child := n.newChild(ctx, &st)
+	if err := n.r.fixLinkSize(child, d.fd, bn, &out.Attr); err != nil {
+		return nil, n.r.errno("link", err)
+	}
+	return child, 0
 }
 
 // Unlink removes a non-directory.
@@ -444,24 +595,106 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 	if e := n.r.writable(); e != 0 {
 		return e
 	}
-	d, bn, err := n.child(name)
-	if errors.Is(err, errReservedName) {
+	d, bn, long, err := n.childFor(name, false)
+	if errors.Is(err, errReservedName) || errors.Is(err, errEmptyNoID) {
 		return syscall.ENOENT
 	}
 	if err != nil {
 		return n.r.errno("unlink", err)
 	}
 	defer d.close()
-	err = unix.Unlinkat(d.fd, bn, flags)
+	var oldLink string
+	switch {
+	case flags&unix.AT_REMOVEDIR != 0 && n.r.names != nil:
+		err = n.r.rmdirV2(d.fd, bn)
+	default:
+		if c := n.GetChild(name); n.r.names != nil && (c == nil || c.StableAttr().Mode == syscall.S_IFLNK) {
+			oldLink = n.r.longTargetOf(d.fd, bn)
+		}
+		err = unix.Unlinkat(d.fd, bn, flags)
+	}
 	if flags&unix.AT_REMOVEDIR != 0 {
 		n.r.dirs.clear()
+	}
+	if err == nil {
+		n.r.dropSidecar(d.fd, bn, long)
+		n.r.dropLongTarget(oldLink)
 	}
 	return n.r.errno("unlink", err)
 }
 
+// rmdirV2 removes the backing directory bn in dirfd of an encrypted-names
+// tree (names/FORMAT.md, "rmdir"): ENOTEMPTY while it holds a user entry;
+// otherwise kmsfs's own entries (ID file last) go, then the directory. If
+// the rmdir still fails (another mount created an entry meanwhile, or a
+// foreign file is there), the same ID is written back so the directory's
+// entries stay readable.
+func (r *root) rmdirV2(dirfd int, bn string) error {
+	fd, err := unix.Openat(dirfd, bn, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ELOOP {
+		return unix.ENOTDIR
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if used, err := cipherdir.HasUserEntries(fd); err != nil {
+		return err
+	} else if used {
+		return unix.ENOTEMPTY
+	}
+	id, idErr := cipherdir.ReadDirID(fd, r.names)
+	if err := cipherdir.ClearInternal(fd); err != nil {
+		return err
+	}
+	err = unix.Unlinkat(dirfd, bn, unix.AT_REMOVEDIR)
+	if err != nil && idErr == nil {
+		if werr := cipherdir.WriteDirID(fd, r.names, id); werr != nil && werr != unix.EEXIST && !errors.Is(werr, unix.EEXIST) {
+			r.log.Error("rmdir failed and the directory's ID file could not be written back", "err", werr.Error())
+		}
+	}
+	return err
+}
+
+// emptyForReplace prepares the backing entry bn in dirfd, when it is a
+// directory, to be replaced by a rename: ENOTEMPTY while it holds a user
+// entry, else its internal entries are removed (as rmdirV2 does) and the
+// returned function, called once the rename is done, writes its ID back
+// if the rename failed. For anything else it does nothing.
+func (r *root) emptyForReplace(dirfd int, bn string) (func(failed bool), error) {
+	fd, err := unix.Openat(dirfd, bn, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil // not a directory, or not there: nothing to prepare
+	}
+	used, err := cipherdir.HasUserEntries(fd)
+	if err != nil || used {
+		unix.Close(fd)
+		if used {
+			return nil, unix.ENOTEMPTY
+		}
+		return nil, err
+	}
+	id, idErr := cipherdir.ReadDirID(fd, r.names)
+	if err := cipherdir.ClearInternal(fd); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return func(failed bool) {
+		defer unix.Close(fd)
+		if !failed || idErr != nil {
+			return
+		}
+		if err := cipherdir.WriteDirID(fd, r.names, id); err != nil && !errors.Is(err, unix.EEXIST) {
+			r.log.Error("rename failed and the replaced directory's ID file could not be written back", "err", err.Error())
+		}
+	}, nil
+}
+
 // Rename moves name to newName in newParent with renameat2 flags: 0,
 // RENAME_NOREPLACE, RENAME_EXCHANGE (and RENAME_WHITEOUT when the backing
-// filesystem allows it).
+// filesystem allows it). With encrypted names, a long destination name's
+// sidecar is written first and a long source name's removed after; an
+// exchange moves no name, so both sidecars stay.
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	if e := n.r.writable(); e != 0 {
 		return e
@@ -470,17 +703,39 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if !ok || np.r != n.r {
 		return syscall.EXDEV
 	}
-	d1, b1, err := n.child(name)
+	d1, b1, long1, err := n.childFor(name, false)
 	if err != nil {
 		return n.r.errno("rename", err)
 	}
 	defer d1.close()
-	d2, b2, err := np.child(newName)
+	d2, b2, long2, err := np.childFor(newName, true)
 	if err != nil {
 		return n.r.errno("rename", err)
 	}
 	defer d2.close()
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	var oldLink string
+	if n.r.names != nil && !exchange {
+		if err := n.r.beforeEntry(d2.fd, long2); err != nil {
+			return n.r.errno("rename", err)
+		}
+		if c := np.GetChild(newName); c == nil || c.StableAttr().Mode == syscall.S_IFLNK {
+			oldLink = n.r.longTargetOf(d2.fd, b2)
+		}
+	}
+	var restore func(failed bool)
+	if n.r.names != nil && !exchange && flags&unix.RENAME_NOREPLACE == 0 {
+		// A directory replaced by rename must be empty for the backing
+		// filesystem too: its ID file goes first, and comes back if the
+		// rename fails.
+		if restore, err = n.r.emptyForReplace(d2.fd, b2); err != nil {
+			return n.r.errno("rename", err)
+		}
+	}
 	err = unix.Renameat2(d1.fd, b1, d2.fd, b2, uint(flags))
+	if restore != nil {
+		restore(err != nil)
+	}
 	// Cached descriptors follow their directories through a rename; the
 	// cache is emptied anyway when a directory moves or is replaced (see
 	// dirCache). The kernel has looked up the source, so an unknown one
@@ -488,6 +743,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	src, dst := n.GetChild(name), np.GetChild(newName)
 	if src == nil || isDir(src) || (dst != nil && isDir(dst)) {
 		n.r.dirs.clear()
+	}
+	if err == nil && n.r.names != nil && !exchange {
+		n.r.afterEntry(d2.fd, long2)
+		n.r.dropSidecar(d1.fd, b1, long1)
+		n.r.dropLongTarget(oldLink)
 	}
 	return n.r.errno("rename", err)
 }
@@ -520,13 +780,16 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if e := n.r.writable(); e != 0 {
 		return nil, nil, 0, e
 	}
-	d, bn, err := n.child(name)
+	d, bn, long, err := n.childFor(name, true)
 	if err != nil {
 		return nil, nil, 0, n.r.errno("create", err)
 	}
 	defer d.close()
 	m, err := n.r.newEntryMode(d.fd, mode)
 	if err != nil {
+		return nil, nil, 0, n.r.errno("create", err)
+	}
+	if err := n.r.beforeEntry(d.fd, long); err != nil {
 		return nil, nil, 0, n.r.errno("create", err)
 	}
 	if n.r.beforeCreate != nil {
@@ -539,6 +802,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.r.errno("create", err)
 	}
+	n.r.afterEntry(d.fd, long)
 	n.r.fillAttr(&st, &out.Attr)
 	return n.newChild(ctx, &st), h, 0, 0
 }

@@ -3,10 +3,14 @@ package fs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/chunk"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // securityCapability is the attribute the kernel asks for on every
@@ -42,6 +46,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if attr == securityCapability || isInternalXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	if n.r.names != nil && strings.HasPrefix(attr, names.UserXattrPrefix) {
+		return n.getxattrV2(attr, dest)
+	}
 	p, done, err := n.xattrPath()
 	if err != nil {
 		return 0, n.r.errno("getxattr", err)
@@ -72,13 +79,23 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if err != nil {
 		return 0, n.r.errno("listxattr", err)
 	}
-	out := buf[:0]
-	for _, name := range bytes.Split(buf[:sz], []byte{0}) {
-		if len(name) == 0 || isInternalXattr(string(name)) {
-			continue
+	var out []byte
+	if n.r.names != nil {
+		if out, err = n.listV2(p, buf[:sz]); err != nil {
+			return 0, n.r.errno("listxattr", err)
 		}
-		out = append(out, name...)
-		out = append(out, 0)
+	} else {
+		out = buf[:0]
+		for _, name := range bytes.Split(buf[:sz], []byte{0}) {
+			if len(name) == 0 || isInternalXattr(string(name)) {
+				continue
+			}
+			out = append(out, name...)
+			out = append(out, 0)
+		}
+	}
+	if len(out) > maxXattrList {
+		return 0, syscall.E2BIG
 	}
 	if len(dest) == 0 {
 		return uint32(len(out)), 0
@@ -109,6 +126,17 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return n.r.errno("setxattr", err)
 	}
 	defer done()
+	if n.r.names != nil && strings.HasPrefix(attr, names.UserXattrPrefix) {
+		obj, err := n.objectID(p)
+		if err != nil {
+			return n.r.errno("setxattr", err)
+		}
+		backing, blob, err := n.r.names.EncryptXattr(obj, attr, data)
+		if err != nil {
+			return n.r.errno("setxattr", err)
+		}
+		attr, data = backing, blob
+	}
 	return n.r.errno("setxattr", unix.Lsetxattr(p, attr, data, int(flags)))
 }
 
@@ -128,5 +156,149 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return n.r.errno("removexattr", err)
 	}
 	defer done()
+	if n.r.names != nil && strings.HasPrefix(attr, names.UserXattrPrefix) {
+		obj, err := n.objectID(p)
+		if err != nil {
+			return n.r.errno("removexattr", err)
+		}
+		if attr, err = n.r.names.XattrBackingName(obj, attr); err != nil {
+			return n.r.errno("removexattr", err)
+		}
+	}
 	return n.r.errno("removexattr", unix.Lremovexattr(p, attr))
+}
+
+// The user attributes of an encrypted-names (v2) tree: names and values
+// are encrypted and bound to their object (names/FORMAT.md, "Extended
+// attributes"); other namespaces pass through as in a v1 tree.
+
+// objectID returns the object ID of the node's user attributes: a
+// directory's ID or a regular file's file ID (from its header; both are
+// kept on the node). Linux allows user attributes only on those two kinds
+// (EPERM otherwise, as the kernel answers). p names the backing entry
+// (xattrPath).
+func (n *node) objectID(p string) (names.ObjectID, error) {
+	switch n.StableAttr().Mode {
+	case syscall.S_IFDIR:
+		id, err := n.r.dirID(&n.Inode, -1, false)
+		return names.ObjectID(id), err
+	case syscall.S_IFREG:
+	default:
+		return names.ObjectID{}, syscall.EPERM
+	}
+	if id := n.objID.Load(); id != nil {
+		return *id, nil
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return names.ObjectID{}, err
+	}
+	defer unix.Close(fd)
+	hdr := make([]byte, chunk.HeaderSize)
+	if m, err := unix.Pread(fd, hdr, 0); err != nil {
+		return names.ObjectID{}, err
+	} else if m < len(hdr) {
+		return names.ObjectID{}, fmt.Errorf("user attributes: the file has no header yet: %w", errBadHeader)
+	}
+	h, err := chunk.ParseHeader(hdr)
+	if err != nil {
+		return names.ObjectID{}, fmt.Errorf("user attributes: %w", err)
+	}
+	id := names.ObjectID(h.FileID)
+	n.objID.Store(&id)
+	return id, nil
+}
+
+// xattrBlobMax is the largest backing value read: Linux's XATTR_SIZE_MAX.
+const xattrBlobMax = names.XattrSizeMax
+
+// getxattrV2 reads and decrypts one user attribute. A size probe (dest
+// empty) and ERANGE answer the plaintext size.
+func (n *node) getxattrV2(attr string, dest []byte) (uint32, syscall.Errno) {
+	p, done, err := n.xattrPath()
+	if err != nil {
+		return 0, n.r.errno("getxattr", err)
+	}
+	defer done()
+	obj, err := n.objectID(p)
+	if err != nil {
+		return 0, n.r.errno("getxattr", err)
+	}
+	backing, err := n.r.names.XattrBackingName(obj, attr)
+	if err != nil {
+		return 0, n.r.errno("getxattr", err)
+	}
+	blob := make([]byte, xattrBlobMax)
+	sz, err := unix.Lgetxattr(p, backing, blob)
+	if err != nil {
+		return 0, n.r.errno("getxattr", err)
+	}
+	v, err := n.r.names.DecryptXattrValue(obj, attr, blob[:sz])
+	if err != nil {
+		n.r.nameLog.log(n.r, "user attribute value does not decrypt for this file (edited, or copied from another file or attribute)", backing, err)
+		return 0, n.r.errno("getxattr", err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// listV2 turns the backing attribute list of the node (at p) into the
+// plaintext one: encrypted user attributes decrypted (the hashed form
+// through its value), other namespaces passed through, and kmsfs's own and
+// foreign user attributes (a plaintext user.* name in a v2 tree) left out.
+// An attribute whose name does not decrypt for this object is left out and
+// logged.
+func (n *node) listV2(p string, list []byte) ([]byte, error) {
+	var out []byte
+	var obj names.ObjectID
+	haveObj := false
+	var blob []byte
+	for _, b := range bytes.Split(list, []byte{0}) {
+		name := string(b)
+		switch {
+		case name == "":
+			continue
+		case names.IsXattrBackingName(name):
+		case strings.HasPrefix(name, names.UserXattrPrefix):
+			continue // kmsfs's own, or not written by kmsfs
+		default:
+			out = append(out, name...)
+			out = append(out, 0)
+			continue
+		}
+		if !haveObj {
+			var err error
+			if obj, err = n.objectID(p); err != nil {
+				return nil, err
+			}
+			haveObj = true
+		}
+		var val []byte
+		if names.IsHashedXattrName(name) {
+			if blob == nil {
+				blob = make([]byte, xattrBlobMax)
+			}
+			sz, err := unix.Lgetxattr(p, name, blob)
+			if err == unix.ENODATA {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			val = blob[:sz]
+		}
+		plain, err := n.r.names.DecryptXattrName(obj, name, val)
+		if err != nil {
+			n.r.nameLog.log(n.r, "user attribute left out of a listing: its name does not decrypt for this file", name, err)
+			continue
+		}
+		out = append(out, plain...)
+		out = append(out, 0)
+	}
+	return out, nil
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -47,7 +49,24 @@ type nsDiffer struct {
 
 // nsPaths is the pool every operation draws from; nesting makes rename into
 // a subdirectory, non-empty rmdir and similar cases common.
-var nsPaths = []string{"a", "b", "c", "a/a", "a/b", "b/a", "b/c", "a/a/a", "a/a/b", "c/a"}
+// nsLong is a name of NAME_MAX bytes: with encrypted names it is stored
+// under a hash with a sidecar, so every operation on it exercises the
+// long-name paths.
+var nsLong = "L" + strings.Repeat("n", 254)
+
+var nsPaths = []string{"a", "b", "c", "a/a", "a/b", "b/a", "b/c", "a/a/a", "a/a/b", "c/a",
+	nsLong, "a/" + nsLong, nsLong + "/a", nsLong + "/" + nsLong}
+
+// nsTargets are the symlink targets drawn from: relative ones that stay
+// inside the tree, so that both trees resolve alike (a target climbing
+// out of the mount would resolve to the host's files, and a rename
+// between the two then fails with EXDEV), up to PATH_MAX-1 bytes (4,095).
+var nsTargets = []string{"a", "../b", "a/b", "nonexistent", ".", "../a/a", nsLong,
+	strings.Repeat("./", 2047) + "a", strings.Repeat("x", 200) + "/" + strings.Repeat("y/", 1947)}
+
+// nsXattrs are the attribute names drawn from (user.* up to
+// XATTR_NAME_MAX: the long one is stored hashed with encrypted names).
+var nsXattrs = []string{"user.a", "user.b", "user." + strings.Repeat("x", 250)}
 
 func (nd *nsDiffer) path() string { return nsPaths[nd.r.IntN(len(nsPaths))] }
 
@@ -84,7 +103,7 @@ func (nd *nsDiffer) both(what string, op func(root string) error) {
 func (nd *nsDiffer) randomOp() {
 	p, q := nd.path(), nd.path()
 	j := func(root, rel string) string { return filepath.Join(root, rel) }
-	switch op := nd.r.IntN(15); op {
+	switch op := nd.r.IntN(18); op {
 	case 0, 1:
 		nd.both("mkdir "+p, func(root string) error { return unix.Mkdir(j(root, p), 0o755) })
 	case 2:
@@ -113,8 +132,8 @@ func (nd *nsDiffer) randomOp() {
 		nd.both("link "+p+" "+q, func(root string) error { return unix.Link(j(root, p), j(root, q)) })
 	case 9:
 		// Relative targets only, so that both trees resolve alike.
-		target := []string{"a", "../b", "a/b", "nonexistent", ".", "../a/a"}[nd.r.IntN(6)]
-		nd.both("symlink "+target+" "+p, func(root string) error { return unix.Symlink(target, j(root, p)) })
+		target := nsTargets[nd.r.IntN(len(nsTargets))]
+		nd.both(fmt.Sprintf("symlink (%d bytes) %s", len(target), p), func(root string) error { return unix.Symlink(target, j(root, p)) })
 	case 10:
 		nd.record("readlink %s", p)
 		mt, merr := readlink(j(nd.mnt, p))
@@ -142,6 +161,25 @@ func (nd *nsDiffer) randomOp() {
 			_, err = unix.Write(fd, data)
 			return err
 		})
+	case 15:
+		name := nsXattrs[nd.r.IntN(len(nsXattrs))]
+		value := randomBytes(nd.r, nd.r.IntN(300))
+		flags := []int{0, unix.XATTR_CREATE, unix.XATTR_REPLACE}[nd.r.IntN(3)]
+		nd.both(fmt.Sprintf("setxattr %s %.12s %d bytes flags %d", p, name, len(value), flags), func(root string) error {
+			return unix.Lsetxattr(j(root, p), name, value, flags)
+		})
+	case 16:
+		name := nsXattrs[nd.r.IntN(len(nsXattrs))]
+		nd.both(fmt.Sprintf("removexattr %s %.12s", p, name), func(root string) error {
+			return unix.Lremovexattr(j(root, p), name)
+		})
+	case 17:
+		nd.record("xattrs %s", p)
+		mx, merr := xattrString(j(nd.mnt, p))
+		rx, rerr := xattrString(j(nd.ref, p))
+		if errnoOf(merr) != errnoOf(rerr) || mx != rx {
+			nd.mismatch("xattrs %s: mount (%q, %v), reference (%q, %v)", p, mx, merr, rx, rerr)
+		}
 	default:
 		nd.record("read %s", p)
 		mb, merr := readAll(j(nd.mnt, p))
@@ -170,27 +208,49 @@ func (nd *nsDiffer) compareTrees(when string) {
 		if errnoOf(merr) != errnoOf(rerr) || !bytes.Equal(mb, rb) {
 			nd.mismatch("%s: read %s: mount (%d bytes, %v), reference (%d bytes, %v)", when, p, len(mb), merr, len(rb), rerr)
 		}
+		mx, merr := xattrString(filepath.Join(nd.mnt, p))
+		rx, rerr := xattrString(filepath.Join(nd.ref, p))
+		if errnoOf(merr) != errnoOf(rerr) || mx != rx {
+			nd.mismatch("%s: xattrs %s: mount (%q, %v), reference (%q, %v)", when, p, mx, merr, rx, rerr)
+		}
+	}
+	for _, dir := range append([]string{"."}, nsPaths...) {
+		ml, merr := dirNames(filepath.Join(nd.mnt, dir))
+		rl, rerr := dirNames(filepath.Join(nd.ref, dir))
+		if errnoOf(merr) != errnoOf(rerr) || ml != rl {
+			nd.mismatch("%s: readdir %s: mount (%q, %v), reference (%q, %v)", when, dir, ml, merr, rl, rerr)
+		}
 	}
 }
 
-// nsStat describes what must agree between the trees.
-func nsStat(path string, follow bool) (string, error) {
-	var st unix.Stat_t
-	var err error
-	if follow {
-		err = unix.Stat(path, &st)
-	} else {
-		err = unix.Lstat(path, &st)
-	}
+// dirNames lists a directory, sorted, as one string.
+func dirNames(path string) (string, error) {
+	ents, err := os.ReadDir(path)
 	if err != nil {
 		return "", err
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return fmt.Sprintf("dir mode=%o nlink=%d", st.Mode, st.Nlink), nil
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
 	}
-	return fmt.Sprintf("mode=%o nlink=%d size=%d", st.Mode, st.Nlink, st.Size), nil
+	sort.Strings(names)
+	return strings.Join(names, "/"), nil
 }
 
+// xattrString returns the user.* attributes of path (not following a
+// symlink), sorted, with their values, as one string.
+func xattrString(path string) (string, error) {
+	m, err := userXattrs(path)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for name, v := range m {
+		out = append(out, fmt.Sprintf("%s=%x", name, v))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " "), nil
+}
 func readlink(path string) (string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Readlink(path, buf)
@@ -219,4 +279,22 @@ func readAll(path string) ([]byte, error) {
 		}
 		out = append(out, buf[:n]...)
 	}
+}
+
+// nsStat describes what must agree between the trees.
+func nsStat(path string, follow bool) (string, error) {
+	var st unix.Stat_t
+	var err error
+	if follow {
+		err = unix.Stat(path, &st)
+	} else {
+		err = unix.Lstat(path, &st)
+	}
+	if err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Sprintf("dir mode=%o nlink=%d", st.Mode, st.Nlink), nil
+	}
+	return fmt.Sprintf("mode=%o nlink=%d size=%d", st.Mode, st.Nlink, st.Size), nil
 }

@@ -9,8 +9,11 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/codec"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // Errors that carry fsck's outcome to exitCode. Their messages are the
@@ -65,17 +68,28 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withHint(withKind(errCipherDir, err), "CIPHERDIR must be a directory made by 'kmsfs init'")
 	}
-	if *repair && !*force {
-		if m, ok := mountOf(dir); ok {
-			return withHint(withKind(errCipherDir, fmt.Errorf("fsck: %s is mounted at %s; --repair needs it unmounted", dir, m)),
-				"run 'kmsfs unmount "+m+"' first, or check without --repair")
-		}
+	mountpoint, mounted := mountOf(dir)
+	if *repair && !*force && mounted {
+		return withHint(withKind(errCipherDir, fmt.Errorf("fsck: %s is mounted at %s; --repair needs it unmounted", dir, mountpoint)),
+			"run 'kmsfs unmount "+mountpoint+"' first, or check without --repair")
 	}
 	svc, closeSvc, err := openKeyService(ctx, cfg.KMS, &ks, *endpoint, env, nil)
 	if err != nil {
 		return err
 	}
 	defer closeSvc()
+	var nk *names.Keys
+	if hasEncryptedNames(cfg) {
+		root, err := cipherdir.OpenRoot(dir)
+		if err != nil {
+			return withKind(errCipherDir, err)
+		}
+		nk, err = openNamesKey(ctx, svc, cfg, root)
+		unix.Close(root)
+		if err != nil {
+			return fmt.Errorf("fsck: names key: %w", err)
+		}
+	}
 
 	var prog *progress
 	var found []cipherdir.FileReport
@@ -84,13 +98,17 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		CipherDir:      dir,
 		Config:         cfg,
 		Keys:           svc,
+		Names:          nk,
+		Mounted:        mounted,
 		Codecs:         codec.All(),
 		Repair:         *repair,
 		ZeroUnreadable: *zero,
 		Jobs:           *jobs,
 		Files:          func(n int) { prog = newProgress(env.Stderr, "fsck", int64(n)) },
 		Report: func(r cipherdir.FileReport) {
-			prog.add(1)
+			if !r.NotFile {
+				prog.add(1)
+			}
 			if len(r.Problems) == 0 {
 				return
 			}
@@ -182,8 +200,15 @@ func countFiles(found []cipherdir.FileReport) int {
 }
 
 // printFileReport prints one line per finding:
-// PATH: file ID: chunk N: KIND: detail [repaired: …].
+// PATH: file ID: chunk N: KIND: detail [repaired: …]. In a tree with
+// encrypted names PATH is "PLAIN (backing BACKING)" for user entries
+// ("?" for a name that does not decrypt) and the backing path for
+// kmsfs's own.
 func printFileReport(w io.Writer, r cipherdir.FileReport) {
+	path := r.Path
+	if r.PlainPath != "" {
+		path = r.PlainPath + " (backing " + r.Path + ")"
+	}
 	id := r.FileID
 	if id == "" {
 		id = "-"
@@ -197,7 +222,7 @@ func printFileReport(w io.Writer, r cipherdir.FileReport) {
 		if p.Warning {
 			level = "warning: "
 		}
-		line := fmt.Sprintf("%s: file %s: %s: %s%s: %s", r.Path, id, where, level, p.Kind, p.Detail)
+		line := fmt.Sprintf("%s: file %s: %s: %s%s: %s", path, id, where, level, p.Kind, p.Detail)
 		switch {
 		case p.Repaired:
 			line += " [repaired: " + p.Repair + "]"
@@ -211,7 +236,7 @@ func printFileReport(w io.Writer, r cipherdir.FileReport) {
 		for i, c := range r.Zeroed {
 			s[i] = fmt.Sprint(c)
 		}
-		fmt.Fprintf(w, "%s: file %s: zeroed chunks: %s\n", r.Path, id, strings.Join(s, " "))
+		fmt.Fprintf(w, "%s: file %s: zeroed chunks: %s\n", path, id, strings.Join(s, " "))
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/kmsfs/kmsfs/cipherdir"
@@ -28,5 +29,18 @@ func TestFsckResult(t *testing.T) {
 		if got := exitCode(fsckResult(tt.sum, tt.repair)); got != tt.want {
 			t.Errorf("%s: exit %d, want %d", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestPrintFileReportPlainPath: a v2 finding names the plaintext path and
+// the backing one; kmsfs's own entries and v1 files their backing path.
+func TestPrintFileReportPlainPath(t *testing.T) {
+	var b strings.Builder
+	p := []cipherdir.Problem{{Kind: cipherdir.ProblemNameBad, Chunk: cipherdir.NoChunk, Detail: "d"}}
+	printFileReport(&b, cipherdir.FileReport{Path: "Xa/Yb", PlainPath: "docs/?", Problems: p})
+	printFileReport(&b, cipherdir.FileReport{Path: "kmsfs.tmp.1", Problems: p})
+	want := "docs/? (backing Xa/Yb): file -: file: name-bad: d\nkmsfs.tmp.1: file -: file: name-bad: d\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }

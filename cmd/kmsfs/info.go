@@ -13,6 +13,7 @@ import (
 // names are part of the user-facing contract.
 type fileInfo struct {
 	Path           string `json:"path"`
+	PlainPath      string `json:"plain_path"` // relative to the mount's root; "" when unknown (a backing file outside a CIPHERDIR, or a name that does not decrypt)
 	BackingPath    string `json:"backing_path"`
 	KeyID          string `json:"key_id"`
 	KeyMaterialID  string `json:"key_material_id"`
@@ -26,11 +27,16 @@ type fileInfo struct {
 }
 
 // runInfo implements `kmsfs info [--json] PATH`. It reads the backing
-// file's header and key xattr only: no key service is contacted and no
-// content is decrypted, so what it prints is what the file claims.
-func runInfo(_ context.Context, args []string, env *Env) error {
+// file's header and key xattr only: no content is decrypted, so what it
+// prints is what the file claims. The key service is contacted only in a
+// tree with encrypted names (v2), for the names key that maps a path in
+// the mount to its backing file and back.
+func runInfo(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("info")
 	asJSON := fset.Bool("json", false, "print JSON")
+	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL (aws file systems with encrypted names)")
+	var ks keystoreFlags
+	ks.register(fset)
 	pos, err := parseArgs(fset, "info", args, env, 1, 1)
 	if err != nil {
 		return err
@@ -39,52 +45,26 @@ func runInfo(_ context.Context, args []string, env *Env) error {
 	if err != nil {
 		return withKind(errUsage, err)
 	}
-	backing, err := backingPath(path)
+	ts := newTrees(ctx, &ks, *endpoint, env, false)
+	defer ts.closeAll()
+	loc, err := ts.locate(path)
 	if err != nil {
-		return err
+		return withKind(errCipherDir, fmt.Errorf("info: %w", err))
 	}
-	info, err := readFileInfo(backing)
+	info, err := readFileInfo(loc.backing)
 	if err != nil {
 		return err
 	}
 	info.Path = path
+	info.PlainPath = loc.plain
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(info)
 	}
-	_, err = fmt.Fprintf(env.Stdout, "path:            %s\nbacking_path:    %s\nkey_id:          %s\nkey_material_id: %s\nfile_id:         %s\nformat_version:  %d\nalgorithm:       %s\ncompression:     %s\nchunk_size:      %d\nplaintext_size:  %d\nciphertext_size: %d\n",
-		info.Path, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.Compression, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
+	_, err = fmt.Fprintf(env.Stdout, "path:            %s\nplain_path:      %s\nbacking_path:    %s\nkey_id:          %s\nkey_material_id: %s\nfile_id:         %s\nformat_version:  %d\nalgorithm:       %s\ncompression:     %s\nchunk_size:      %d\nplaintext_size:  %d\nciphertext_size: %d\n",
+		info.Path, info.PlainPath, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.Compression, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
 	return err
-}
-
-// backingPath maps path to the backing file that stores it. A path inside
-// a kmsfs mount is mapped through the mount table: the mount's source is
-// its CIPHERDIR (package fs mounts with FsName = CIPHERDIR), and names map
-// one to one in format v1 (fs translates names in one function; when file
-// names get encrypted, this must ask fs). Any other path is taken to be a
-// backing file already.
-func backingPath(path string) (string, error) {
-	resolved, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", withKind(errCipherDir, fmt.Errorf("info: %w", err))
-	}
-	entries, err := readMountinfo()
-	if err != nil {
-		return "", err
-	}
-	m, ok := enclosingFUSEMount(entries, resolved)
-	if !ok || m.FSType != kmsfsFSType {
-		return resolved, nil
-	}
-	rel, err := filepath.Rel(m.Mountpoint, resolved)
-	if err != nil || rel == "." {
-		return "", withKind(errCipherDir, fmt.Errorf("info: %s is the root of a kmsfs mount, not a file", resolved))
-	}
-	if !filepath.IsAbs(m.Source) {
-		return "", withKind(errCipherDir, fmt.Errorf("info: the mount table names no CIPHERDIR for %s", m.Mountpoint))
-	}
-	return filepath.Join(m.Source, rel), nil
 }
 
 // kmsfsFSType is the file system type of a kmsfs mount in the mount table.

@@ -254,6 +254,7 @@ func TestInitAndInfo(t *testing.T) {
 	want := map[string]any{
 		"path":            backing,
 		"backing_path":    backing,
+		"plain_path":      "file.txt",
 		"key_id":          wrapped.KeyID,
 		"key_material_id": wrapped.KeyMaterialID,
 		"file_id":         fileID.String(),

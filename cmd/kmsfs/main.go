@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, env *Env) int {
 		err = runInfo(ctx, rest, env)
 	case "fsck":
 		err = runFsck(ctx, rest, env)
+	case "paths":
+		err = runPaths(ctx, rest, env)
 	case "rewrap":
 		err = runRewrap(ctx, rest, env)
 	case "rekey":

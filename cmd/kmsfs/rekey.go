@@ -23,15 +23,13 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 	if err != nil {
 		return err
 	}
-	type tree struct {
-		rk    *cipherdir.Rekeyer
-		close func()
-	}
-	trees := map[string]*tree{}
+	ts := newTrees(ctx, &ks, *endpoint, env, true)
+	defer ts.closeAll()
+	rekeyers := map[string]*cipherdir.Rekeyer{}
 	codecs := codec.All()
 	defer func() {
-		for _, t := range trees {
-			t.close()
+		for _, rk := range rekeyers {
+			rk.Close()
 		}
 	}()
 	failed := 0
@@ -45,42 +43,30 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 			fail(p, err)
 			continue
 		}
-		backing, err := backingPath(abs)
+		loc, err := ts.locate(abs)
+		if exitCode(err) == ExitKeyService {
+			return err // the key service or keystore: every file would fail
+		}
 		if err != nil {
 			fail(p, err)
 			continue
 		}
-		dir, err := findCipherDir(backing)
-		if err != nil {
+		if loc.tree == nil {
+			_, err := findCipherDir(loc.backing)
 			fail(p, err)
 			continue
 		}
-		t := trees[dir]
-		if t == nil {
-			cfg, err := cipherdir.LoadConfig(dir)
+		t := loc.tree
+		rk := rekeyers[t.dir]
+		if rk == nil {
+			rk, err = cipherdir.NewRekeyer(ctx, t.dir, t.cfg, t.svc, codecs, t.names)
 			if err != nil {
 				fail(p, err)
 				continue
 			}
-			svc, closeSvc, err := openKeyService(ctx, cfg.KMS, &ks, *endpoint, env, nil)
-			if err != nil {
-				return err
-			}
-			rk, err := cipherdir.NewRekeyer(ctx, dir, cfg, svc, codecs)
-			if err != nil {
-				closeSvc()
-				fail(p, err)
-				continue
-			}
-			t = &tree{rk: rk, close: func() { rk.Close(); closeSvc() }}
-			trees[dir] = t
+			rekeyers[t.dir] = rk
 		}
-		rel, err := filepath.Rel(dir, backing)
-		if err != nil {
-			fail(p, err)
-			continue
-		}
-		oldID, newID, err := t.rk.Rekey(ctx, rel)
+		oldID, newID, err := rk.Rekey(ctx, loc.rel)
 		if err != nil {
 			fail(p, err)
 			continue

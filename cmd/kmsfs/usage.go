@@ -20,6 +20,7 @@ Usage:
   kmsfs fsck    [--repair] [--zero-unreadable] [--keys] [--json] CIPHERDIR
   kmsfs rewrap  [--key KEY] [--dry-run] [--jobs N] CIPHERDIR
   kmsfs rekey   PATH...
+  kmsfs paths   CIPHERDIR --decrypt|--encrypt [--json] PATH...|-
   kmsfs help    [COMMAND]
   kmsfs version
 
@@ -156,14 +157,18 @@ Examples:
 
 Describe one encrypted file: the KMS key and key material (backing-key
 version) that wrapped its data key, its file ID, compression (none, s2 or
-zstd), chunk size, plaintext and ciphertext sizes. PATH is a file inside a
-mounted kmsfs or a backing file in a CIPHERDIR. No key service is contacted.
+zstd), chunk size, plaintext and ciphertext sizes, and its path in the
+mount and in the backing tree. PATH is a file inside a mounted kmsfs or a
+backing file in a CIPHERDIR. No key service is contacted, except in a tree
+with encrypted names (format v2), whose names key maps the two paths.
 
 Flags:
   --json                  print one JSON object with the keys key_id,
                           key_material_id, file_id, compression,
                           chunk_size, plaintext_size, ciphertext_size,
-                          backing_path
+                          plain_path, backing_path
+  --kms-endpoint URL      AWS KMS endpoint (v2 trees on aws)
+  --keystore DIR, --passphrase-file F   the local keystore (v2 trees)
 
 Examples:
   kmsfs info /srv/data/report.pdf
@@ -223,6 +228,14 @@ KMS: such a file may have been planted, and --repair leaves it. Each finding
 is one line on stdout: PATH: file ID: chunk N: KIND: detail. Progress goes to
 stderr (a bar on a terminal), a summary to stdout.
 
+In a tree with encrypted names (format v2) fsck also checks every directory's
+ID file, every entry name, the sidecars of long names and the targets of
+symlinks; PATH is then "PLAIN (backing BACKING)", with ? for a name that does
+not decrypt. Kinds: dirid-missing, dirid-bad, name-bad, sidecar-missing,
+sidecar-bad, target-bad (problems); sidecar-orphan, temp-leftover,
+target-orphan, foreign, dirid-missing of an empty directory (warnings). See
+doc/COMMANDS.md.
+
 --repair fixes what loses nothing: a missing or bad copy of the key record
 is rewritten from the good one, middle chunks left sealed as final by an
 interrupted write are re-sealed, a missing HAS_DATA flag is set, and the
@@ -230,8 +243,12 @@ zero tails of compressed chunks that are allocated (a copy that filled the
 holes) are punched; the summary says how many bytes that freed. With
 --zero-unreadable it also replaces chunks that fail authentication by sealed
 zero chunks, accepts a cut at a chunk boundary (the last chunk is re-sealed
-as final) and empties a file truncated to empty; each is listed. --repair
-refuses to run while CIPHERDIR is mounted, unless --force.
+as final) and empties a file truncated to empty; each is listed. In a v2
+tree --repair also gives an empty directory without ID file a fresh one and
+removes orphan sidecars, orphan long-target files and temporaries left by a
+crash (never a foreign file); with --force on a mounted tree it leaves those
+three alone. --repair refuses to run while CIPHERDIR is mounted, unless
+--force.
 
 Flags:
   --repair                fix what is safe (see above)
@@ -309,6 +326,38 @@ Flags:
 Examples:
   kmsfs rekey /srv/data/report.pdf
   kmsfs rekey /srv/data.enc/a /srv/data.enc/b
+`,
+	"paths": `Usage: kmsfs paths [flags] CIPHERDIR --decrypt|--encrypt PATH...
+
+Map paths between the backing tree and the mount without mounting. With
+--decrypt, each PATH is a backing path (relative to CIPHERDIR, or absolute
+inside it) and the path of the same entry in the mount is printed; with
+--encrypt, each PATH is a path in the mount (relative to its root, or
+absolute inside a mount of CIPHERDIR) and its backing path, relative to
+CIPHERDIR, is printed. One line per PATH; a PATH of - reads paths from
+standard input, one per line. A path that cannot be mapped prints an error
+on stderr and nothing on stdout (--json pairs inputs and outputs); exit 3
+if any failed.
+
+In a tree with encrypted names (format v2) every directory on the way is
+read for its ID, and the names key comes from the key service, as for
+fsck; in a v1 tree names are the same on both sides (kmsfs's own files are
+refused) and no key service is asked. --encrypt needs the directories of
+PATH to exist in CIPHERDIR, not the last name itself: run it against a
+backup copy of the CIPHERDIR to find a file that is gone from the live one.
+
+Flags:
+  --decrypt               backing paths to paths in the mount
+  --encrypt               paths in the mount to backing paths
+  --json                  one JSON document: cipherdir, mode, and paths
+                          (input, output or error per PATH)
+  --kms-endpoint URL      AWS KMS endpoint (aws file systems)
+  --keystore DIR, --passphrase-file F   the local keystore
+
+Examples:
+  kmsfs paths /srv/data.enc --encrypt docs/report.pdf
+  kmsfs paths /srv/data.enc --decrypt /srv/data.enc/Xq3…/Ab9…
+  find /srv/data.enc -newer stamp | kmsfs paths /srv/data.enc --decrypt -
 `,
 	"keysvc": `Usage: kmsfs keysvc serve|credentials ...
 
