@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh: make sure the OS tools the test suite needs are installed.
-#   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr), fio,
+#   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr),
+#             acl (setfacl/getfacl: the POSIX ACL tests), fio,
 #             rsync (copies of a CIPHERDIR that drop xattrs)
 #             python3-cryptography (names/testdata/check_vectors.py, the second
 #             construction of the names format vectors)
@@ -10,10 +11,10 @@
 set -euo pipefail
 
 # command → Debian package
-declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [fio]=fio [rsync]=rsync)
+declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [setfacl]=acl [getfacl]=acl [fio]=fio [rsync]=rsync)
 
 missing=()
-for cmd in fusermount3 getfattr setfattr fio rsync; do
+for cmd in fusermount3 getfattr setfattr setfacl getfacl fio rsync; do
 	if ! command -v "$cmd" >/dev/null 2>&1; then
 		p=${pkg_of[$cmd]}
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
@@ -69,4 +70,4 @@ if [ ! -e /dev/fuse ]; then
 	echo "deps: /dev/fuse does not exist: FUSE mounts are impossible here (load the fuse module, or give the container /dev/fuse)" >&2
 	exit 1
 fi
-echo "deps: ok (fuse3 attr fio python3-cryptography present, /dev/fuse exists)"
+echo "deps: ok (fuse3 attr acl fio python3-cryptography present, /dev/fuse exists)"

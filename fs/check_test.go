@@ -65,7 +65,7 @@ func newCheckTreeWith(t *testing.T, cs int, edit func(*cipherdir.Config), files 
 	ct := &checkTree{r: rn.r, keys: keys, dir: dir, data: map[string][]byte{}, ids: map[string]chunk.FileID{}}
 	ctx := context.Background()
 	for name, data := range files {
-		h, _, err := ct.r.createFile(ctx, ct.r.fd, name, 0o600, syscall.O_RDWR, true)
+		h, _, err := ct.r.createFile(ctx, ct.r.fd, name, newMode{perm: 0o600}, syscall.O_RDWR, true)
 		if err != nil {
 			t.Fatal(err)
 		}

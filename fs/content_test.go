@@ -35,7 +35,7 @@ func newTestRoot(t *testing.T) *root {
 func TestChangeSerialisesWriters(t *testing.T) {
 	r := newTestRoot(t)
 	ctx := context.Background()
-	h1, _, err := r.createFile(ctx, r.fd, "f", 0o600, syscall.O_RDWR, true)
+	h1, _, err := r.createFile(ctx, r.fd, "f", newMode{perm: 0o600}, syscall.O_RDWR, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestChangeSerialisesWriters(t *testing.T) {
 func TestContentReleased(t *testing.T) {
 	r := newTestRoot(t)
 	ctx := context.Background()
-	h, _, err := r.createFile(ctx, r.fd, "f", 0o600, syscall.O_RDWR, true)
+	h, _, err := r.createFile(ctx, r.fd, "f", newMode{perm: 0o600}, syscall.O_RDWR, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,10 +68,12 @@ func (r *root) newHandle(fd int, c *content, flags uint32) *handle {
 // createFile makes the encrypted file name in dirfd: a new data key from
 // the key service (wrapped with the filesystem and file ID as encryption
 // context), the backing file created O_EXCL, owned by the caller, with
-// exactly mode perm, the sealed header and the key-record slot written in
-// one pwrite and the key record in its xattr. Any failure removes the half-made file. With open it returns a
-// handle, else it closes the file.
-func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint32, flags uint32, open bool) (*handle, unix.Statx_t, error) {
+// exactly mode m.perm (or, under a default ACL, the permissions the backing
+// filesystem derives from it: see newMode), the sealed header and the
+// key-record slot written in one pwrite and the key record in its xattr.
+// Any failure removes the half-made file. With open it returns a handle,
+// else it closes the file.
+func (r *root) createFile(ctx context.Context, dirfd int, name string, m newMode, flags uint32, open bool) (*handle, unix.Statx_t, error) {
 	var st unix.Statx_t
 	ci, rec, confirmed, err := r.newKeyAt(ctx)
 	if err != nil {
@@ -79,10 +81,14 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 	}
 	// Created with perm when the umask leaves it whole (the common case:
 	// no chmod), else 0600 and chmod'ed below. Set-ID bits always take
-	// the chmod, after any chown, which would clear them.
+	// the chmod, after any chown, which would clear them. Under a default
+	// ACL the backing filesystem ignores the daemon's umask.
+	perm := m.perm
 	exact := r.umask >= 0 && perm&07000 == 0 && perm&uint32(r.umask) == 0
-	createMode := uint32(0o600)
-	if exact {
+	createMode := m.createPerm(0o600)
+	if m.inherit {
+		exact = createMode == perm
+	} else if exact {
 		createMode = perm
 	}
 	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
@@ -100,6 +106,12 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, perm uint
 		}
 	}
 	if !exact {
+		if m.inherit {
+			if err := statAt(fd, "", &st); err != nil {
+				return fail(err)
+			}
+			perm = m.finalPerm(uint32(st.Mode))
+		}
 		if err := unix.Fchmod(fd, perm); err != nil {
 			return fail(err)
 		}

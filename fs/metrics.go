@@ -220,6 +220,7 @@ func (w *rawFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 // Mknod implements fuse.RawFileSystem.
 func (w *rawFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
+	in.Mode = w.withUmask(in.Mode, in.Umask) // acl.go
 	s := w.RawFileSystem.Mknod(c, in, name, out)
 	w.record(opMknod, t, s, in.NodeId)
 	return s
@@ -228,6 +229,7 @@ func (w *rawFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fus
 // Mkdir implements fuse.RawFileSystem.
 func (w *rawFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := time.Now()
+	in.Mode = w.withUmask(in.Mode, in.Umask) // acl.go
 	s := w.RawFileSystem.Mkdir(c, in, name, out)
 	w.record(opMkdir, t, s, in.NodeId)
 	return s
@@ -308,6 +310,7 @@ func (w *rawFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uin
 // SetXAttr implements fuse.RawFileSystem.
 func (w *rawFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	t := time.Now()
+	markKillSGID(in) // acl.go
 	s := w.RawFileSystem.SetXAttr(c, in, attr, data)
 	w.record(opSetxattr, t, s, in.NodeId)
 	return s
@@ -324,6 +327,7 @@ func (w *rawFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fu
 // Create implements fuse.RawFileSystem.
 func (w *rawFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	t := time.Now()
+	in.Mode = w.withUmask(in.Mode, in.Umask) // acl.go
 	s := w.RawFileSystem.Create(c, in, name, out)
 	w.record(opCreate, t, s, in.NodeId)
 	return s

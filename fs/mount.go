@@ -124,6 +124,9 @@ type root struct {
 	// umask is the daemon's file mode creation mask, or -1 if unknown: a
 	// new file whose permissions it would not touch needs no chmod.
 	umask int
+	// caps are the ACL-related capabilities the kernel granted (acl.go),
+	// set once at INIT before any request.
+	caps kernelCaps
 
 	// dirs caches the descriptors of recently used backing directories.
 	dirs dirCache
@@ -285,7 +288,14 @@ func mountOptions(opts Options) *gofs.Options {
 		// security.capability before every write: a second round trip
 		// per write(2) (bench/README.md). With it, the kernel asks
 		// once per inode (SB_NOSEC).
-		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		//
+		// CAP_DONT_MASK, with EnableAcl (FUSE_POSIX_ACL): the kernel
+		// checks access ACLs and leaves the caller's umask to us, so that
+		// a default ACL decides a new entry's mode; CAP_SETXATTR_EXT
+		// tells us when setting an ACL must clear the set-group-ID bit
+		// (acl.go).
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT,
+		EnableAcl:         true,
 		// Our read replies are decrypted bytes in memory, never a file
 		// range the kernel could splice; with splicing on, go-fuse still
 		// tries a pipe first for each one and falls back, at four wasted
@@ -355,7 +365,8 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 	// go-fuse's own messages (a failed reply, a panic in a handler) go
 	// to the mount's logger rather than the process's standard logger.
 	o.MountOptions.Logger = slog.NewLogLogger(rn.r.log.Handler(), slog.LevelWarn)
-	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics}
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics,
+		caps: &rn.r.caps, want: requestedCaps(&o.MountOptions)}
 	if opts.Debug {
 		raw.debug = rn.r.log
 	}
@@ -405,6 +416,19 @@ type rawFS struct {
 	marks writeMarks
 	m     *Metrics     // every request is timed and counted (metrics.go)
 	debug *slog.Logger // logs every request when set (Options.Debug)
+	// caps receives, at INIT, which of the capabilities in want the
+	// kernel granted (acl.go).
+	caps *kernelCaps
+	want uint64
+}
+
+// requestedCaps returns the optional capabilities mo asks the kernel for.
+func requestedCaps(mo *fuse.MountOptions) uint64 {
+	want := mo.ExtraCapabilities
+	if mo.EnableAcl {
+		want |= fuse.CAP_POSIX_ACL
+	}
+	return want &^ mo.DisabledCapabilities
 }
 
 // writeMarks are the stand-in cancel channels of rawFS, one per

@@ -287,10 +287,13 @@ func (r *root) owner(ctx context.Context, dirfd int) (uid, gid int, ok bool) {
 }
 
 // finishNew gives a newly made entry (not a regular file) its owner and,
-// unless it is a symlink, exactly the mode perm (once: the kernel already
-// applied the caller's umask), then returns its final attributes. A new
-// directory in a set-group-ID directory keeps the inherited S_ISGID.
-func (n *node) finishNew(ctx context.Context, dirfd int, name string, perm uint32, typ uint32) (unix.Statx_t, error) {
+// unless it is a symlink, its final mode (m.finalPerm): exactly m.perm
+// once (the caller's umask is already applied, by the kernel or by
+// newEntryMode), or under a default ACL the permissions the backing
+// filesystem derived from it at creation, untouched (a chmod to other
+// bits would rewrite the inherited ACL's mask). A new directory in a
+// set-group-ID directory keeps the inherited S_ISGID.
+func (n *node) finishNew(ctx context.Context, dirfd int, name string, m newMode, typ uint32) (unix.Statx_t, error) {
 	var st unix.Statx_t
 	if uid, gid, ok := n.r.owner(ctx, dirfd); ok {
 		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -298,22 +301,28 @@ func (n *node) finishNew(ctx context.Context, dirfd int, name string, perm uint3
 		}
 	}
 	if typ != syscall.S_IFLNK {
-		if typ == syscall.S_IFDIR {
+		perm := m.perm
+		if typ == syscall.S_IFDIR || m.inherit {
 			if err := statAt(dirfd, name, &st); err != nil {
 				return st, err
 			}
+			perm = m.finalPerm(uint32(st.Mode))
+		}
+		if typ == syscall.S_IFDIR {
 			perm |= uint32(st.Mode) & syscall.S_ISGID
 		}
-		if err := unix.Fchmodat(dirfd, name, perm, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return st, err
+		if !m.inherit || perm != uint32(st.Mode)&07777 {
+			if err := unix.Fchmodat(dirfd, name, perm, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return st, err
+			}
 		}
 	}
 	err := statAt(dirfd, name, &st)
 	return st, err
 }
 
-// Mkdir makes a directory with exactly mode (after the caller's umask) and
-// the caller's owner.
+// Mkdir makes a directory with exactly mode (after the caller's umask) or
+// the mode a default ACL gives it (acl.go), and the caller's owner.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if e := n.r.writable(); e != 0 {
 		return nil, e
@@ -323,13 +332,17 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, n.r.errno("mkdir", err)
 	}
 	defer d.close()
-	if n.r.names != nil {
-		return n.mkdirV2(ctx, d.fd, bn, long, mode, out)
-	}
-	if err := unix.Mkdirat(d.fd, bn, 0o700); err != nil {
+	m, err := n.r.newEntryMode(d.fd, mode)
+	if err != nil {
 		return nil, n.r.errno("mkdir", err)
 	}
-	st, err := n.finishNew(ctx, d.fd, bn, mode&07777, syscall.S_IFDIR)
+	if n.r.names != nil {
+		return n.mkdirV2(ctx, d.fd, bn, long, m, out)
+	}
+	if err := unix.Mkdirat(d.fd, bn, m.createPerm(0o700)); err != nil {
+		return nil, n.r.errno("mkdir", err)
+	}
+	st, err := n.finishNew(ctx, d.fd, bn, m, syscall.S_IFDIR)
 	if err != nil {
 		unix.Unlinkat(d.fd, bn, unix.AT_REMOVEDIR)
 		return nil, n.r.errno("mkdir", err)
@@ -343,16 +356,16 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 // leaves a directory visible under its name without its ID: it is made
 // under a temporary name, given its ID file (durable), its mode and
 // owner, and only then renamed into place without replacing anything.
-func (n *node) mkdirV2(ctx context.Context, dirfd int, bn, long string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) mkdirV2(ctx context.Context, dirfd int, bn, long string, m newMode, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	tmp := cipherdir.TempName()
-	if err := unix.Mkdirat(dirfd, tmp, 0o700); err != nil {
+	if err := unix.Mkdirat(dirfd, tmp, m.createPerm(0o700)); err != nil {
 		return nil, n.r.errno("mkdir", err)
 	}
 	id := names.NewDirID()
 	err := n.r.initDir(dirfd, tmp, id)
 	var st unix.Statx_t
 	if err == nil {
-		_, err = n.finishNew(ctx, dirfd, tmp, mode&07777, syscall.S_IFDIR)
+		_, err = n.finishNew(ctx, dirfd, tmp, m, syscall.S_IFDIR)
 	}
 	if err == nil && long != "" {
 		err = cipherdir.EnsureSidecar(dirfd, long)
@@ -440,21 +453,25 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, n.r.errno("mknod", err)
 	}
 	defer d.close()
+	typ := mode & syscall.S_IFMT
+	m, err := n.r.newEntryMode(d.fd, mode)
+	if err != nil {
+		return nil, n.r.errno("mknod", err)
+	}
 	if err := n.r.beforeEntry(d.fd, long); err != nil {
 		return nil, n.r.errno("mknod", err)
 	}
-	typ := mode & syscall.S_IFMT
 	var st unix.Statx_t
 	if typ == syscall.S_IFREG || typ == 0 {
-		_, st, err = n.r.createFile(ctx, d.fd, bn, mode&07777, 0, false)
+		_, st, err = n.r.createFile(ctx, d.fd, bn, m, 0, false)
 		if err != nil {
 			return nil, n.r.errno("mknod", err)
 		}
 	} else {
-		if err := unix.Mknodat(d.fd, bn, typ|0o600, int(dev)); err != nil {
+		if err := unix.Mknodat(d.fd, bn, typ|m.createPerm(0o600), int(dev)); err != nil {
 			return nil, n.r.errno("mknod", err)
 		}
-		st, err = n.finishNew(ctx, d.fd, bn, mode&07777, typ)
+		st, err = n.finishNew(ctx, d.fd, bn, m, typ)
 		if err != nil {
 			unix.Unlinkat(d.fd, bn, 0)
 			return nil, n.r.errno("mknod", err)
@@ -492,7 +509,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		}
 		return nil, n.r.errno("symlink", err)
 	}
-	st, err := n.finishNew(ctx, d.fd, bn, 0, syscall.S_IFLNK)
+	st, err := n.finishNew(ctx, d.fd, bn, newMode{}, syscall.S_IFLNK)
 	if err != nil {
 		unix.Unlinkat(d.fd, bn, 0)
 		if n.r.names != nil {
@@ -768,13 +785,17 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.r.errno("create", err)
 	}
 	defer d.close()
+	m, err := n.r.newEntryMode(d.fd, mode)
+	if err != nil {
+		return nil, nil, 0, n.r.errno("create", err)
+	}
 	if err := n.r.beforeEntry(d.fd, long); err != nil {
 		return nil, nil, 0, n.r.errno("create", err)
 	}
 	if n.r.beforeCreate != nil {
 		n.r.beforeCreate(d.fd, bn)
 	}
-	h, st, err := n.r.createFile(ctx, d.fd, bn, mode&07777, flags, true)
+	h, st, err := n.r.createFile(ctx, d.fd, bn, m, flags, true)
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
 		return nil, nil, 0, syscall.ESTALE
 	}

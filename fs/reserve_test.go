@@ -185,7 +185,7 @@ func TestReserveCompressedOnFullDisk(t *testing.T) {
 			}
 			defer rn.r.close()
 			r, ctx := rn.r, context.Background()
-			h, _, err := r.createFile(ctx, r.fd, "f", 0o600, syscall.O_RDWR, true)
+			h, _, err := r.createFile(ctx, r.fd, "f", newMode{perm: 0o600}, syscall.O_RDWR, true)
 			if err != nil {
 				t.Fatal(err)
 			}

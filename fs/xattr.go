@@ -40,6 +40,9 @@ func (n *node) xattrPath() (string, func(), error) {
 // Getxattr passes through, except that user.kmsfs.* attributes do not
 // exist and security.capability is answered at once.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if isPosixACLXattr(attr) {
+		return n.getPosixACL(attr, dest) // acl.go
+	}
 	if attr == securityCapability || isInternalXattr(attr) {
 		return 0, syscall.ENODATA
 	}
@@ -106,6 +109,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr passes through; user.kmsfs.* answers EPERM and
 // security.capability EOPNOTSUPP (file capabilities are not stored).
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if isPosixACLXattr(attr) {
+		return n.setPosixACL(attr, data, flags) // acl.go
+	}
 	if e := n.r.writable(); e != 0 {
 		return e
 	}
@@ -136,6 +142,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 
 // Removexattr passes through; user.kmsfs.* answers EPERM.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if isPosixACLXattr(attr) {
+		return n.removePosixACL(attr) // acl.go
+	}
 	if e := n.r.writable(); e != 0 {
 		return e
 	}

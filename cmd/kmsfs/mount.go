@@ -349,8 +349,8 @@ func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), 
 // `kmsfs unmount`, fusermount3 -u, or SIGINT/SIGTERM/SIGHUP here. ready is the
 // readiness pipe of a background daemon, nil in --foreground mode.
 func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, ready *readiness) error {
-	// The kernel applies the caller's umask to the modes it sends; ours
-	// must not apply a second time.
+	// The caller's umask is applied once, by the kernel or (with POSIX
+	// ACLs) by fs; ours must not apply a second time.
 	unix.Umask(0)
 	// Catch signals before mounting: while go-fuse's Mount waits for the
 	// kernel it holds a file open inside the new mount, and dying there by
