@@ -173,10 +173,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // attributes"); other namespaces pass through as in a v1 tree.
 
 // objectID returns the object ID of the node's user attributes: a
-// directory's ID or a regular file's file ID (from its header; both are
-// kept on the node). Linux allows user attributes only on those two kinds
-// (EPERM otherwise, as the kernel answers). p names the backing entry
-// (xattrPath).
+// directory's ID or a regular file's file ID, read from the header of the
+// backing file p names (xattrPath) on every call: rekey replaces a file
+// (and its file ID) under the same name, so an ID kept on the node could
+// be another file's. Linux allows user attributes only on those two kinds
+// (EPERM otherwise, as the kernel answers).
 func (n *node) objectID(p string) (names.ObjectID, error) {
 	switch n.StableAttr().Mode {
 	case syscall.S_IFDIR:
@@ -185,9 +186,6 @@ func (n *node) objectID(p string) (names.ObjectID, error) {
 	case syscall.S_IFREG:
 	default:
 		return names.ObjectID{}, syscall.EPERM
-	}
-	if id := n.objID.Load(); id != nil {
-		return *id, nil
 	}
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -204,9 +202,7 @@ func (n *node) objectID(p string) (names.ObjectID, error) {
 	if err != nil {
 		return names.ObjectID{}, fmt.Errorf("user attributes: %w", err)
 	}
-	id := names.ObjectID(h.FileID)
-	n.objID.Store(&id)
-	return id, nil
+	return names.ObjectID(h.FileID), nil
 }
 
 // xattrBlobMax is the largest backing value read: Linux's XATTR_SIZE_MAX.

@@ -21,7 +21,7 @@ import (
 func cipherDirOnTmpfs(t *testing.T, fs *testFS, size string) {
 	t.Helper()
 	requireRoot(t)
-	conf := mustRead(t, fs.Backing(configName))
+	conf := mustRead(t, fs.BackingRaw(configName))
 	if err := unix.Mount("kmsfs-test-tmpfs", fs.CipherDir, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", fs.CipherDir, err)
 	}
@@ -30,7 +30,7 @@ func cipherDirOnTmpfs(t *testing.T, fs *testFS, size string) {
 			t.Errorf("unmount tmpfs %s: %v", fs.CipherDir, err)
 		}
 	})
-	if err := os.WriteFile(fs.Backing(configName), conf, 0o644); err != nil {
+	if err := os.WriteFile(fs.BackingRaw(configName), conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -706,7 +706,7 @@ func setFrozenCompress(t *testing.T, f *testFS, alg string) (restore func()) {
 	if alg == "" {
 		return func() {}
 	}
-	path := f.Backing(configName)
+	path := f.BackingRaw(configName)
 	orig := mustRead(t, path)
 	var cfg map[string]any
 	must(t, json.Unmarshal(orig, &cfg))

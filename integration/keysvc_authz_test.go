@@ -65,12 +65,12 @@ func TestMountWithLeastPrivilegeCredential(t *testing.T) {
 		t.Fatalf("read back as host-a after remount: %v", err)
 	}
 
-	// The other filesystem's data keys carry another kmsfs:fs.
-	other.Mount()
-	if err := os.WriteFile(other.Path("b.txt"), []byte("x"), 0o600); err == nil {
-		t.Fatal("host-a created a file in another filesystem on the same key")
+	// The other filesystem's keys carry another kmsfs:fs: its names key
+	// does not unwrap, so the mount fails (exit 4) before any file.
+	res := other.Exec("mount", "--kms-endpoint", ks.Endpoint, other.CipherDir, other.Mnt)
+	if res.Code != 4 || !strings.Contains(res.Stderr, "names key") || !strings.Contains(res.Stderr, "AccessDenied") {
+		t.Fatalf("mounting another filesystem as host-a: exit %d, want 4 naming the names key and AccessDenied\n%s", res.Code, res.Stderr)
 	}
-	other.Unmount()
 
 	// Revoked: the next data key request fails.
 	runKmsfs(t, ks.kmsfsEnv(), "keysvc", "credentials", "revoke", "host-a")

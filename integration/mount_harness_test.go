@@ -139,7 +139,7 @@ type fsConfig struct {
 // Config reads and decodes CIPHERDIR/kmsfs.conf.
 func (fs *testFS) Config() fsConfig {
 	fs.t.Helper()
-	b, err := os.ReadFile(fs.Backing(configName))
+	b, err := os.ReadFile(fs.BackingRaw(configName))
 	if err != nil {
 		fs.t.Fatalf("reading config: %v", err)
 	}
@@ -174,8 +174,30 @@ func (fs *testFS) Path(elem ...string) string {
 	return filepath.Join(append([]string{fs.Mnt}, elem...)...)
 }
 
-// Backing joins elements onto CIPHERDIR (file names are not encrypted yet).
+// Backing returns the backing path of a path in the mount (elements
+// joined): in a tree with encrypted names (format 2) the encrypted path,
+// mapped by `kmsfs paths --encrypt` (the entry must exist), otherwise the
+// same names under CIPHERDIR. Internal files (kmsfs.conf) are reached with
+// BackingRaw.
 func (fs *testFS) Backing(elem ...string) string {
+	fs.t.Helper()
+	rel := filepath.Join(elem...)
+	if rel == "" || rel == "." || fs.Config().FormatVersion < 2 {
+		return fs.BackingRaw(elem...)
+	}
+	out := fs.Run("paths", "--encrypt", "--json", fs.CipherDir, rel)
+	var doc struct {
+		Paths []struct{ Output, Error string }
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Paths) != 1 || doc.Paths[0].Output == "" {
+		fs.t.Fatalf("kmsfs paths --encrypt %s: %v\n%s", rel, err, out)
+	}
+	return filepath.Join(fs.CipherDir, doc.Paths[0].Output)
+}
+
+// BackingRaw joins elements onto CIPHERDIR as they are: for kmsfs's own
+// files and for backing names already known.
+func (fs *testFS) BackingRaw(elem ...string) string {
 	return filepath.Join(append([]string{fs.CipherDir}, elem...)...)
 }
 

@@ -12,7 +12,7 @@ import (
 // mounted).
 func (fs *testFS) setConfigKey(from, to string) {
 	fs.t.Helper()
-	p := fs.Backing(configName)
+	p := fs.BackingRaw(configName)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		fs.t.Fatal(err)
