@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"testing"
 )
 
@@ -28,6 +29,13 @@ var (
 // reach the key service of a tree with encrypted names (--kms-endpoint).
 func (fs *testFS) info(path string, extra ...string) fileInfo {
 	fs.t.Helper()
+	if !slices.Contains(extra, "--kms-endpoint") {
+		// info asks the key service for the names key of a tree with
+		// encrypted names: the same endpoint as the mount's.
+		if i := slices.Index(fs.mountArgs, "--kms-endpoint"); i >= 0 && i+1 < len(fs.mountArgs) {
+			extra = append(extra, fs.mountArgs[i:i+2]...)
+		}
+	}
 	out := fs.Run(append(append([]string{"info", "--json"}, extra...), path)...)
 	var raw map[string]any
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -185,7 +186,11 @@ func (fs *testFS) Backing(elem ...string) string {
 	if rel == "" || rel == "." || fs.Config().FormatVersion < 2 {
 		return fs.BackingRaw(elem...)
 	}
-	out := fs.Run("paths", "--encrypt", "--json", fs.CipherDir, rel)
+	args := []string{"paths", "--encrypt", "--json"}
+	if i := slices.Index(fs.mountArgs, "--kms-endpoint"); i >= 0 && i+1 < len(fs.mountArgs) {
+		args = append(args, fs.mountArgs[i:i+2]...) // the names key comes from the mount's key service
+	}
+	out := fs.Run(append(args, fs.CipherDir, rel)...)
 	var doc struct {
 		Paths []struct{ Output, Error string }
 	}

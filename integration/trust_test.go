@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,6 +28,28 @@ func (fs *testFS) setConfigKey(from, to string) {
 	}
 }
 
+// setPreviousKeys sets previous_keys in CIPHERDIR/kmsfs.conf (the tree is
+// not mounted).
+func (fs *testFS) setPreviousKeys(keys ...string) {
+	fs.t.Helper()
+	p := fs.BackingRaw(configName)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		fs.t.Fatal(err)
+	}
+	m["previous_keys"] = keys
+	if b, err = json.MarshalIndent(m, "", "  "); err != nil {
+		fs.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		fs.t.Fatal(err)
+	}
+}
+
 // TestPlantedFileUnderForeignKey: someone who can write CIPHERDIR and
 // holds another key the victim's credential may decrypt under plants a
 // file whose key record names that key (and the victim's filesystem ID).
@@ -40,13 +64,21 @@ func TestPlantedFileUnderForeignKey(t *testing.T) {
 	id := strings.TrimSpace(fs.Run("key", "create"))
 	foreign := own[:strings.LastIndex(own, "/")+1] + id
 	// The attacker's file: made by a mount of the same tree configured
-	// with the attacker's key.
+	// with the attacker's key (and the filesystem's as a previous key, so
+	// that the names key opens and the planted file gets a valid name).
 	fs.Unmount()
+	conf, err := os.ReadFile(fs.BackingRaw(configName))
+	if err != nil {
+		t.Fatal(err)
+	}
 	fs.setConfigKey(own, foreign)
+	fs.setPreviousKeys(own)
 	fs.Mount()
 	mustWrite(t, fs.Path("planted"), []byte("attacker content"))
 	fs.Unmount()
-	fs.setConfigKey(foreign, own)
+	if err := os.WriteFile(fs.BackingRaw(configName), conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fs.Mount()
 
 	checkContent(t, fs.Path("mine"), []byte("the victim's file"))
@@ -59,7 +91,8 @@ func TestPlantedFileUnderForeignKey(t *testing.T) {
 	}
 
 	res := fs.Exec("fsck", fs.CipherDir)
-	if res.Code != 10 || !strings.Contains(res.Stdout, "planted: ") || !strings.Contains(res.Stdout, "untrusted-key") {
+	// v2 trees name the backing path beside the plaintext one.
+	if res.Code != 10 || !regexp.MustCompile(`(?m)^planted( \(backing [^)]+\))?: `).MatchString(res.Stdout) || !strings.Contains(res.Stdout, "untrusted-key") {
 		t.Errorf("fsck: exit %d, want 10 and untrusted-key for planted\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	res = fs.Exec("fsck", "--repair", fs.CipherDir)
