@@ -571,6 +571,25 @@ var frozenSpecs = []frozenSpec{
 			return []string{"s2-text.txt", "s2-random.bin"}
 		}}},
 	},
+	{
+		name:  "names",
+		notes: "encrypted-names shapes (format 2): NAME_MAX names with sidecars, a long directory name, a 4,095-byte symlink target (its own file), a hashed attribute name, hard links across directories",
+		phases: []frozenPhase{{build: func(t *testing.T, f *testFS) []string {
+			r := newRand(4)
+			long := func(prefix string) string { return prefix + strings.Repeat("n", 255-len(prefix)) }
+			must(t, os.Mkdir(f.Path(long("dir-")), 0o755))
+			mustWrite(t, f.Path(long("dir-"), long("file-")), frozenText(5000))
+			mustWrite(t, f.Path("short.bin"), randomBytes(r, 100))
+			must(t, os.Link(f.Path(long("dir-"), long("file-")), f.Path("hardlink-of-long")))
+			must(t, os.Symlink(strings.Repeat("./", 2047)+"s", f.Path("target-4095")))
+			must(t, os.Symlink(strings.Repeat("t", 735), f.Path("target-735")))
+			must(t, os.Symlink(strings.Repeat("t", 736), f.Path(long("link-"))))
+			must(t, unix.Setxattr(f.Path("short.bin"), "user."+strings.Repeat("x", 250), []byte("hashed attribute name"), 0))
+			must(t, unix.Setxattr(f.Path(long("dir-")), "user.on-dir", []byte("directory attribute"), 0))
+			must(t, os.Mkdir(f.Path("empty-dir"), 0o750))
+			return []string{long("dir-") + "/" + long("file-"), "short.bin"}
+		}}},
+	},
 }
 
 // frozenText returns n bytes of compressible text.

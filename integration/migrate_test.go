@@ -64,6 +64,11 @@ func TestMigrateV1ToV2(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rsync -aHAX: %v\n%s", err, out)
 	}
+	// The check the migration doc gives: a dry run with checksums lists
+	// nothing left to copy.
+	if out, err := exec.Command("rsync", "-aHAXn", "--numeric-ids", "--checksum", "--itemize-changes", old.Mnt+"/", nu.Mnt+"/").CombinedOutput(); err != nil || len(out) != 0 {
+		t.Fatalf("rsync dry run after the copy: %v\n%s", err, out)
+	}
 	want := treeDigest(t, old.Mnt)
 	if got := treeDigest(t, nu.Mnt); got != want {
 		t.Fatalf("after rsync the trees differ:\nold:\n%s\nnew:\n%s", want, got)
