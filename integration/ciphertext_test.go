@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // headerMagic starts every non-empty backing file; recordMagic starts every
@@ -108,10 +110,32 @@ func TestCiphertextOnly(t *testing.T) {
 	// User xattr values are not the content; still, a marker in the content
 	// must not leak into any xattr of the backing file.
 
+	// Names, symlink targets and user xattrs (names and values), each
+	// with a marker no encoding makes by chance (upper case and '-').
+	nameMark := "KMSFS-NAME-MARKER-"
+	if err := os.Mkdir(tfs.Path(nameMark+"dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(nameMark+"dir/"+nameMark+"file", marker("named"))
+	write(nameMark+strings.Repeat("long", 55), marker("longnamed")) // 238 bytes: a sidecar
+	if err := os.Symlink(nameMark+"target", tfs.Path("link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(nameMark+strings.Repeat("t", 3000), tfs.Path("longlink")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"tiny", nameMark + "dir"} {
+		if err := unix.Setxattr(tfs.Path(p), "user."+nameMark+"xattr", marker("xattrvalue"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	markers = append(markers, []byte(nameMark), marker("xattrvalue"))
+
 	tfs.Unmount()
 
 	type backingFile struct {
 		rel    string
+		plain  string // its path in the mount
 		ino    uint64
 		size   int64
 		record []byte
@@ -122,6 +146,14 @@ func TestCiphertextOnly(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(tfs.CipherDir, path)
+		if strings.Contains(rel, nameMark) {
+			t.Errorf("backing path %s contains a plaintext name", rel)
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			if l, err := os.Readlink(path); err != nil || strings.Contains(l, nameMark) {
+				t.Errorf("backing symlink %s: target %q, %v", rel, l, err)
+			}
+		}
 		data, rerr := os.ReadFile(path)
 		if d.Type().IsRegular() && rerr != nil {
 			return rerr
@@ -131,8 +163,11 @@ func TestCiphertextOnly(t *testing.T) {
 				t.Errorf("backing %s contains plaintext %q", rel, short(mk))
 			}
 		}
-		names := listXattrNoFollow(t, path)
-		for _, name := range names {
+		xnames := listXattrNoFollow(t, path)
+		for _, name := range xnames {
+			if strings.Contains(name, nameMark) {
+				t.Errorf("xattr name %s of backing %s is in plaintext", name, rel)
+			}
 			v, err := lgetXattr(path, name)
 			if err != nil {
 				t.Errorf("lgetxattr %s %s: %v", rel, name, err)
@@ -147,6 +182,10 @@ func TestCiphertextOnly(t *testing.T) {
 		if !d.Type().IsRegular() || rel == configName {
 			return nil
 		}
+		if k := names.Classify(d.Name()); k != names.KindName && k != names.KindLongName ||
+			strings.HasPrefix(rel, names.TargetsDirName+"/") {
+			return nil // kmsfs's own: the config's copy, ID files, sidecars, long targets
+		}
 		rec, err := lgetXattr(path, keyXattr)
 		if err != nil {
 			t.Errorf("backing file %s has no %s xattr: %v", rel, keyXattr, err)
@@ -157,7 +196,7 @@ func TestCiphertextOnly(t *testing.T) {
 		if err := syscall.Lstat(path, &st); err != nil {
 			return err
 		}
-		files = append(files, backingFile{rel: rel, ino: st.Ino, size: st.Size, record: rec})
+		files = append(files, backingFile{rel: rel, plain: tfs.Plain(rel), ino: st.Ino, size: st.Size, record: rec})
 		if len(data) > 0 && !bytes.HasPrefix(data, []byte(headerMagic)) {
 			t.Errorf("backing %s does not start with %q", rel, headerMagic)
 		}
@@ -178,7 +217,7 @@ func TestCiphertextOnly(t *testing.T) {
 		}
 		seenRecord[string(f.record)] = f.ino
 		if f.size >= 56 {
-			id := fileIDOf(t, tfs.Backing(f.rel))
+			id := fileIDOf(t, tfs.BackingRaw(f.rel))
 			if prev, ok := seenID[id]; ok && prev != f.ino {
 				t.Errorf("backing %s reuses file ID %s", f.rel, id)
 			}
@@ -189,9 +228,9 @@ func TestCiphertextOnly(t *testing.T) {
 	// Backing sizes follow from plaintext sizes.
 	tfs.Mount()
 	for _, f := range files {
-		fi, err := os.Stat(tfs.Path(f.rel))
+		fi, err := os.Stat(tfs.Path(f.plain))
 		if err != nil {
-			t.Errorf("%s: %v", f.rel, err)
+			t.Errorf("%s: %v", f.plain, err)
 			continue
 		}
 		want := backingSize(fi.Size(), cs)

@@ -21,7 +21,22 @@ import (
 func cipherDirOnTmpfs(t *testing.T, fs *testFS, size string) {
 	t.Helper()
 	requireRoot(t)
-	conf := mustRead(t, fs.BackingRaw(configName))
+	// The files init wrote in the root (kmsfs.conf, and with encrypted
+	// names its copy and the root's ID file) move onto the tmpfs.
+	ents, err := os.ReadDir(fs.CipherDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := map[string][]byte{}
+	modes := map[string]os.FileMode{}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			saved[e.Name()] = mustRead(t, fs.BackingRaw(e.Name()))
+			if fi, err := e.Info(); err == nil {
+				modes[e.Name()] = fi.Mode().Perm()
+			}
+		}
+	}
 	if err := unix.Mount("kmsfs-test-tmpfs", fs.CipherDir, "tmpfs", 0, "size="+size+",mode=0755"); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", fs.CipherDir, err)
 	}
@@ -30,8 +45,10 @@ func cipherDirOnTmpfs(t *testing.T, fs *testFS, size string) {
 			t.Errorf("unmount tmpfs %s: %v", fs.CipherDir, err)
 		}
 	})
-	if err := os.WriteFile(fs.BackingRaw(configName), conf, 0o644); err != nil {
-		t.Fatal(err)
+	for name, b := range saved {
+		if err := os.WriteFile(fs.BackingRaw(name), b, modes[name]); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

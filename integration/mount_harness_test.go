@@ -200,6 +200,28 @@ func (fs *testFS) Backing(elem ...string) string {
 	return filepath.Join(fs.CipherDir, doc.Paths[0].Output)
 }
 
+// Plain is the inverse of Backing: the path in the mount of a backing path
+// relative to CIPHERDIR (`kmsfs paths --decrypt` in a tree with encrypted
+// names).
+func (fs *testFS) Plain(backingRel string) string {
+	fs.t.Helper()
+	if fs.Config().FormatVersion < 2 {
+		return backingRel
+	}
+	args := []string{"paths", "--decrypt", "--json"}
+	if i := slices.Index(fs.mountArgs, "--kms-endpoint"); i >= 0 && i+1 < len(fs.mountArgs) {
+		args = append(args, fs.mountArgs[i:i+2]...)
+	}
+	out := fs.Run(append(args, fs.CipherDir, backingRel)...)
+	var doc struct {
+		Paths []struct{ Output, Error string }
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Paths) != 1 || doc.Paths[0].Output == "" {
+		fs.t.Fatalf("kmsfs paths --decrypt %s: %v\n%s", backingRel, err, out)
+	}
+	return doc.Paths[0].Output
+}
+
 // BackingRaw joins elements onto CIPHERDIR as they are: for kmsfs's own
 // files and for backing names already known.
 func (fs *testFS) BackingRaw(elem ...string) string {
