@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh: the main job, end to end, on the embedded local KMS.
 # Creates a throw-away keystore and CIPHERDIR under a temp dir, mounts,
-# writes and reads a file, shows that CIPHERDIR holds only ciphertext plus
-# the wrapped-key xattr, prints `kmsfs info --json`, and unmounts.
+# writes and reads a file, a directory, a symlink and an xattr, shows that
+# CIPHERDIR holds only ciphertext (no plaintext content, name, symlink target
+# or xattr anywhere in it) plus the wrapped-key xattr, prints
+# `kmsfs info --json`, and unmounts.
 # Exits non-zero on any failure; always cleans up.
 set -euo pipefail
 
@@ -43,24 +45,46 @@ printf '\n$ echo %q > %s\n' "$secret" "$plain/hello.txt"
 echo "$secret" >"$plain/hello.txt"
 step cat "$plain/hello.txt"
 [ "$(cat "$plain/hello.txt")" = "$secret" ] || fail "read back differs from what was written"
+# Names, a symlink target and an extended attribute are encrypted too.
+step mkdir "$plain/payroll-2026-q3"
+step cp "$plain/hello.txt" "$plain/payroll-2026-q3/salaries.txt"
+step ln -s payroll-2026-q3/salaries.txt "$plain/latest-salaries"
+step setfattr -n user.classification -v confidential-demo-value "$plain/payroll-2026-q3/salaries.txt"
 
-step ls -l "$plain" "$cipher"
+step ls -lR "$plain"
+step ls -lR "$cipher"
 echo
-echo "# the backing file is ciphertext: header (magic KMSF), then sealed chunks"
-step od -A d -t x1z -N 96 "$cipher/hello.txt"
-if grep -qF "attack at dawn" "$cipher/hello.txt"; then
-	fail "plaintext found in CIPHERDIR"
-fi
+backing=$("$kmsfs" paths --encrypt "$cipher" hello.txt)
+echo "# hello.txt is stored as $backing: a header (magic KMSF), then sealed chunks"
+step od -A d -t x1z -N 96 "$cipher/$backing"
+echo
+echo "# no plaintext anywhere in CIPHERDIR: contents, names, symlink targets, xattr names and values"
+for s in "attack at dawn" hello payroll salaries latest-salaries classification confidential-demo-value; do
+	if grep -rqF -- "$s" "$cipher"; then
+		fail "plaintext \"$s\" found in a file of CIPHERDIR"
+	fi
+	if find "$cipher" -name "*$s*" | grep -q .; then
+		fail "plaintext \"$s\" found in a name in CIPHERDIR"
+	fi
+	if find "$cipher" -type l -printf '%l\n' | grep -qF -- "$s"; then
+		fail "plaintext \"$s\" found in a symlink target in CIPHERDIR"
+	fi
+	if getfattr -R -h -d -m - -e text "$cipher" 2>/dev/null | grep -qF -- "$s"; then
+		fail "plaintext \"$s\" found in an xattr in CIPHERDIR"
+	fi
+done
 echo "# no plaintext in CIPHERDIR: ok"
 
 echo
 echo "# the wrapped data key lives in an xattr of the backing file ..."
-step getfattr --absolute-names -n user.kmsfs.key -e hex "$cipher/hello.txt"
+step getfattr --absolute-names -n user.kmsfs.key -e hex "$cipher/$backing"
 echo "# ... and is invisible through the mount:"
 step getfattr --absolute-names -d -m - "$plain/hello.txt"
 if getfattr -d -m - "$plain/hello.txt" 2>/dev/null | grep -q kmsfs; then
 	fail "internal xattr visible through the mount"
 fi
+[ "$(getfattr --only-values -n user.classification "$plain/payroll-2026-q3/salaries.txt")" = confidential-demo-value ] ||
+	fail "the encrypted xattr does not read back"
 
 step "$kmsfs" info --json "$plain/hello.txt"
 echo
