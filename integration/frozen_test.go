@@ -275,6 +275,12 @@ func frozenWrites(t *testing.T, f *testFS, entries []frozenEntry) []frozenEntry 
 		}
 	}
 
+	// renamed is a new name for a top-level entry, within NAME_MAX (a
+	// 255-byte name loses its last bytes to the suffix).
+	renamed := func(p string) string {
+		const suffix = "-renamed"
+		return p[:min(len(p), 255-len(suffix))] + suffix
+	}
 	rename := func(from, to string) {
 		if err := os.Rename(f.Path(from), f.Path(to)); err != nil {
 			t.Fatal(err)
@@ -294,13 +300,13 @@ func frozenWrites(t *testing.T, f *testFS, entries []frozenEntry) []frozenEntry 
 	}
 	if i := slices.IndexFunc(want, func(e frozenEntry) bool { return e.Type == "dir" && !strings.Contains(e.Path, "/") }); i >= 0 {
 		p := want[i].Path
-		rename(p, p+"-renamed")
+		rename(p, renamed(p))
 	}
 	if i := slices.IndexFunc(want, func(e frozenEntry) bool {
 		return e.Type == "file" && e.Size > 0 && e.Nlink == 1 && !strings.Contains(e.Path, "/")
 	}); i >= 0 {
 		p := want[i].Path
-		rename(p, p+"-renamed")
+		rename(p, renamed(p))
 	}
 
 	const created = "created-by-TestFrozen.bin"
