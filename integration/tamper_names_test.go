@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -529,7 +530,7 @@ func encXattrs(t *testing.T, p string) []string {
 func without(a, b []string) []string {
 	var out []string
 	for _, s := range a {
-		if !strings.Contains("\x00"+strings.Join(b, "\x00")+"\x00", "\x00"+s+"\x00") {
+		if !slices.Contains(b, s) {
 			out = append(out, s)
 		}
 	}
