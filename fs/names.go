@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,7 +107,7 @@ func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) 
 		case lerr != nil:
 			return names.DirID{}, lerr
 		case used:
-			r.nameLog.log(r, "directory has entries but no ID file: its entries cannot be read (restore kmsfs.dirid from a backup; kmsfs fsck reports it)", "", err)
+			r.nameLog.log(r, "directory has entries but no ID file: its entries cannot be read (restore kmsfs.dirid from a backup; kmsfs fsck reports it)", r.backingPathForLog(nd), err)
 			return names.DirID{}, fmt.Errorf("%w (directory with entries)", err)
 		case !create:
 			return names.DirID{}, errEmptyNoID
@@ -118,12 +119,27 @@ func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) 
 	}
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
-			r.nameLog.log(r, "directory ID file is damaged or forged: the directory's entries cannot be read", "", err)
+			r.nameLog.log(r, "directory ID file is damaged or forged: the directory's entries cannot be read", r.backingPathForLog(nd), err)
 		}
 		return names.DirID{}, err
 	}
 	nd.dirID.Store(&id)
 	return id, nil
+}
+
+// backingPathForLog names the directory nd in a log line: its backing path
+// relative to CIPHERDIR ("." for the root), which `kmsfs paths --decrypt`
+// maps back; "?" when it cannot be resolved. Only for error paths: it
+// resolves the whole path.
+func (r *root) backingPathForLog(nd *node) string {
+	parts, err := r.backingRel(&nd.Inode)
+	switch {
+	case err != nil:
+		return "?"
+	case len(parts) == 0:
+		return "."
+	}
+	return strings.Join(parts, "/")
 }
 
 // decryptEntry returns the name in the mount of the backing entry backing

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"errors"
+	"fmt"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -32,6 +34,12 @@ func (r *root) target(nd *node, dirfd int, name string) (string, error) {
 		return link, nil
 	}
 	t, err := cipherdir.ReadTarget(r.fd, r.names, link)
+	if errors.Is(err, unix.ENOENT) {
+		// The symlink is there (readlink found it) but its long-target
+		// file is not: damage to report as EIO, not a missing entry
+		// (ENOENT would contradict the listing that shows it).
+		err = fmt.Errorf("%w: %w", err, names.ErrCorrupt)
+	}
 	if err != nil {
 		r.nameLog.log(r, "symlink target does not decrypt", name, err)
 		return "", err

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,11 +41,7 @@ type fsckFinding struct {
 }
 
 type fsckJSON struct {
-	Files []struct {
-		Path     string        `json:"path"`
-		Problems []fsckFinding `json:"problems"`
-		Zeroed   []int64       `json:"zeroed"`
-	} `json:"files"`
+	Files   []fsckFile `json:"files"`
 	Summary struct {
 		Files     int64 `json:"files"`
 		Repaired  int64 `json:"repaired"`
@@ -54,8 +51,28 @@ type fsckJSON struct {
 	ExitCode int `json:"exit_code"`
 }
 
+// fsckFile is one entry of `kmsfs fsck --json` with findings.
+type fsckFile struct {
+	Path      string        `json:"path"`       // backing path
+	PlainPath string        `json:"plain_path"` // its path in the mount (trees with encrypted names), "?" for a name that does not decrypt
+	Problems  []fsckFinding `json:"problems"`
+	Zeroed    []int64       `json:"zeroed"`
+}
+
+// Name is the path a finding is about as a user knows it: its path in
+// the mount, or the backing path for kmsfs's own entries (which have no
+// plaintext path) and in a tree with plaintext names (where both are the
+// same).
+func (f fsckFile) Name() string {
+	if f.PlainPath != "" {
+		return f.PlainPath
+	}
+	return f.Path
+}
+
 // fsck runs `kmsfs fsck --json args… CIPHERDIR` and returns its exit code
-// and findings as "path kind chunk[ repaired]" lines, sorted.
+// and findings as "path kind chunk[ repaired]" lines, sorted, each path as
+// fsckFile.Name gives it.
 func fsck(t *testing.T, fs *testFS, dir string, args ...string) (int, []string, fsckJSON) {
 	t.Helper()
 	res := fs.Exec(append(append([]string{"fsck", "--json"}, args...), dir)...)
@@ -72,7 +89,7 @@ func fsck(t *testing.T, fs *testFS, dir string, args ...string) (int, []string, 
 			if p.Warning {
 				continue
 			}
-			s := fmt.Sprintf("%s %s %d", f.Path, p.Kind, p.Chunk)
+			s := fmt.Sprintf("%s %s %d", f.Name(), p.Kind, p.Chunk)
 			if p.Repaired {
 				s += " repaired"
 			}
@@ -284,7 +301,7 @@ func tamperMatrix(t *testing.T, gen func(r *rand.Rand, n int) []byte, opts ...Op
 	zeroed := map[string]string{}
 	for _, f := range doc.Files {
 		if len(f.Zeroed) > 0 {
-			zeroed[f.Path] = fmt.Sprint(f.Zeroed)
+			zeroed[f.Name()] = fmt.Sprint(f.Zeroed)
 		}
 	}
 	if fmt.Sprint(zeroed) != "map[flip:[2] foreign-chunk:[1] swap:[1 2] zeroed:[1]]" {
@@ -373,12 +390,52 @@ func copyFixture(t *testing.T, fs *testFS) map[string][]byte {
 	return files
 }
 
-// noKeyXattrs fails if any backing file under dir still has the key xattr.
-func keyXattrCount(t *testing.T, dir string) (with, without int) {
+// isUserEntry reports whether the backing name is a user's entry (a
+// file, directory, symlink… of the mount) rather than one of kmsfs's own
+// files: in a tree with encrypted names (v2) exactly the names
+// names.Classify calls KindName (canonical unpadded base64url of at most
+// 255 characters decoding to 16 + 16·k bytes, k ≥ 1) or KindLongName
+// ("kmsfs.long." and 43 such characters), in every directory; in a v1
+// tree every name but the configuration's in the root and rekey's
+// temporaries (cipherdir.IsInternalName). A copy of those rules, because
+// integration imports nothing of the project: names/FORMAT.md is the
+// contract both follow.
+func isUserEntry(v2, atRoot bool, name string) bool {
+	if !v2 {
+		if atRoot && (name == configName || strings.HasPrefix(name, configName+".")) {
+			return false
+		}
+		return !strings.Contains(name, ".kmsfs-rekey-")
+	}
+	canonical := func(s string) ([]byte, bool) {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+		return b, err == nil && base64.RawURLEncoding.EncodeToString(b) == s
+	}
+	if h, ok := strings.CutPrefix(name, "kmsfs.long."); ok {
+		b, ok := canonical(h)
+		return ok && len(b) == 32
+	}
+	b, ok := canonical(name)
+	return ok && len(name) <= 255 && len(b) >= 32 && len(b)%16 == 0
+}
+
+// keyXattrCount counts the backing content files of fs's tree with and
+// without the key xattr. kmsfs's own files (the configuration; in a tree
+// with encrypted names also directory ID files, sidecars, long-target
+// files and temporaries) carry no key record and are not counted.
+func keyXattrCount(t *testing.T, fs *testFS) (with, without int) {
 	t.Helper()
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() || d.Name() == "kmsfs.conf" {
+	v2 := fs.Config().FormatVersion >= 2
+	err := filepath.WalkDir(fs.CipherDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || p == fs.CipherDir {
 			return err
+		}
+		user := isUserEntry(v2, filepath.Dir(p) == fs.CipherDir, d.Name())
+		switch {
+		case d.IsDir() && !user:
+			return filepath.SkipDir // kmsfs.targets, a temporary directory
+		case !d.Type().IsRegular() || !user:
+			return nil
 		}
 		if _, err := lgetXattr(p, keyXattr); err == nil {
 			with++
@@ -387,6 +444,9 @@ func keyXattrCount(t *testing.T, dir string) (with, without int) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("walking %s: %v", fs.CipherDir, err)
+	}
 	return with, without
 }
 
@@ -396,23 +456,49 @@ func keyXattrCount(t *testing.T, dir string) (with, without int) {
 // too.
 func TestCopyDropsXattrs(t *testing.T) {
 	t.Parallel()
-	fs := newFS(t)
-	files := copyFixture(t, fs)
-	fs.Unmount()
-	nonEmpty := len(files) // every file has a header, "empty" too
-
-	type method struct {
-		name string
-		tool string
-		copy func(src, dst string) *exec.Cmd
-	}
-	methods := []method{
+	methods := []copyMethod{
 		{"cp", "cp", func(src, dst string) *exec.Cmd { return exec.Command("cp", "-r", src, dst) }},
 		{"tar", "tar", func(src, dst string) *exec.Cmd {
 			return exec.Command("sh", "-c", `mkdir "$2" && tar -C "$1" -cf - . | tar -C "$2" -xf -`, "sh", src, dst)
 		}},
 		{"rsync", "rsync", func(src, dst string) *exec.Cmd { return exec.Command("rsync", "-a", src+"/", dst) }},
 	}
+	// Every tool on a tree with encrypted names (the default); cp on one
+	// with plaintext names, whose restore path is the same code.
+	for _, format := range []struct {
+		name    string
+		opts    []Option
+		methods []copyMethod
+	}{
+		{"v2", nil, methods},
+		{"v1", []Option{WithInitArgs("--plaintext-names")}, methods[:1]},
+	} {
+		t.Run(format.name, func(t *testing.T) {
+			t.Parallel()
+			copyDropsXattrs(t, format.methods, format.opts...)
+		})
+	}
+}
+
+// copyMethod is a tool that copies a CIPHERDIR src to dst (which does not
+// exist yet) dropping extended attributes.
+type copyMethod struct {
+	name string
+	tool string
+	copy func(src, dst string) *exec.Cmd
+}
+
+// copyDropsXattrs is TestCopyDropsXattrs on one tree made with opts,
+// copied by each of methods.
+func copyDropsXattrs(t *testing.T, methods []copyMethod, opts ...Option) {
+	fs := newFS(t, opts...)
+	files := copyFixture(t, fs)
+	fs.Unmount()
+	nonEmpty := len(files) // every file has a header, "empty" too
+	if with, without := keyXattrCount(t, fs); with != nonEmpty || without != 0 {
+		t.Fatalf("the original tree: %d files with the key xattr, %d without; want %d with", with, without, nonEmpty)
+	}
+
 	for _, m := range methods {
 		t.Run(m.name, func(t *testing.T) {
 			requireTool(t, m.tool)
@@ -421,8 +507,8 @@ func TestCopyDropsXattrs(t *testing.T) {
 				if out, err := m.copy(fs.CipherDir, c.CipherDir).CombinedOutput(); err != nil {
 					t.Fatalf("%s: %v\n%s", m.name, err, out)
 				}
-				if with, _ := keyXattrCount(t, c.CipherDir); with != 0 {
-					t.Fatalf("%s kept %d key xattrs; the test needs a copy that drops them", m.name, with)
+				if with, without := keyXattrCount(t, c); with != 0 || without != nonEmpty {
+					t.Fatalf("%s copy: %d files with the key xattr, %d without; the test needs a copy that drops all %d", m.name, with, without, nonEmpty)
 				}
 				code, got, _ := fsck(t, c, c.CipherDir)
 				if code != 10 || len(got) != nonEmpty {
@@ -437,7 +523,7 @@ func TestCopyDropsXattrs(t *testing.T) {
 					if code, _, _ := fsck(t, c, c.CipherDir, "--repair"); code != 13 {
 						t.Errorf("fsck --repair of the %s copy: exit %d, want 13", m.name, code)
 					}
-					if with, without := keyXattrCount(t, c.CipherDir); with != nonEmpty || without != 0 {
+					if with, without := keyXattrCount(t, c); with != nonEmpty || without != 0 {
 						t.Errorf("after fsck --repair: %d files with the key xattr, %d without", with, without)
 					}
 				}
@@ -446,7 +532,7 @@ func TestCopyDropsXattrs(t *testing.T) {
 					checkContent(t, c.Path(p), want)
 				}
 				c.Unmount()
-				if with, without := keyXattrCount(t, c.CipherDir); with != nonEmpty || without != 0 {
+				if with, without := keyXattrCount(t, c); with != nonEmpty || without != 0 {
 					t.Errorf("%s copy after reading through the mount (%s): %d files with the key xattr, %d without", m.name, via, with, without)
 				}
 				if via == "mount" && strings.Count(c.Log(), "restored the missing key xattr") != nonEmpty {
@@ -534,10 +620,17 @@ func TestBackingWithoutXattrs(t *testing.T) {
 // mounted is allowed, a repair is refused unless --force; --keys counts
 // files per key and key material (issue 4: what a rewrap still has to
 // move); human-readable lines name the path, file ID and kind; usage
-// errors.
+// errors. On a tree with encrypted names (the default) and on one with
+// plaintext names, whose lines name the path once.
 func TestFsckCLI(t *testing.T) {
 	t.Parallel()
-	fs := newFS(t)
+	t.Run("v2", func(t *testing.T) { t.Parallel(); fsckCLI(t) })
+	t.Run("v1", func(t *testing.T) { t.Parallel(); fsckCLI(t, WithInitArgs("--plaintext-names")) })
+}
+
+// fsckCLI is TestFsckCLI on a tree made with opts.
+func fsckCLI(t *testing.T, opts ...Option) {
+	fs := newFS(t, opts...)
 	for _, name := range []string{"a", "b", "c"} {
 		mustWrite(t, fs.Path(name), []byte("content of "+name))
 	}
@@ -568,12 +661,17 @@ func TestFsckCLI(t *testing.T) {
 	}
 	fs.Unmount()
 
-	id := fileIDOf(t, fs.Backing("b"))
-	if err := unix.Lremovexattr(fs.Backing("b"), keyXattr); err != nil {
+	backing := fs.Backing("b")
+	id := fileIDOf(t, backing)
+	if err := unix.Lremovexattr(backing, keyXattr); err != nil {
 		t.Fatal(err)
 	}
 	res = fs.Exec("fsck", fs.CipherDir)
-	want := "b: file " + id + ": file: xattr-missing: "
+	path := "b" // the line names the path in the mount, and in a v2 tree the backing path too
+	if fs.Config().FormatVersion >= 2 {
+		path += " (backing " + filepath.Base(backing) + ")"
+	}
+	want := path + ": file " + id + ": file: xattr-missing: "
 	if res.Code != 10 || !strings.Contains(res.Stdout, want) || !strings.Contains(res.Stdout, "fsck: 1 problems in 1 files") {
 		t.Errorf("fsck with one xattr missing: exit %d, want 10 and a line starting %q:\n%s", res.Code, want, res.Stdout)
 	}
