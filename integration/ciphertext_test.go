@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/kmsfs/kmsfs/names"
 )
 
 // headerMagic starts every non-empty backing file; recordMagic starts every
@@ -182,8 +180,7 @@ func TestCiphertextOnly(t *testing.T) {
 		if !d.Type().IsRegular() || rel == configName {
 			return nil
 		}
-		if k := names.Classify(d.Name()); k != names.KindName && k != names.KindLongName ||
-			strings.HasPrefix(rel, names.TargetsDirName+"/") {
+		if !isUserEntry(true, !strings.Contains(rel, "/"), d.Name()) || strings.HasPrefix(rel, "kmsfs.targets/") {
 			return nil // kmsfs's own: the config's copy, ID files, sidecars, long targets
 		}
 		rec, err := lgetXattr(path, keyXattr)
