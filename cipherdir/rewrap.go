@@ -386,15 +386,7 @@ func (rw *Rewrapper) one(ctx context.Context, rel string) (outcome, error) {
 	if rw.opts.DryRun {
 		return outRewrapped, nil
 	}
-	ec := keysvc.FileContext(cfg.FilesystemID, h.FileID.String())
-	cctx, cancel := context.WithTimeout(ctx, rw.opts.CallTimeout)
-	defer cancel()
-	var nw keysvc.WrappedKey
-	if rw.moving {
-		nw, err = rw.move(cctx, wk, dest.ARN, ec)
-	} else {
-		nw, err = rw.opts.Source.ReEncrypt(cctx, wk.Blob, wk.KeyID, ec, dest.ARN)
-	}
+	nw, err := rw.rewrapKey(ctx, wk, dest.ARN, keysvc.FileContext(cfg.FilesystemID, h.FileID.String()))
 	if err != nil {
 		return 0, fmt.Errorf("file %s: %w", h.FileID, err)
 	}
@@ -444,15 +436,7 @@ func (rw *Rewrapper) rewrapNames(ctx context.Context) (string, string, error) {
 	if rw.opts.DryRun {
 		return "", NamesRewrapped, nil
 	}
-	ec := keysvc.NamesContext(cfg.FilesystemID)
-	cctx, cancel := context.WithTimeout(ctx, rw.opts.CallTimeout)
-	defer cancel()
-	var nw keysvc.WrappedKey
-	if rw.moving {
-		nw, err = rw.move(cctx, wk, dest.ARN, ec)
-	} else {
-		nw, err = rw.opts.Source.ReEncrypt(cctx, wk.Blob, wk.KeyID, ec, dest.ARN)
-	}
+	nw, err := rw.rewrapKey(ctx, wk, dest.ARN, keysvc.NamesContext(cfg.FilesystemID))
 	if err != nil {
 		return "", "", fmt.Errorf("re-wrap the names key: %w", aboutKey(wk.KeyID, err))
 	}
@@ -491,6 +475,18 @@ func (rw *Rewrapper) move(ctx context.Context, wk keysvc.WrappedKey, destKey str
 		nw.KeyMaterialID = back.KeyMaterialID
 	}
 	return nw, nil
+}
+
+// rewrapKey re-wraps one wrapped key (a file's or the names key, with its
+// encryption context ec) under destARN, within one call timeout: ReEncrypt
+// inside one key service, or Decrypt and Encrypt across two (move).
+func (rw *Rewrapper) rewrapKey(ctx context.Context, wk keysvc.WrappedKey, destARN string, ec keysvc.EncryptionContext) (keysvc.WrappedKey, error) {
+	cctx, cancel := context.WithTimeout(ctx, rw.opts.CallTimeout)
+	defer cancel()
+	if rw.moving {
+		return rw.move(cctx, wk, destARN, ec)
+	}
+	return rw.opts.Source.ReEncrypt(cctx, wk.Blob, wk.KeyID, ec, destARN)
 }
 
 // DescribeEnabled describes the key ref and fails unless it is enabled

@@ -183,24 +183,14 @@ func isPosixACLXattr(name string) bool {
 // every permission check that consults the ACL (it accepts EOPNOTSUPP only
 // from a daemon without getxattr at all); getfacl copes with either.
 func (n *node) getPosixACL(attr string, dest []byte) (uint32, syscall.Errno) {
-	p, done, err := n.xattrPath()
-	if err != nil {
-		return 0, n.r.errno("getxattr", err)
-	}
-	defer done()
-	sz, err := unix.Lgetxattr(p, attr, dest)
-	if err == syscall.ERANGE {
-		if need, err2 := unix.Lgetxattr(p, attr, nil); err2 == nil {
-			return uint32(need), syscall.ERANGE
-		}
-	}
-	if err == syscall.EOPNOTSUPP && n.r.caps.posixACL {
+	sz, err := n.getBacking(attr, dest)
+	switch {
+	case err == syscall.ERANGE:
+		return sz, syscall.ERANGE
+	case err == syscall.EOPNOTSUPP && n.r.caps.posixACL:
 		return 0, syscall.ENODATA
 	}
-	if err != nil {
-		return 0, n.r.errno("getxattr", err)
-	}
-	return uint32(sz), 0
+	return sz, n.r.errno("getxattr", err)
 }
 
 // xattrKillSGID travels in Setxattr's flags argument from rawFS to the

@@ -27,7 +27,8 @@ func longName(prefix string, n int) string {
 	return prefix + strings.Repeat("x", n-len(prefix))
 }
 
-// listDir returns the sorted names in a directory of the mount.
+// listDir returns the sorted names in a directory (of the mount or of
+// the backing tree).
 func listDir(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -179,20 +180,6 @@ func equal(a, b []string) bool {
 	return true
 }
 
-// backingEntries returns the backing names of a backing directory.
-func backingEntries(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 // TestEncryptedNamesRemove checks that unlink, rmdir and rename leave no
 // sidecar, ID file or long-target file behind.
 func TestEncryptedNamesRemove(t *testing.T) {
@@ -220,12 +207,11 @@ func TestEncryptedNamesRemove(t *testing.T) {
 	}
 	// Only the root's ID file, the config and the (now empty) directory
 	// of long targets remain.
-	got := backingEntries(t, tf.cipher)
-	sort.Strings(got)
+	got := listDir(t, tf.cipher)
 	if want := []string{cipherdir.ConfigName, names.DirIDFileName, names.TargetsDirName}; !equal(got, want) {
 		t.Fatalf("backing root holds %q, want %q", got, want)
 	}
-	if left := backingEntries(t, tf.backing(names.TargetsDirName)); len(left) != 0 {
+	if left := listDir(t, tf.backing(names.TargetsDirName)); len(left) != 0 {
 		t.Fatalf("long-target files left: %q", left)
 	}
 	// A directory with an entry is not empty.

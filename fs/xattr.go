@@ -49,22 +49,31 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if n.r.names != nil && strings.HasPrefix(attr, names.UserXattrPrefix) {
 		return n.getxattrV2(attr, dest)
 	}
+	sz, err := n.getBacking(attr, dest)
+	if err == syscall.ERANGE {
+		return sz, syscall.ERANGE
+	}
+	return sz, n.r.errno("getxattr", err)
+}
+
+// getBacking reads the attribute attr of the backing entry as it is. On
+// ERANGE the size is the one the caller needs.
+func (n *node) getBacking(attr string, dest []byte) (uint32, error) {
 	p, done, err := n.xattrPath()
 	if err != nil {
-		return 0, n.r.errno("getxattr", err)
+		return 0, err
 	}
 	defer done()
 	sz, err := unix.Lgetxattr(p, attr, dest)
 	if err == syscall.ERANGE {
-		// Tell the caller the size it needs.
 		if need, err2 := unix.Lgetxattr(p, attr, nil); err2 == nil {
 			return uint32(need), syscall.ERANGE
 		}
 	}
 	if err != nil {
-		return 0, n.r.errno("getxattr", err)
+		return 0, err
 	}
-	return uint32(sz), 0
+	return uint32(sz), nil
 }
 
 // Listxattr passes through with user.kmsfs.* filtered out.
