@@ -11,6 +11,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/cipherdir"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 // dirFD is a backing directory descriptor for one operation: opened for
@@ -188,6 +189,14 @@ func (r *root) fillAttr(st *unix.Statx_t, out *fuse.Attr) {
 	out.Gid = st.Gid
 	out.Rdev = uint32(unix.Mkdev(st.Rdev_major, st.Rdev_minor))
 	out.Blksize = st.Blksize
+	if r.names != nil && st.Ino == r.rootIno && unix.Mkdev(st.Dev_major, st.Dev_minor) == r.dev && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		// The directory of long symlink targets is the root's but not the
+		// user's: a directory's link count is 2 plus its subdirectories.
+		var t unix.Statx_t
+		if out.Nlink > 2 && statAt(r.fd, names.TargetsDirName, &t) == nil {
+			out.Nlink--
+		}
+	}
 	if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		backing := int64(st.Size)
 		if whole, torn := tornTail(backing, r.cfg.ChunkSize); torn {

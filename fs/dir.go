@@ -51,9 +51,9 @@ func (d *dirHandle) load() syscall.Errno {
 		return errno
 	}
 	if plain == nil {
-		// An empty directory that lost its ID file: nothing to list.
-		d.loaded, d.pos = true, 0
-		return 0
+		// An empty directory that lost its ID file: nothing to list but
+		// itself and its parent.
+		plain = func(b string) (string, bool) { return b, b == "." || b == ".." }
 	}
 	for {
 		nb, err := unix.ReadDirent(d.fd, buf)
@@ -86,7 +86,12 @@ func (d *dirHandle) plainNames() (func(string) (string, bool), syscall.Errno) {
 	if err != nil {
 		return nil, r.errno("readdir", err)
 	}
-	return func(b string) (string, bool) { return r.decryptEntry(d.fd, id, b) }, 0
+	return func(b string) (string, bool) {
+		if b == "." || b == ".." {
+			return b, true
+		}
+		return r.decryptEntry(d.fd, id, b)
+	}, 0
 }
 
 // Readdirent returns the next entry, or nil at the end.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -109,6 +110,10 @@ func TestEncryptedNamesRoundTrip(t *testing.T) {
 	}
 	if got, want := listDir(t, tf.path("secret-dir")), []string{deep, "hard-linked-name", "inner-name.txt"}; !equal(got, want) {
 		t.Fatalf("secret-dir lists %q, want %q", got, want)
+	}
+	// "." and ".." are listed as on any file system (ls -a).
+	if out, err := exec.Command("ls", "-a", tf.path("secret-dir/"+deep)).Output(); err != nil || string(out) != ".\n..\n"+long+"\n" {
+		t.Fatalf("ls -a: %q %v", out, err)
 	}
 	if got := listDir(t, tf.path("secret-dir/"+deep)); !equal(got, []string{long}) {
 		t.Fatalf("deep dir lists %q", got)

@@ -108,6 +108,7 @@ type Options struct {
 type root struct {
 	fd         int // O_PATH directory descriptor of CIPHERDIR
 	dev        uint64
+	rootIno    uint64 // CIPHERDIR's inode number
 	cfg        cipherdir.Config
 	keys       keysvc.Service
 	codecs     chunk.Codecs
@@ -209,6 +210,7 @@ func newRoot(opts Options) (*node, error) {
 		keyCheck:   check,
 		fd:         fd,
 		dev:        st.Dev,
+		rootIno:    st.Ino,
 		cfg:        opts.Config,
 		keys:       opts.Keys,
 		codecs:     opts.Codecs,
