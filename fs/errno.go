@@ -40,6 +40,8 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, errReservedName):
 		return syscall.EPERM
+	case errors.Is(err, errEmptyNoID):
+		return syscall.ENOENT // an empty directory (that lost its ID file) holds no such entry
 	case errors.Is(err, names.ErrNameTooLong), errors.Is(err, names.ErrTargetTooLong):
 		return syscall.ENAMETOOLONG
 	case errors.Is(err, names.ErrValueTooLarge):

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kmsfs/kmsfs/chunk"
 	"github.com/kmsfs/kmsfs/keysvc"
+	"github.com/kmsfs/kmsfs/names"
 )
 
 func TestErrnoOf(t *testing.T) {
@@ -45,6 +46,10 @@ func TestErrnoOf(t *testing.T) {
 		{keysvc.ErrIncorrectKey, syscall.EIO},
 		{fmt.Errorf("kms: %w: %w", keysvc.ErrUnavailable, syscall.ETIMEDOUT), syscall.EIO},
 		{errReservedName, syscall.EPERM},
+		{errEmptyNoID, syscall.ENOENT},
+		{fmt.Errorf("lookup: %w", names.ErrAuthentication), syscall.EIO},
+		{names.ErrNameTooLong, syscall.ENAMETOOLONG},
+		{names.ErrValueTooLarge, syscall.E2BIG},
 		{fmt.Errorf("x: %w", errNoKey), syscall.EIO},
 		{errBadHeader, syscall.EIO},
 		{context.Canceled, syscall.EINTR},
