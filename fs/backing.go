@@ -80,15 +80,19 @@ func (r *root) backingRel(in *gofs.Inode) ([]string, error) {
 // RESOLVE_BENEATH, or, for paths longer than PATH_MAX or kernels without
 // openat2, one openat with O_NOFOLLOW per component, so any depth works.
 func (r *root) openDir(dir *gofs.Inode) (dirFD, error) {
+	if dir.IsRoot() {
+		return dirFD{fd: r.fd}, nil
+	}
+	// A cached descriptor needs no path (and so no name encrypted).
+	if d, ok := r.dirs.get(dir); ok {
+		return d, nil
+	}
 	parts, err := r.backingRel(dir)
 	if err != nil {
 		return dirFD{}, err
 	}
 	if len(parts) == 0 {
 		return dirFD{fd: r.fd}, nil
-	}
-	if d, ok := r.dirs.get(dir); ok {
-		return d, nil
 	}
 	d, err := r.resolveDir(parts)
 	if err != nil {

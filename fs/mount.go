@@ -153,12 +153,13 @@ type root struct {
 
 	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
 
-	// names is Options.Names: nil for plaintext names. nameCache keeps
-	// decrypted names; nameLog rate-limits the lines about names that do
-	// not decrypt (names.go).
-	names     *names.Keys
-	nameCache nameCache
-	nameLog   nameLogger
+	// names is Options.Names: nil for plaintext names. plainNames and
+	// encNames keep decrypted and encrypted names; nameLog rate-limits the
+	// lines about names that do not decrypt (names.go).
+	names      *names.Keys
+	plainNames nameCache[string]
+	encNames   nameCache[encName]
+	nameLog    nameLogger
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode

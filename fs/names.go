@@ -72,7 +72,14 @@ func (r *root) entryName(dir *gofs.Inode, dirfd int, plain string, create bool) 
 	if err != nil {
 		return "", "", err
 	}
-	return cipherdir.EntryName(r.names, id, plain)
+	if e, ok := r.encNames.get(id, plain); ok {
+		return e.backing, e.long, nil
+	}
+	backing, long, err = cipherdir.EntryName(r.names, id, plain)
+	if err == nil {
+		r.encNames.put(id, plain, encName{backing, long})
+	}
+	return backing, long, err
 }
 
 // dirID returns the ID of the directory dir of a v2 tree, read from its
@@ -151,7 +158,7 @@ func (r *root) decryptEntry(dirfd int, id names.DirID, backing string) (string, 
 	if k != names.KindName && k != names.KindLongName {
 		return "", false
 	}
-	if p, ok := r.nameCache.get(id, backing); ok {
+	if p, ok := r.plainNames.get(id, backing); ok {
 		return p, true
 	}
 	p, err := cipherdir.DecryptEntry(dirfd, r.names, id, backing)
@@ -159,69 +166,81 @@ func (r *root) decryptEntry(dirfd int, id names.DirID, backing string) (string, 
 		r.nameLog.log(r, "backing entry left out of a listing: its name does not decrypt in this directory", backing, err)
 		return "", false
 	}
-	r.nameCache.put(id, backing, p)
+	r.plainNames.put(id, backing, p)
+	if k == names.KindName {
+		// The lookup that follows a listing entry (READDIRPLUS, ls -l)
+		// needs the other direction: a short name is its own encryption.
+		r.encNames.put(id, p, encName{backing: backing})
+	}
 	return p, true
 }
 
-// nameCacheMax bounds the decrypted names kept in memory: at most this
-// many (directory ID, backing name) → name entries, about 250 bytes each
-// with a short name (≈ 16 MiB at the bound), in two generations.
-const nameCacheMax = 1 << 16
+// nameCacheMax bounds each of the two name caches of a mount (decrypted
+// names of listings, encrypted names of lookups): at most this many
+// entries each, about 190 bytes an entry with short names (≈ 6 MiB each at
+// the bound; BenchmarkNameCacheMemory), in two generations.
+const nameCacheMax = 1 << 15
 
-// nameCache keeps recently decrypted names so that listing a directory
-// again decrypts nothing (and reads no sidecar). It is bounded by two
-// generations of at most nameCacheMax/2 entries: when the current one is
-// full it becomes the previous one and the old previous one is dropped,
-// so recently used entries (found in either, and moved to the current)
-// survive and memory never passes the bound. A name's decryption never
-// changes (the key, the directory ID and the backing name determine it),
-// so entries need no invalidation; a removed entry just ages out.
-type nameCache struct {
+// nameCache keeps recently translated names, keyed by directory ID and
+// name: decrypted names so that listing a directory again decrypts
+// nothing (and reads no sidecar), and encrypted ones so that the lookups,
+// getattrs and getxattrs of one entry encrypt its name once. It is bounded
+// by two generations of at most nameCacheMax/2 entries: when the current
+// one is full it becomes the previous one and the old previous one is
+// dropped, so recently used entries (found in either, and moved to the
+// current) survive and memory never passes the bound. A translation never
+// changes (the names key, the directory ID and the name determine it), so
+// entries need no invalidation; a removed entry just ages out.
+type nameCache[V any] struct {
 	mu        sync.Mutex
-	cur, prev map[nameKey]string
+	cur, prev map[nameKey]V
 }
 
 type nameKey struct {
-	dir     names.DirID
-	backing string
+	dir  names.DirID
+	name string
 }
 
-func (c *nameCache) get(dir names.DirID, backing string) (string, bool) {
-	k := nameKey{dir, backing}
+func (c *nameCache[V]) get(dir names.DirID, name string) (V, bool) {
+	k := nameKey{dir, name}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p, ok := c.cur[k]; ok {
-		return p, true
+	if v, ok := c.cur[k]; ok {
+		return v, true
 	}
-	p, ok := c.prev[k]
+	v, ok := c.prev[k]
 	if ok {
-		c.insert(k, p)
+		c.insert(k, v)
 	}
-	return p, ok
+	return v, ok
 }
 
-func (c *nameCache) put(dir names.DirID, backing, plain string) {
+func (c *nameCache[V]) put(dir names.DirID, name string, v V) {
 	c.mu.Lock()
-	c.insert(nameKey{dir, backing}, plain)
+	c.insert(nameKey{dir, name}, v)
 	c.mu.Unlock()
 }
 
 // insert adds k to the current generation, rotating when it is full. The
 // caller holds c.mu.
-func (c *nameCache) insert(k nameKey, plain string) {
+func (c *nameCache[V]) insert(k nameKey, v V) {
 	if c.cur == nil || len(c.cur) >= nameCacheMax/2 {
-		c.prev, c.cur = c.cur, make(map[nameKey]string, 1024)
+		c.prev, c.cur = c.cur, make(map[nameKey]V, nameCacheMax/2)
 	}
-	c.cur[k] = plain
+	c.cur[k] = v
 }
 
 // len returns the number of cached entries (both generations; an entry
 // in both counts twice).
-func (c *nameCache) len() int {
+func (c *nameCache[V]) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.cur) + len(c.prev)
 }
+
+// encName is a cached encryption of a name: its backing name and, for a
+// long name, the encoded name its sidecar holds.
+type encName struct{ backing, long string }
 
 // nameLogWindow and nameLogBurst rate-limit the log lines about names
 // that do not decrypt: a damaged directory is listed again and again, and

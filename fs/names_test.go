@@ -50,7 +50,7 @@ func TestNames(t *testing.T) {
 // checks that it never holds more, and that a recently used entry
 // survives the rotations while an unused one does not.
 func TestNameCacheBound(t *testing.T) {
-	var c nameCache
+	var c nameCache[string]
 	var dir names.DirID
 	c.put(dir, "kept", "plain-kept")
 	c.put(dir, "dropped", "plain-dropped")
@@ -77,7 +77,7 @@ func BenchmarkNameCacheMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		c := &nameCache{}
+		c := &nameCache[string]{}
 		var dir names.DirID
 		for i := 0; i < nameCacheMax; i++ {
 			c.put(dir, fmt.Sprintf("%043d", i), fmt.Sprintf("%020d", i))
