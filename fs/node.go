@@ -819,7 +819,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, n.r.errno("open", err)
 	}
 	defer d.close()
-	h, err := n.r.openFile(ctx, d.fd, name, flags)
+	h, err := n.r.openNode(ctx, n, d.fd, name, flags)
 	if err != nil {
 		return nil, 0, n.r.errno("open", err)
 	}
