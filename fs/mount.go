@@ -295,10 +295,12 @@ func (r *root) close() {
 // mountOptions returns the go-fuse options of a mount.
 func mountOptions(opts Options) *gofs.Options {
 	sec := cacheTimeout
+	entry := sec
 	if opts.Shared || opts.Config.Shared {
-		// Another host's change shows within this bound (shared.go);
+		// Another host's change of attributes shows within this bound,
+		// of names at once: every path walk asks (shared.go).
 		// WritebackCache was refused by newRoot.
-		sec = SharedCacheTimeout
+		sec, entry = SharedCacheTimeout, 0
 	}
 	mo := fuse.MountOptions{
 		FsName:     opts.CipherDir,
@@ -348,7 +350,7 @@ func mountOptions(opts Options) *gofs.Options {
 	}
 	return &gofs.Options{
 		MountOptions: mo,
-		EntryTimeout: &sec,
+		EntryTimeout: &entry,
 		AttrTimeout:  &sec,
 		// Report modes as they are: a directory made with mode 0 is 0.
 		NullPermissions: true,

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmsfs/kmsfs/chunk"
@@ -34,18 +36,28 @@ import (
 // shared size lock and the chunks' shared locks (a torn or stale read is
 // detected, never returned).
 //
-// Caches: the kernel keeps entries and attributes for at most
-// SharedCacheTimeout, never caches directory listings (no FOPEN_CACHE_DIR)
-// and has no writeback cache; every open drops the file's cached pages
-// (no FOPEN_KEEP_CACHE) and attributes, and refuses (ESTALE, so the
-// kernel looks the path up again) a name that now names another file:
-// close-to-open consistency, as NFS gives. kmsfs's own directory
-// descriptor cache lives no longer than the same bound.
+// Caches: the kernel keeps no entry (every path walk looks each name up,
+// so a name another host removed, renamed or replaced is never followed
+// to the old file) and keeps attributes at most SharedCacheTimeout; it
+// never caches directory listings (no FOPEN_CACHE_DIR) and has no
+// writeback cache. Every open drops the file's cached pages (no
+// FOPEN_KEEP_CACHE) and attributes, and refuses (ESTALE, so the kernel
+// looks the path up again) a name that names another file since the
+// lookup: close-to-open consistency, as NFS gives. kmsfs's own directory
+// descriptor cache lives no longer than SharedCacheTimeout.
+//
+// O_APPEND: a descriptor opened with O_APPEND gets FOPEN_DIRECT_IO, so
+// that each write(2) reaches the daemon as one request (up to the 1 MiB
+// MaxWrite) and is placed at the end of file as a whole; through the page
+// cache the kernel splits a write at the first page it does not fully
+// cover, and another host could append between the pieces. O_APPEND set
+// later with fcntl(F_SETFL) is placed at the end of file request by
+// request.
 
 // SharedCacheTimeout is the longest time a mount in shared mode lets the
-// kernel and its own directory cache keep an entry, an attribute or a
-// directory descriptor: the bound within which a change made by another
-// host shows without an open. 100 ms keeps a stat-heavy workload within a
+// kernel keep an attribute and its own directory cache a directory
+// descriptor: the bound within which another host's change of a file's
+// size, mode, owner or times shows without an open. 100 ms keeps a stat-heavy workload within a
 // few percent of the unbounded one (bench/README.md) while changes show
 // well within a human's reaction time.
 const SharedCacheTimeout = 100 * time.Millisecond
@@ -216,18 +228,31 @@ func probeLocks(root int) error {
 // attributes, so that the file's size (and with it everything another
 // host wrote before this open) is asked for again. The cached pages go
 // at every open already (the reply never sets FOPEN_KEEP_CACHE).
-func (r *root) openNode(ctx context.Context, n *node, dirfd int, name string, flags uint32) (*handle, error) {
+//
+// It returns the FOPEN flags of the reply (openFlags).
+func (r *root) openNode(ctx context.Context, n *node, dirfd int, name string, flags uint32) (*handle, uint32, error) {
 	if !r.shared {
-		return r.openFile(ctx, dirfd, name, flags)
+		h, err := r.openFile(ctx, dirfd, name, flags)
+		return h, 0, err
 	}
 	want := n.StableAttr()
 	h, err := r.openFileAs(ctx, dirfd, name, flags, &want)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	// Attributes only (offset -1): no page is locked, so this cannot wait
 	// for a request of this mount. A kernel that refuses the
 	// notification keeps its attributes for at most SharedCacheTimeout.
 	_ = n.NotifyContent(-1, 0)
-	return h, nil
+	return h, r.openFlags(flags), nil
+}
+
+// openFlags returns the FOPEN flags of an open or create with flags: in
+// shared mode FOPEN_DIRECT_IO for O_APPEND (one request per write(2), see
+// above), else none.
+func (r *root) openFlags(flags uint32) uint32 {
+	if r.shared && flags&syscall.O_APPEND != 0 {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
 }
