@@ -142,13 +142,19 @@ func (r *root) lockChange(fd int, f *chunk.File, ch change) (backingLock, error)
 	if ch.kind != changeWrite || ch.appendMode {
 		return lockSize(fd, true)
 	}
+	end := ch.off + int64(len(ch.data))
+	if len(ch.data) == 0 || ch.off < 0 || end < ch.off {
+		return lockSize(fd, false) // chunk.File refuses or ignores it
+	}
+	// A write that ends past the size seen before any lock goes straight
+	// to the exclusive side (appending writers: two lock calls, not
+	// four); that size is only a hint, the one under the lock decides.
+	if size, err := f.Size(); err == nil && end > size {
+		return lockSize(fd, true)
+	}
 	l, err := lockSize(fd, false)
 	if err != nil {
 		return l, err
-	}
-	end := ch.off + int64(len(ch.data))
-	if len(ch.data) == 0 || ch.off < 0 || end < ch.off {
-		return l, nil // chunk.File refuses or ignores it; nothing to lock
 	}
 	size, err := f.Size()
 	if err != nil {
