@@ -99,6 +99,13 @@ type Config struct {
 	// encoding of file key records). Required in version 2, absent in
 	// version 1. Its second copy is in ConfigCopyName.
 	NamesKey string `json:"names_key,omitempty"`
+	// Shared says that several hosts mount this tree at once on shared
+	// storage (NFSv4, CephFS): every mount of it then runs in shared mode
+	// (fs.Options.Shared: byte-range locks on backing files, bounded
+	// kernel caches, no writeback cache), whatever its flags. Set by
+	// `kmsfs init --shared`; absent (false) otherwise, in v1 and v2
+	// configs alike.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // EncryptedNames reports whether the tree's entry names, symlink targets

@@ -210,3 +210,46 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigShared checks the shared field in v1 and v2 configs: parsed,
+// kept through a write (kmsfs.conf and, in v2, its copy alike), left out
+// when false (configs that never asked for it keep their bytes), and a
+// value that is not a JSON boolean refused.
+func TestConfigShared(t *testing.T) {
+	for _, base := range []string{validConfigJSON, validV2ConfigJSON} {
+		in := strings.Replace(base, `"kms":"local"`, `"kms":"local","shared":true`, 1)
+		c, err := ParseConfig([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.Shared {
+			t.Fatalf("ParseConfig(%s): Shared false", in)
+		}
+		dir := t.TempDir()
+		if err := WriteConfig(dir, c); err != nil {
+			t.Fatal(err)
+		}
+		back, err := LoadConfig(dir)
+		if err != nil || !back.Shared {
+			t.Fatalf("LoadConfig after WriteConfig: Shared %v, %v", back.Shared, err)
+		}
+		if c.EncryptedNames() {
+			cp, err := LoadConfigCopy(dir)
+			if err != nil || !cp.Shared {
+				t.Fatalf("LoadConfigCopy: Shared %v, %v", cp.Shared, err)
+			}
+		}
+		c.Shared = false
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "shared") {
+			t.Fatalf("Marshal of an unshared config mentions shared: %s", out)
+		}
+		bad := strings.Replace(base, `"kms":"local"`, `"kms":"local","shared":"yes"`, 1)
+		if _, err := ParseConfig([]byte(bad)); err == nil {
+			t.Fatalf("ParseConfig accepted %s", bad)
+		}
+	}
+}

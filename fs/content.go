@@ -163,7 +163,10 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	r.mu.Unlock()
 
 	c.mu.RLock()
-	loaded := c.loaded
+	// In shared mode a file that was empty when this mount loaded it may
+	// have got its key and data from another host since: an open looks
+	// again (close-to-open).
+	loaded := c.loaded && (c.cipher != nil || !r.shared)
 	var err error
 	if loaded {
 		// Another handle holds the key: a revoked key must still refuse
@@ -180,8 +183,13 @@ func (r *root) acquire(ctx context.Context, ino uint64, f *os.File) (*content, e
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.loaded {
+	if !c.loaded || (r.shared && c.cipher == nil) {
 		ci, confirmed, err := r.loadKeyConfirmed(ctx, f)
+		if err != nil && r.shared {
+			// Another host may have been writing the file's first
+			// header: look again while none can.
+			ci, confirmed, err = r.loadKeyLocked(ctx, f)
+		}
 		if err == nil && ci != nil {
 			err = r.trimTornTail(f, ci.Header().FileID)
 		}
@@ -265,10 +273,24 @@ type change struct {
 // reader sees a half-rewritten chunk and no two read-modify-writes of one
 // chunk interleave. An empty backing file gets its header (and, when it
 // had none, a new data key) first. It returns the bytes written.
+//
+// In shared mode it also holds the internal byte-range locks of the
+// backing file that the change needs (shared.go, lockChange), taken after
+// the content lock and after any key service call but one: giving an
+// empty file its first key happens under the size lock, so that two
+// hosts never give one file two keys.
 func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var lk backingLock // held in shared mode only
+	defer lk.release()
 	if c.cipher == nil {
+		if r.shared {
+			var err error
+			if lk, err = lockSize(int(b.fd.Fd()), true); err != nil {
+				return 0, err
+			}
+		}
 		// The file was empty at open. Another mount of the tree may have
 		// given it a header since: use that key rather than replace it.
 		ci, err := r.loadKey(ctx, b.fd)
@@ -289,6 +311,12 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		return 0, err
 	}
 	f := b.file(c)
+	if r.shared && !lk.held {
+		var err error
+		if lk, err = r.lockChange(int(b.fd.Fd()), f, ch); err != nil {
+			return 0, err
+		}
+	}
 	switch ch.kind {
 	case changeWrite:
 		size, err := f.Size()
@@ -299,11 +327,20 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		if ch.appendMode {
 			off = size
 		}
+		if r.shared && c.alloc.size != size {
+			// Another host changed the file since this mount's last
+			// change, and may have freed blocks the prefix claims.
+			c.alloc = allocation{}
+		}
 		// Space first, so a full disk cannot tear a chunk (reserve.go).
 		if err := r.reserveWrite(c, b.fd, size, off, len(ch.data)); err != nil {
 			return 0, err
 		}
 		n, err := f.WriteAt(ch.data, off)
+		c.alloc.size = max(size, off+int64(n))
+		if err != nil {
+			c.alloc.size = -1
+		}
 		if err != nil && n == len(ch.data) {
 			// Every byte is in place and reads back; what failed is a
 			// follow-up (re-sealing a chunk that was final as a middle

@@ -16,8 +16,9 @@ import (
 //
 // Entries are keyed by the directory's go-fuse Inode. A descriptor follows
 // its directory through renames, as the Inode does, so a rename in this
-// mount keeps an entry right; an entry lives at most dirCacheTTL (the
-// kernel's entry timeout), which bounds how long a change made to the
+// mount keeps an entry right; an entry lives at most ttl (the kernel's
+// entry timeout: dirCacheTTL, or SharedCacheTimeout in shared mode),
+// which bounds how long a change made to the
 // backing tree by someone else (another host on shared storage) can go
 // unseen, as for the kernel's own caches; and every rmdir or rename of
 // this mount empties the cache, so a removed directory's descriptor is
@@ -31,6 +32,7 @@ type dirCache struct {
 	entries [dirCacheSize]*dirEntry
 	next    int // slot the next insert replaces
 	now     func() time.Time
+	ttl     time.Duration // an entry's lifetime: dirCacheTTL, or SharedCacheTimeout in shared mode
 }
 
 const (
@@ -56,7 +58,7 @@ func (c *dirCache) get(dir *gofs.Inode) (dirFD, bool) {
 		if e == nil || e.in != dir {
 			continue
 		}
-		if now.Sub(e.added) >= dirCacheTTL || now.Before(e.added) {
+		if now.Sub(e.added) >= c.ttl || now.Before(e.added) {
 			c.dropLocked(i)
 			return dirFD{}, false
 		}

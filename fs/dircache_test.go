@@ -31,7 +31,7 @@ func openPath(t *testing.T, dir string) int {
 func TestDirCache(t *testing.T) {
 	base := t.TempDir()
 	now := time.Unix(1000, 0)
-	c := &dirCache{now: func() time.Time { return now }}
+	c := &dirCache{now: func() time.Time { return now }, ttl: dirCacheTTL}
 	var inodes [dirCacheSize + 1]gofs.Inode
 
 	a := openPath(t, base)

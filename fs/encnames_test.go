@@ -425,7 +425,7 @@ func remount(t *testing.T, tf *testFS) *testFS {
 	t.Helper()
 	tf2 := &testFS{cipher: tf.cipher, mnt: t.TempDir(), cfg: tf.cfg, keys: tf.keys, log: tf.log}
 	opts := Options{CipherDir: tf.cipher, Config: tf.cfg, Keys: tf.keys, Names: tf.root.names,
-		Logger: tf.root.log}
+		Logger: tf.root.log, Shared: tf.root.shared}
 	srv, r, err := mount(tf2.mnt, opts)
 	if err != nil {
 		t.Fatal(err)

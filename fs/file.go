@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -134,14 +135,33 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, m newMode
 // descriptor per handle, the content (key unwrapped on first open) shared
 // by all handles of the inode, and O_TRUNC done as a content truncation.
 func (r *root) openFile(ctx context.Context, dirfd int, name string, flags uint32) (*handle, error) {
+	return r.openFileAs(ctx, dirfd, name, flags, nil)
+}
+
+// openFileAs is openFile that, when want is not nil, fails with ESTALE
+// unless name still names the backing file want identifies (shared mode:
+// another host replaced or removed it since the kernel looked the name
+// up, and ESTALE makes the kernel look it up again and retry the open).
+// The check comes before O_TRUNC, so a file the kernel did not check
+// permissions on is never truncated.
+func (r *root) openFileAs(ctx context.Context, dirfd int, name string, flags uint32, want *gofs.StableAttr) (*handle, error) {
 	fd, err := unix.Openat(dirfd, name, r.backingOpenFlags(flags), 0)
 	if err != nil {
+		if want != nil && err == unix.ENOENT {
+			return nil, syscall.ESTALE
+		}
 		return nil, err
 	}
 	var st unix.Statx_t
 	if err := statAt(fd, "", &st); err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	if want != nil {
+		if got := r.stableAttr(&st); got.Ino != want.Ino || got.Gen != want.Gen {
+			unix.Close(fd)
+			return nil, syscall.ESTALE
+		}
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		unix.Close(fd)
@@ -221,7 +241,8 @@ func (r *root) truncatePath(ctx context.Context, dirfd int, name string, size in
 }
 
 // Read decrypts the chunks covering [off, off+len(dest)) under the
-// content lock's read side.
+// content lock's read side. In shared mode a read that fails is repeated
+// once under the internal locks (shared.go).
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.c.mu.RLock()
 	defer h.c.mu.RUnlock()
@@ -231,7 +252,13 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err := h.r.revalidate(ctx, h.c, h.fd); err != nil {
 		return nil, h.r.errno("read", err)
 	}
-	n, err := h.file(h.c).ReadAt(dest, off)
+	f := h.file(h.c)
+	n, err := f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) && h.r.shared {
+		// Another host may have been rewriting a chunk of the range, or
+		// changing the size: read again while no host can (shared.go).
+		n, err = h.r.readLocked(h.raw, f, dest, off)
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.r.errno("read", err)
 	}

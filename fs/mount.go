@@ -86,6 +86,14 @@ type Options struct {
 	// later batches. Only for a tree that no other mount or program
 	// changes meanwhile (see mountOptions).
 	WritebackCache bool
+	// Shared runs the mount in shared mode, for a CIPHERDIR that other
+	// hosts mount at the same time on shared storage (shared.go): internal
+	// byte-range locks on backing files around every chunk rewrite and
+	// size change, kernel entry and attribute caches bounded by
+	// SharedCacheTimeout, close-to-open consistency. It cannot be combined
+	// with WritebackCache, and the mount fails when the backing filesystem
+	// refuses OFD locks. Config.Shared turns it on too.
+	Shared bool
 	// Memory holds the data keys the mount keeps for a while (the key
 	// pool): locked, non-dumpable pages (package secmem). nil means an
 	// arena of the mount's own, warning on Logger when refused.
@@ -118,6 +126,7 @@ type root struct {
 	keyRecheck time.Duration  // see Options.KeyRecheck
 	keyCheck   keysvc.Service // see Options.KeyCheck
 	readOnly   bool
+	shared     bool // shared mode (Options.Shared or Config.Shared)
 	asRoot     bool // the daemon runs as root: give new files the caller's owner
 	// euid and egid are the daemon's: a new backing file gets them unless
 	// changed, so a caller with the same IDs needs no chown.
@@ -173,6 +182,10 @@ func newRoot(opts Options) (*node, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}
+	shared := opts.Shared || opts.Config.Shared
+	if shared && opts.WritebackCache {
+		return nil, errors.New("fs: shared mode and the writeback cache exclude each other: with it, writes reach the backing file late and the kernel trusts its own file size over other hosts' changes")
+	}
 	if _, err := opts.Codecs.Lookup(opts.Config.Compression()); err != nil {
 		return nil, fmt.Errorf("fs: new files are compressed with %s: %w", opts.Config.Compression(), err)
 	}
@@ -184,6 +197,12 @@ func newRoot(opts Options) (*node, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("fs: stat %s: %w", opts.CipherDir, err)
+	}
+	if shared {
+		if err := probeLocks(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("fs: %s: %w", opts.CipherDir, err)
+		}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -218,6 +237,7 @@ func newRoot(opts Options) (*node, error) {
 		log:        log,
 		kmsTimeout: timeout,
 		readOnly:   opts.ReadOnly,
+		shared:     shared,
 		asRoot:     os.Geteuid() == 0,
 		euid:       os.Geteuid(),
 		egid:       os.Getegid(),
@@ -225,10 +245,13 @@ func newRoot(opts Options) (*node, error) {
 		contents:   make(map[uint64]*content),
 
 		marks: newWriteMarks(),
-		dirs:  dirCache{now: time.Now},
+		dirs:  dirCache{now: time.Now, ttl: dirCacheTTL},
 
 		beforeCreate: opts.beforeCreate,
 		names:        opts.Names,
+	}
+	if shared {
+		r.dirs.ttl = SharedCacheTimeout
 	}
 	rootNode := &node{r: r}
 	if r.names != nil {
@@ -275,6 +298,13 @@ func (r *root) close() {
 // mountOptions returns the go-fuse options of a mount.
 func mountOptions(opts Options) *gofs.Options {
 	sec := cacheTimeout
+	entry := sec
+	if opts.Shared || opts.Config.Shared {
+		// Another host's change of attributes shows within this bound,
+		// of names at once: every path walk asks (shared.go).
+		// WritebackCache was refused by newRoot.
+		sec, entry = SharedCacheTimeout, 0
+	}
 	mo := fuse.MountOptions{
 		FsName:     opts.CipherDir,
 		Name:       "kmsfs",
@@ -323,7 +353,7 @@ func mountOptions(opts Options) *gofs.Options {
 	}
 	return &gofs.Options{
 		MountOptions: mo,
-		EntryTimeout: &sec,
+		EntryTimeout: &entry,
 		AttrTimeout:  &sec,
 		// Report modes as they are: a directory made with mode 0 is 0.
 		NullPermissions: true,

@@ -122,7 +122,12 @@ func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) 
 		if r.readOnly {
 			return names.DirID{}, unix.EROFS
 		}
-		id, err = cipherdir.RepairDirID(dirfd, r.names)
+		if r.shared {
+			id, err = r.awaitDirID(dirfd)
+		}
+		if !r.shared || errors.Is(err, cipherdir.ErrNoDirID) {
+			id, err = cipherdir.RepairDirID(dirfd, r.names)
+		}
 	}
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
@@ -132,6 +137,41 @@ func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) 
 	}
 	nd.dirID.Store(&id)
 	return id, nil
+}
+
+// Waiting for another host's rmdir (shared mode): how often and how long
+// awaitDirID looks again for the ID file of an empty directory.
+const (
+	dirIDWaits = 5
+	dirIDPause = 20 * time.Millisecond
+)
+
+// awaitDirID is what a create in an empty directory without ID file does
+// in shared mode before it gives the directory a fresh ID: another host's
+// rmdir (or rename over it) removes the ID file before the directory
+// (names/FORMAT.md, "rmdir") and writes the same ID back when the rmdir
+// fails. A fresh ID given meanwhile would stay, and every mount that
+// keeps the old one on its node would name new entries under it, which
+// no other mount can read. So it looks again dirIDWaits times, dirIDPause
+// apart: the directory gone answers ENOENT, the ID back is used, and only
+// an ID file still missing (a crash in rmdir) is cipherdir.ErrNoDirID,
+// for the caller to repair.
+func (r *root) awaitDirID(dirfd int) (names.DirID, error) {
+	for range dirIDWaits {
+		time.Sleep(dirIDPause)
+		var st unix.Stat_t
+		if err := unix.Fstat(dirfd, &st); err != nil {
+			return names.DirID{}, err
+		}
+		if st.Nlink == 0 {
+			return names.DirID{}, unix.ENOENT
+		}
+		id, err := cipherdir.ReadDirID(dirfd, r.names)
+		if !errors.Is(err, cipherdir.ErrNoDirID) {
+			return id, err
+		}
+	}
+	return names.DirID{}, cipherdir.ErrNoDirID
 }
 
 // backingPathForLog names the directory nd in a log line: its backing path

@@ -803,7 +803,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.r.afterEntry(d.fd, long)
 	n.r.fillAttr(&st, &out.Attr)
-	return n.newChild(ctx, &st), h, 0, 0
+	return n.newChild(ctx, &st), h, n.r.openFlags(flags), 0
 }
 
 // Open opens a regular file: its key is unwrapped (through the cached key
@@ -819,11 +819,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, n.r.errno("open", err)
 	}
 	defer d.close()
-	h, err := n.r.openFile(ctx, d.fd, name, flags)
+	h, fuseFlags, err := n.r.openNode(ctx, n, d.fd, name, flags)
 	if err != nil {
 		return nil, 0, n.r.errno("open", err)
 	}
-	return h, 0, 0
+	return h, fuseFlags, 0
 }
 
 // Fsync flushes a file through its handle, and a directory (fsync on a

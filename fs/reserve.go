@@ -34,7 +34,11 @@ import (
 // extends it, and a truncation forgets it. Changes inside the prefix skip
 // fallocate; extending writes and writes into holes reserve. Another mount
 // or program punching holes into a file this mount has open is not seen;
-// then a write into such a hole on a full disk may tear its chunk.
+// then a write into such a hole on a full disk may tear its chunk. In
+// shared mode a write that finds the file at another size than this
+// mount's last write left it forgets the prefix (another host truncated
+// or extended it); only a truncate and regrow to the very same size
+// between two writes of this mount goes unseen.
 //
 // Files with compression get no such prefix: chunk.File punches the zero
 // tail of every compressed chunk right after writing it (its Puncher), so
@@ -96,6 +100,10 @@ func truncateSpans(cs, oldSize, newSize int64) []chunkSpan {
 type allocation struct {
 	known bool
 	end   int64 // backing bytes [0, end) are allocated
+	// size is the plaintext size this mount's last write left (shared
+	// mode: a different size under the locks means another host changed
+	// the file, and the prefix is forgotten).
+	size int64
 }
 
 // reserve allocates the backing bytes of spans in a file whose plaintext

@@ -43,12 +43,28 @@ func tornTail(backing int64, chunkSize int) (whole int64, torn bool) {
 // trimTornTail cuts the torn tail of the open backing file f, if it has
 // one, and logs it. It runs under the content's write lock, before the
 // first chunk.File of this mount touches the file.
+//
+// In shared mode a tail that looks torn may be another host's extending
+// write under way, which holds the size lock's write side until it is
+// done: the size is looked at again under that lock before anything is
+// cut.
 func (r *root) trimTornTail(f *os.File, id chunk.FileID) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat of backing file: %w", err)
 	}
 	whole, torn := tornTail(fi.Size(), r.cfg.ChunkSize)
+	if torn && r.shared && !r.readOnly {
+		l, err := lockSize(int(f.Fd()), true)
+		if err != nil {
+			return err
+		}
+		defer l.release()
+		if fi, err = f.Stat(); err != nil {
+			return fmt.Errorf("stat of backing file: %w", err)
+		}
+		whole, torn = tornTail(fi.Size(), r.cfg.ChunkSize)
+	}
 	if !torn {
 		return nil
 	}

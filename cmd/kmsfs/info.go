@@ -28,6 +28,10 @@ type fileInfo struct {
 	// or "plaintext" (format 1); absent when no readable kmsfs.conf is
 	// above the backing file.
 	Names string `json:"names,omitempty"`
+	// Shared is true when the file's tree is mounted in shared mode
+	// (kmsfs init --shared: several hosts on shared storage); absent
+	// otherwise.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // runInfo implements `kmsfs info [--json] PATH`. It reads the backing
@@ -63,6 +67,7 @@ func runInfo(ctx context.Context, args []string, env *Env) error {
 	info.PlainPath = loc.plain
 	if loc.tree != nil {
 		info.Names = namesWord(loc.tree.cfg)
+		info.Shared = loc.tree.cfg.Shared
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
@@ -73,6 +78,9 @@ func runInfo(ctx context.Context, args []string, env *Env) error {
 		info.Path, info.PlainPath, info.BackingPath, info.KeyID, info.KeyMaterialID, info.FileID, info.FormatVersion, info.Algorithm, info.Compression, info.ChunkSize, info.PlaintextSize, info.CiphertextSize)
 	if err == nil && info.Names != "" {
 		_, err = fmt.Fprintf(env.Stdout, "names:           %s\n", info.Names)
+	}
+	if err == nil && info.Shared {
+		_, err = fmt.Fprintf(env.Stdout, "shared:          true\n")
 	}
 	return err
 }

@@ -43,6 +43,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL")
 	compress := fset.String("compress", "none", "compression of new files: none, s2 or zstd")
 	plainNames := fset.Bool("plaintext-names", false, "keep file names in plaintext (format 1)")
+	shared := fset.Bool("shared", false, "several hosts mount the tree at once on shared storage: every mount runs in shared mode")
 	recoverConf := fset.Bool("recover", false, "restore kmsfs.conf of an existing v2 CIPHERDIR from its copy kmsfs.conf.copy")
 	var ks keystoreFlags
 	ks.register(fset)
@@ -99,6 +100,7 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		return withKind(errUsage, fmt.Errorf("init: %w", err))
 	}
 	cfg.Compress = comp
+	cfg.Shared = *shared
 	dir, err := filepath.Abs(pos[0])
 	if err != nil {
 		return withKind(errUsage, err)
@@ -156,8 +158,8 @@ func runInit(ctx context.Context, args []string, env *Env) error {
 		return withKind(errCipherDir, err)
 	}
 	ok = true
-	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  compression:   %s\n  file names:    %s\n  filesystem ID: %s\n  key records:   %s\nmount it with: kmsfs mount %s MOUNTPOINT\n",
-		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.Compression(), namesMode(cfg), cfg.FilesystemID, cfg.KeyRecordMode(), dir)
+	fmt.Fprintf(env.Stdout, "initialised %s\n  kms:           %s\n  key:           %s\n  chunk size:    %d\n  compression:   %s\n  file names:    %s\n  filesystem ID: %s\n  key records:   %s\n  shared:        %t\nmount it with: kmsfs mount %s MOUNTPOINT\n",
+		dir, cfg.KMS, cfg.KeyID, cfg.ChunkSize, cfg.Compression(), namesMode(cfg), cfg.FilesystemID, cfg.KeyRecordMode(), cfg.Shared, dir)
 	if cfg.EncryptedNames() {
 		fmt.Fprintf(env.Stdout, "the names key is in %s and its copy %s: keep them with every backup of the tree (without both, no name can be read)\n",
 			filepath.Join(dir, cipherdir.ConfigName), filepath.Join(dir, cipherdir.ConfigCopyName))

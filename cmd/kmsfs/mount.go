@@ -53,6 +53,7 @@ type mountFlags struct {
 	metricsAny  bool   // --metrics-any-address: allow a non-loopback ADDR
 	pprof       bool   // --pprof: Go's profiler on the (loopback) metrics port
 	writeback   bool   // --writeback-cache
+	shared      bool   // --shared (or shared in kmsfs.conf)
 
 	cipherDir  string // absolute, symlinks resolved
 	mountpoint string // absolute, symlinks resolved
@@ -73,10 +74,14 @@ func parseMountFlags(args []string, env *Env) (*mountFlags, error) {
 	fset.BoolVar(&f.metricsAny, "metrics-any-address", false, "allow a non-loopback --metrics address")
 	fset.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the loopback --metrics address")
 	fset.BoolVar(&f.writeback, "writeback-cache", false, "let the kernel cache writes (only for a tree nothing else changes)")
+	fset.BoolVar(&f.shared, "shared", false, "several hosts mount the tree at once: byte-range locks, bounded caches, close-to-open (forced by init --shared)")
 	f.ks.register(fset)
 	pos, err := parseArgs(fset, "mount", args, env, 2, 2)
 	if err != nil {
 		return nil, err
+	}
+	if f.shared && f.writeback {
+		return nil, usageErrorf("mount: --shared and --writeback-cache exclude each other (the writeback cache holds writes back and trusts its own file size, which other hosts change)")
 	}
 	if f.cacheMaxAge < 0 {
 		return nil, usageErrorf("mount: --cache-max-age must not be negative")
@@ -157,6 +162,10 @@ func runMount(ctx context.Context, args []string, env *Env) (err error) {
 	if err != nil {
 		return err
 	}
+	if cfg.Shared && f.writeback {
+		return usageErrorf("mount: %s is a shared tree (kmsfs init --shared), which --writeback-cache cannot be used on (the writeback cache holds writes back and trusts its own file size, which other hosts change)", f.cipherDir)
+	}
+	f.shared = f.shared || cfg.Shared
 	if ready == nil && !f.foreground {
 		return startDaemon(f, cfg, env)
 	}
@@ -194,6 +203,9 @@ func daemonArgs(f *mountFlags, cfg cipherdir.Config, env *Env) ([]string, error)
 	}
 	if f.writeback {
 		args = append(args, "--writeback-cache")
+	}
+	if f.shared {
+		args = append(args, "--shared")
 	}
 	if cfg.KMS == cipherdir.KMSLocal {
 		dir, passFile, err := f.ks.resolve(env)
@@ -436,6 +448,7 @@ func serve(ctx context.Context, f *mountFlags, cfg cipherdir.Config, env *Env, r
 		Memory:     keyMem,
 
 		WritebackCache: f.writeback,
+		Shared:         f.shared,
 	})
 	if err != nil {
 		err = withKind(errMountFailed, err)

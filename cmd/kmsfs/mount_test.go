@@ -48,6 +48,7 @@ func TestParseMountFlags(t *testing.T) {
 		{"negative cache age", []string{"--cache-max-age", "-1s", cipher, mnt}, errUsage},
 		{"one argument", []string{cipher}, errUsage},
 		{"pprof without metrics", []string{"--pprof", cipher, mnt}, errUsage},
+		{"shared with the writeback cache", []string{"--shared", "--writeback-cache", cipher, mnt}, errUsage},
 		{"pprof on a non-loopback metrics address", []string{"--pprof", "--metrics", "0.0.0.0:9101", "--metrics-any-address", cipher, mnt}, errUsage},
 	} {
 		if _, err := parseMountFlags(tt.args, &te.Env); !errors.Is(err, tt.kind) {
@@ -79,6 +80,10 @@ func TestDaemonArgs(t *testing.T) {
 	}
 	if slices.Contains(args, "--keystore") {
 		t.Errorf("aws filesystem got keystore flags: %q", args)
+	}
+	args, err = daemonArgs(&mountFlags{shared: true, cipherDir: "/c", mountpoint: "/m"}, cipherdir.Config{KMS: cipherdir.KMSAWS}, &te.Env)
+	if err != nil || !slices.Contains(args, "--shared") {
+		t.Errorf("shared mount: daemon args %q, %v: want --shared", args, err)
 	}
 }
 

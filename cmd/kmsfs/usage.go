@@ -84,6 +84,9 @@ Flags:
                           through the backing files' allocated blocks and
                           reveal something of the content: see doc/SECURITY.md
   --plaintext-names       do not encrypt names (format 1)
+  --shared                several hosts mount the tree at once on shared
+                          storage (NFSv4, CephFS): kmsfs.conf says so and
+                          every mount runs as with mount --shared
   --recover               restore kmsfs.conf of an existing format 2 tree
                           from kmsfs.conf.copy (only with --kms-endpoint,
                           --keystore, --passphrase-file)
@@ -98,6 +101,7 @@ Examples:
   kmsfs init --kms aws --key alias/kmsfs /srv/data.enc
   kmsfs init --kms aws --kms-endpoint http://127.0.0.1:4599 --key alias/x C
   kmsfs init --plaintext-names /srv/plain-names.enc
+  kmsfs init --shared /mnt/nfs/data.enc
   kmsfs init --recover /srv/data.enc
 `,
 	"mount": `Usage: kmsfs mount [flags] CIPHERDIR MOUNTPOINT
@@ -131,6 +135,12 @@ Flags:
   --writeback-cache       let the kernel cache writes and send them later, in
                           batches: faster small writes, but only for a
                           CIPHERDIR that nothing else changes meanwhile
+  --shared                shared storage mode, for a CIPHERDIR other hosts
+                          mount at the same time: byte-range locks on backing
+                          files, entries and attributes cached at most 100ms,
+                          close-to-open consistency (always on for a tree
+                          made with init --shared; not with
+                          --writeback-cache)
   --keystore DIR          local keystore (see 'kmsfs help')
   --passphrase-file F     keystore passphrase file
 

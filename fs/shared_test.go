@@ -1,0 +1,125 @@
+package fs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/names"
+)
+
+func withShared(o *Options) { o.Shared = true }
+
+// TestSharedRmdirRaceKeepsDirID plays another host's rmdir that fails: it
+// removes a directory's ID file (as rmdir does before the directory) and
+// writes the same ID back a few milliseconds later (as rmdir does when
+// the directory turned out not to be empty). A create on a second mount
+// meanwhile must wait for the ID rather than give the directory a fresh
+// one: the first mount keeps the old ID on its node and could no longer
+// read the new entry. (Before awaitDirID the create repaired the ID at
+// once, and the first mount's listing lost the entry.)
+func TestSharedRmdirRaceKeepsDirID(t *testing.T) {
+	tf := mountFS(t, withNames(t), withShared)
+	if err := os.Mkdir(tf.path("e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, tf.path("e")); len(got) != 0 { // the first mount keeps e's ID
+		t.Fatalf("lists %q", got)
+	}
+	be := backingOf(t, tf, "e")
+	id := readID(t, tf.root.names, be)
+	idFile := filepath.Join(be, names.DirIDFileName)
+	b, err := os.ReadFile(idFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf2 := remount(t, tf)
+	if err := os.Remove(idFile); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		time.Sleep(15 * time.Millisecond) // later than a create repairs, inside awaitDirID's wait
+		f, err := os.OpenFile(idFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+		if errors.Is(err, os.ErrExist) {
+			return // the create gave it another ID: checked below
+		}
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.Write(b)
+		f.Close()
+	})
+	err = os.WriteFile(tf2.path("e/new"), []byte("n"), 0o600)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readID(t, tf.root.names, be); got != id {
+		t.Fatalf("the directory's ID changed from %x to %x", id, got)
+	}
+	if got := listDir(t, tf.path("e")); !slices.Equal(got, []string{"new"}) {
+		t.Fatalf("the first mount lists %q, want [new]", got)
+	}
+}
+
+// TestSharedLockLayout checks the internal locks in the agreed layout: a
+// content change of one mount in shared mode leaves no lock behind, and
+// while a test holds the write lock of a chunk, a write to that chunk
+// waits and a write to another chunk does not.
+func TestSharedLockLayout(t *testing.T) {
+	tf := mountFS(t, withShared)
+	p := tf.path("f")
+	if err := os.WriteFile(p, make([]byte, 3*4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A lock of the size byte, exclusive: free again after the write.
+	fd, err := unix.Open(tf.backing("f"), unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: sizeLockByte, Len: 1}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatalf("size lock left held after a write: %v", err)
+	}
+	lk.Type = unix.F_UNLCK
+	unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
+
+	// Hold chunk 1's lock: a write to chunk 0 goes through, one to chunk
+	// 1 waits until it is released.
+	lk = unix.Flock_t{Type: unix.F_WRLCK, Start: chunkLockBase + 1, Len: 1}
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("zero"), 10); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.WriteAt([]byte("one"), 4096+10)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a write to a chunk whose lock another holder has went through: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	lk.Type = unix.F_UNLCK
+	unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
