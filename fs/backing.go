@@ -58,7 +58,7 @@ func (r *root) backingRel(in *gofs.Inode) ([]string, error) {
 		s := steps[len(steps)-1-i] // root first
 		dirfd := r.fd
 		var d dirFD
-		if r.names != nil && i > 0 && nodeOf(s.parent).dirID.Load() == nil {
+		if e := nodeOf(s.parent).dirID.Load(); r.names != nil && i > 0 && (e == nil || !r.dirIDFresh(s.parent, e, false)) {
 			var err error
 			if d, err = r.resolveDir(parts[:i]); err != nil {
 				return nil, err

@@ -260,7 +260,7 @@ func newRoot(opts Options) (*node, error) {
 			unix.Close(fd)
 			return nil, fmt.Errorf("fs: the root of %s: %w", opts.CipherDir, err)
 		}
-		rootNode.dirID.Store(&id)
+		rootNode.dirID.Store(&dirIDEntry{id: id, at: time.Now()})
 	}
 	r.mem = opts.Memory
 	if r.mem == nil {

@@ -90,8 +90,8 @@ func (r *root) entryName(dir *gofs.Inode, dirfd int, plain string, create bool) 
 // a fresh ID) and an error that becomes EIO otherwise.
 func (r *root) dirID(dir *gofs.Inode, dirfd int, create bool) (names.DirID, error) {
 	nd := nodeOf(dir)
-	if p := nd.dirID.Load(); p != nil {
-		return *p, nil
+	if e := nd.dirID.Load(); e != nil && r.dirIDFresh(dir, e, create) {
+		return e.id, nil
 	}
 	if dirfd < 0 {
 		d, err := r.openDir(dir)
@@ -135,8 +135,32 @@ func (r *root) loadDirID(nd *node, dirfd int, create bool) (names.DirID, error) 
 		}
 		return names.DirID{}, err
 	}
-	nd.dirID.Store(&id)
+	nd.dirID.Store(&dirIDEntry{id: id, at: time.Now()})
 	return id, nil
+}
+
+// dirIDEntry is a directory's ID as kept on its node, with when it was
+// read.
+type dirIDEntry struct {
+	id names.DirID
+	at time.Time
+}
+
+// dirIDFresh reports whether the ID kept on a directory's node may be
+// used. It always may outside shared mode: only this mount changes the
+// tree, and an ID never changes but through a repair of an empty
+// directory, which this mount does itself. In shared mode another host
+// may have repaired an empty directory (after a crash, or while this
+// mount's rmdir of it raced that host's create): a create reads the ID
+// file again (entries made under an old ID would be unreadable to every
+// other mount), and other operations use a kept ID for at most
+// SharedCacheTimeout, the bound of every cache in shared mode. The root's
+// ID is never repaired.
+func (r *root) dirIDFresh(dir *gofs.Inode, e *dirIDEntry, create bool) bool {
+	if !r.shared || dir.IsRoot() {
+		return true
+	}
+	return !create && time.Since(e.at) < SharedCacheTimeout
 }
 
 // Waiting for another host's rmdir (shared mode): how often and how long

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -25,7 +26,7 @@ type node struct {
 
 	// Kept once known, for encrypted-names (v2) trees only; none of them
 	// can change for the life of the inode (names.go, xattr.go).
-	dirID   atomic.Pointer[names.DirID] // a directory's ID
+	dirID   atomic.Pointer[dirIDEntry] // a directory's ID
 	linkLen atomic.Int64                // a symlink's plaintext target length + 1 (0: unknown)
 }
 
@@ -381,7 +382,7 @@ func (n *node) mkdirV2(ctx context.Context, dirfd int, bn, long string, m newMod
 	}
 	n.r.fillAttr(&st, &out.Attr)
 	child := n.newChild(ctx, &st)
-	nodeOf(child).dirID.Store(&id)
+	nodeOf(child).dirID.Store(&dirIDEntry{id: id, at: time.Now()})
 	return child, 0
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kmsfs/kmsfs/cipherdir"
 	"github.com/kmsfs/kmsfs/names"
 )
 
@@ -121,5 +122,42 @@ func TestSharedLockLayout(t *testing.T) {
 	unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSharedRepairedDirIDReread plays another host that gave an empty
+// directory a fresh ID (after a crash in rmdir left it without one) while
+// this mount kept the old ID on its node: a create here must use the ID
+// on disk, or no other mount could read the new entry. (With the ID kept
+// on the node for good, the first mount's listing lost the entry.)
+func TestSharedRepairedDirIDReread(t *testing.T) {
+	tf := mountFS(t, withNames(t), withShared)
+	if err := os.Mkdir(tf.path("e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tf2 := remount(t, tf)
+	if got := listDir(t, tf2.path("e")); len(got) != 0 { // the second mount keeps e's ID
+		t.Fatalf("lists %q", got)
+	}
+	be := backingOf(t, tf, "e")
+	if err := os.Remove(filepath.Join(be, names.DirIDFileName)); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(be, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cipherdir.RepairDirID(fd, tf.root.names) // the other host's repair: a new ID
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tf2.path("e/new"), []byte("n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A fresh mount reads the ID on disk.
+	tf3 := remount(t, tf)
+	if got := listDir(t, tf3.path("e")); !slices.Equal(got, []string{"new"}) {
+		t.Fatalf("a fresh mount lists %q, want [new]: the second mount named the entry under the old ID", got)
 	}
 }
