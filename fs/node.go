@@ -27,7 +27,7 @@ type node struct {
 	// Kept once known, for encrypted-names (v2) trees only; none of them
 	// can change for the life of the inode (names.go, xattr.go).
 	dirID   atomic.Pointer[dirIDEntry] // a directory's ID
-	linkLen atomic.Int64                // a symlink's plaintext target length + 1 (0: unknown)
+	linkLen atomic.Int64               // a symlink's plaintext target length + 1 (0: unknown)
 }
 
 // newChild returns the Inode of a backing entry just stat'ed.
