@@ -24,8 +24,10 @@ type node struct {
 	gofs.Inode
 	r *root
 
-	// Kept once known, for encrypted-names (v2) trees only; none of them
-	// can change for the life of the inode (names.go, xattr.go).
+	// Kept once known, for encrypted-names (v2) trees only: a symlink's
+	// target never changes; a directory's ID changes only through the
+	// repair of an empty directory, which in shared mode another host may
+	// do (names.go, dirIDFresh).
 	dirID   atomic.Pointer[dirIDEntry] // a directory's ID
 	linkLen atomic.Int64               // a symlink's plaintext target length + 1 (0: unknown)
 }
