@@ -380,7 +380,11 @@ func (w *rawFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint
 // Flush implements fuse.RawFileSystem.
 func (w *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	t := time.Now()
+	// The handle learns the lock owner through the request's cancel
+	// channel, unique while the request is in flight (locks.go).
+	w.locks.flushing.Store(c, in.LockOwner)
 	s := w.RawFileSystem.Flush(c, in)
+	w.locks.flushing.Delete(c)
 	w.record(opFlush, t, s, in.NodeId)
 	return s
 }
