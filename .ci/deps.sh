@@ -3,6 +3,8 @@
 #   required: fuse3 (fusermount3, /dev/fuse use), attr (getfattr/setfattr),
 #             acl (setfacl/getfacl: the POSIX ACL tests), fio,
 #             rsync (copies of a CIPHERDIR that drop xattrs)
+#             sqlite3 (the SQLite CLI: two processes through two mounts,
+#             locking with fcntl), python3 (lock holders in the lock tests)
 #             python3-cryptography (names/testdata/check_vectors.py, the second
 #             construction of the names format vectors)
 #   optional: awscli (aws); moto_server is only checked for
@@ -11,10 +13,10 @@
 set -euo pipefail
 
 # command → Debian package
-declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [setfacl]=acl [getfacl]=acl [fio]=fio [rsync]=rsync)
+declare -A pkg_of=([fusermount3]=fuse3 [getfattr]=attr [setfattr]=attr [setfacl]=acl [getfacl]=acl [fio]=fio [rsync]=rsync [sqlite3]=sqlite3 [python3]=python3)
 
 missing=()
-for cmd in fusermount3 getfattr setfattr setfacl getfacl fio rsync; do
+for cmd in fusermount3 getfattr setfattr setfacl getfacl fio rsync sqlite3 python3; do
 	if ! command -v "$cmd" >/dev/null 2>&1; then
 		p=${pkg_of[$cmd]}
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
@@ -70,4 +72,4 @@ if [ ! -e /dev/fuse ]; then
 	echo "deps: /dev/fuse does not exist: FUSE mounts are impossible here (load the fuse module, or give the container /dev/fuse)" >&2
 	exit 1
 fi
-echo "deps: ok (fuse3 attr acl fio python3-cryptography present, /dev/fuse exists)"
+echo "deps: ok (fuse3 attr acl fio rsync sqlite3 python3-cryptography present, /dev/fuse exists)"

@@ -326,8 +326,15 @@ func withoutSetID(mode uint32) (uint32, bool) {
 	return perm &^ kill, kill != 0
 }
 
-// Flush has nothing to do: every write reached the backing file already.
-func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
+// Flush drops the POSIX locks of the closing owner on this file (the
+// kernel sends FLUSH on every close(2)); data has nothing to do: every
+// write reached the backing file already.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if owner, ok := h.r.locks.flushOwner(ctx); ok {
+		h.r.locks.flush(h, owner)
+	}
+	return 0
+}
 
 // Fsync flushes the backing file (data only for fdatasync).
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
@@ -340,8 +347,12 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return h.r.errno("fsync", err)
 }
 
-// Release closes the backing descriptor and drops the content reference.
+// Release drops the locks taken through this open file, closes the
+// backing descriptor and drops the content reference.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.c != nil {
+		h.r.locks.release(h)
+	}
 	h.fd.Close()
 	if h.c != nil {
 		h.r.release(h.c)

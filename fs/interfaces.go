@@ -30,6 +30,9 @@ var (
 	_ gofs.NodeRemovexattrer  = (*node)(nil)
 	_ gofs.NodeListxattrer    = (*node)(nil)
 	_ gofs.NodeFsyncer        = (*node)(nil)
+	_ gofs.NodeGetlker        = (*node)(nil)
+	_ gofs.NodeSetlker        = (*node)(nil)
+	_ gofs.NodeSetlkwer       = (*node)(nil)
 
 	_ gofs.FileHandle    = (*handle)(nil)
 	_ gofs.FileReader    = (*handle)(nil)

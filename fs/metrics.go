@@ -80,13 +80,17 @@ const (
 	opFsyncdir
 	opStatfs
 	opStatx
+	opGetlk
+	opSetlk
+	opSetlkw
 	numOps
 )
 
 var opNames = [numOps]string{"lookup", "forget", "getattr", "setattr", "mknod", "mkdir", "unlink", "rmdir",
 	"rename", "link", "symlink", "readlink", "access", "getxattr", "listxattr", "setxattr", "removexattr",
 	"create", "open", "read", "write", "lseek", "release", "flush", "fsync", "fallocate", "copy_file_range",
-	"opendir", "readdir", "readdirplus", "releasedir", "fsyncdir", "statfs", "statx"}
+	"opendir", "readdir", "readdirplus", "releasedir", "fsyncdir", "statfs", "statx",
+	"getlk", "setlk", "setlkw"}
 
 // record counts one request of op that started at start and ended with s.
 func (m *Metrics) record(op fuseOp, start time.Time, s fuse.Status) {
@@ -380,8 +384,36 @@ func (w *rawFS) CopyFileRange(c <-chan struct{}, in *fuse.CopyFileRangeIn) (uint
 // Flush implements fuse.RawFileSystem.
 func (w *rawFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	t := time.Now()
+	// The handle learns the lock owner through the request's cancel
+	// channel, unique while the request is in flight (locks.go).
+	w.locks.flushing.Store(c, in.LockOwner)
 	s := w.RawFileSystem.Flush(c, in)
+	w.locks.flushing.Delete(c)
 	w.record(opFlush, t, s, in.NodeId)
+	return s
+}
+
+// GetLk implements fuse.RawFileSystem.
+func (w *rawFS) GetLk(c <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
+	t := time.Now()
+	s := w.RawFileSystem.GetLk(c, in, out)
+	w.record(opGetlk, t, s, in.NodeId)
+	return s
+}
+
+// SetLk implements fuse.RawFileSystem.
+func (w *rawFS) SetLk(c <-chan struct{}, in *fuse.LkIn) fuse.Status {
+	t := time.Now()
+	s := w.RawFileSystem.SetLk(c, in)
+	w.record(opSetlk, t, s, in.NodeId)
+	return s
+}
+
+// SetLkw implements fuse.RawFileSystem; its duration includes the wait.
+func (w *rawFS) SetLkw(c <-chan struct{}, in *fuse.LkIn) fuse.Status {
+	t := time.Now()
+	s := w.RawFileSystem.SetLkw(c, in)
+	w.record(opSetlkw, t, s, in.NodeId)
 	return s
 }
 

@@ -172,6 +172,10 @@ type root struct {
 
 	mu       sync.Mutex
 	contents map[uint64]*content // open regular files by backing inode
+
+	// locks are the application locks taken through this mount, on the
+	// backing files (locks.go).
+	locks lockTable
 }
 
 // newRoot opens the backing tree and returns its root node.
@@ -291,6 +295,7 @@ func (r *root) close() {
 			r.mem.Close()
 		}
 		r.dirs.clear()
+		r.locks.close()
 		unix.Close(r.fd)
 	})
 }
@@ -334,6 +339,10 @@ func mountOptions(opts Options) *gofs.Options {
 		// tries a pipe first for each one and falls back, at four wasted
 		// system calls per read.
 		DisableSplice: true,
+		// flock and fcntl locks reach the file system (locks.go), which
+		// takes them on the backing file, where other mounts see them.
+		// Without this the kernel keeps them per mount.
+		EnableLocks: true,
 	}
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -398,7 +407,7 @@ func mount(mountpoint string, opts Options) (*fuse.Server, *root, error) {
 	// go-fuse's own messages (a failed reply, a panic in a handler) go
 	// to the mount's logger rather than the process's standard logger.
 	o.MountOptions.Logger = slog.NewLogLogger(rn.r.log.Handler(), slog.LevelWarn)
-	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics,
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(rn, o), marks: rn.r.marks, m: rn.r.metrics, locks: &rn.r.locks,
 		caps: &rn.r.caps, want: requestedCaps(&o.MountOptions)}
 	if opts.Debug {
 		raw.debug = rn.r.log
@@ -447,6 +456,7 @@ func (r *root) writable() syscall.Errno {
 type rawFS struct {
 	fuse.RawFileSystem
 	marks writeMarks
+	locks *lockTable   // the FLUSH owners (rawFS.Flush)
 	m     *Metrics     // every request is timed and counted (metrics.go)
 	debug *slog.Logger // logs every request when set (Options.Debug)
 	// caps receives, at INIT, which of the capabilities in want the

@@ -26,8 +26,9 @@ func TestPosixBackingEncrypted(t *testing.T) {
 	for _, name := range cases {
 		if name == "FcntlFlockLocksFile" {
 			// Expects two descriptors of one process to conflict, which
-			// POSIX locks never do when the kernel keeps them (kmsfs
-			// does not implement FUSE locks); go-fuse skips it too.
+			// POSIX locks never do (they belong to the process: kmsfs
+			// keeps one owner's locks together, locks.go); go-fuse skips
+			// it too.
 			continue
 		}
 		for _, v2 := range []bool{false, true} {

@@ -67,6 +67,10 @@ type testFS struct {
 	env       []string
 	mounted   bool
 	pid       int // the daemon of the current mount, 0 when unknown
+	// peers counts the extra mounts made with SecondMount; peer is set on
+	// those: their cleanup unmounts, the first mount's removes the files.
+	peers int
+	peer  bool
 }
 
 // newFS creates a fresh filesystem under the run's temporary root, runs
@@ -117,6 +121,35 @@ func newFS(t testing.TB, opts ...Option) *testFS {
 		fs.Mount()
 	}
 	return fs
+}
+
+// SecondMount mounts fs's CIPHERDIR once more, on a mount point of its own
+// and served by a daemon of its own, with the same keystore, environment
+// and mount flags (plus extra): the stand-in for another host sharing the
+// tree. Each call makes another mount (mnt2, mnt3, …). Its cleanup, which
+// runs before fs's, unmounts it and leaves the files to fs's.
+func (fs *testFS) SecondMount(extra ...string) *testFS {
+	fs.t.Helper()
+	fs.peers++
+	n := strconv.Itoa(fs.peers + 1)
+	p := &testFS{
+		CipherDir: fs.CipherDir,
+		Mnt:       filepath.Join(fs.dir, "mnt"+n),
+		Keystore:  fs.Keystore,
+		LogFile:   filepath.Join(fs.dir, "kmsfs"+n+".log"),
+		ChunkSize: fs.ChunkSize,
+		t:         fs.t,
+		dir:       fs.dir,
+		mountArgs: fs.mountArgs,
+		env:       fs.env,
+		peer:      true,
+	}
+	if err := os.Mkdir(p.Mnt, 0o755); err != nil {
+		fs.t.Fatal(err)
+	}
+	fs.t.Cleanup(p.cleanup)
+	p.Mount(extra...)
+	return p
 }
 
 // sanitize turns a test name into a short file name component.
@@ -383,6 +416,13 @@ func (fs *testFS) cleanup() {
 	}
 	if _, live := findMount(fs.Mnt); live || fs.mounted {
 		t.Errorf("cleanup: %s is still mounted; keeping %s", fs.Mnt, fs.dir)
+		return
+	}
+	if fs.peer {
+		return // the first mount's cleanup removes the directories
+	}
+	if left := leftoverMounts(fs.dir); len(left) > 0 {
+		t.Errorf("cleanup: %s is still mounted; keeping %s", left[0].Mountpoint, fs.dir)
 		return
 	}
 	if err := os.RemoveAll(fs.dir); err != nil {

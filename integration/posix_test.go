@@ -16,10 +16,11 @@ var posixSkips = map[string]string{
 	// lock through a second descriptor of the same process to fail with
 	// EAGAIN. POSIX record locks belong to the process, so on ext4 itself
 	// the second lock succeeds (checked on this machine); only a filesystem
-	// that implements locks as open-file-description locks (go-fuse's
-	// loopback with EnableLocks) passes. gocryptfs does not forward locks
-	// (rfjakob/gocryptfs#39, open), so the kernel handles them locally, as
-	// for kmsfs, and it fails the case the same way.
+	// that implements locks as open-file-description locks whatever their
+	// owner (go-fuse's loopback with EnableLocks) passes. kmsfs forwards
+	// locks per owner (fs/locks.go), so one process's locks do not conflict,
+	// as on ext4; gocryptfs does not forward locks (rfjakob/gocryptfs#39)
+	// and fails the case the same way.
 	"FcntlFlockLocksFile": "same-process POSIX locks do not conflict; fails on ext4 and gocryptfs alike",
 }
 
