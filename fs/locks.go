@@ -48,7 +48,7 @@ const (
 	// flockByte is the one backing byte that carries flock(2) locks
 	// (shared: F_RDLCK, exclusive: F_WRLCK), outside the range of fcntl
 	// locks so that the two kinds stay independent as they are on Linux.
-	flockByte = 1<<62 + 1<<61
+	flockByte = lockSpaceEnd + 1<<61
 	// offsetMax is the kernel's OFFSET_MAX: a lock ending there runs to
 	// the end of the file (l_len 0).
 	offsetMax = 1<<63 - 1

@@ -29,21 +29,6 @@ func sqlite(ctx context.Context, db, script string) (string, error) {
 	return string(out), nil
 }
 
-// requireSharedMode skips the test when the kmsfs under test has no
-// `mount --shared`. Locks alone do not make SQLite safe across mounts:
-// each kernel caches names and attributes, and SQLite decides whether a
-// rollback journal is hot by stat(2)ing it after taking its locks; a name
-// another mount removed a moment ago still stats through a mount that
-// caches it, and opening it fails (SQLITE_CANTOPEN). Shared mode caches no
-// names and drops a file's attributes on open.
-func requireSharedMode(t *testing.T) {
-	t.Helper()
-	res := execKmsfs(nil, "mount", "--help")
-	if !strings.Contains(res.Stdout+res.Stderr, "--shared") {
-		t.Skip("skipping: this kmsfs has no mount --shared, which SQLite across mounts needs")
-	}
-}
-
 // TestSQLiteTwoMounts: two sqlite3 processes, each through its own mount
 // of one CIPHERDIR (its own daemon) in shared mode, run interleaved write
 // transactions on one database in rollback-journal mode (SQLite's locking
@@ -55,7 +40,6 @@ func requireSharedMode(t *testing.T) {
 // on two CPUs.
 func TestSQLiteTwoMounts(t *testing.T) {
 	requireTool(t, "sqlite3")
-	requireSharedMode(t)
 	a := newFS(t, WithMountArgs("--shared"))
 	b := a.SecondMount()
 	setup := `PRAGMA journal_mode=DELETE;
