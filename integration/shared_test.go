@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -673,6 +674,7 @@ func TestSharedNamespace(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	bad := map[string]int{}
+	var stale atomic.Int64
 	for wi := range 6 {
 		mt := m[wi%len(m)]
 		r := newRand(seed + uint64(wi))
@@ -723,6 +725,16 @@ func TestSharedNamespace(t *testing.T) {
 					continue
 				}
 				errno := errnoOf(err)
+				if errno == syscall.ESTALE && what == "create-in-dir" {
+					// open(O_CREAT) that finds the name made by another
+					// mount after its lookup answers ESTALE so the kernel
+					// looks up again (never opening a file it did not
+					// check); when that retry races another change of the
+					// name, the caller sees ESTALE, as on NFS. Counted,
+					// not failed (README, "Shared storage").
+					stale.Add(1)
+					continue
+				}
 				if !allowed[errno] {
 					mu.Lock()
 					bad[fmt.Sprintf("%s: %v", what, errno)]++
@@ -735,6 +747,7 @@ func TestSharedNamespace(t *testing.T) {
 	for k, n := range bad {
 		t.Errorf("%d× %s: not an error a local filesystem gives", n, k)
 	}
+	t.Logf("%d creates answered ESTALE after the kernel's retry", stale.Load())
 	// Every mount sees the same entries within the cache bound, and each
 	// stats and reads.
 	var listings [][]string
