@@ -27,6 +27,9 @@ type runResult struct {
 	// FioRuntime is the time fio measured over, end_fsync included
 	// (summed over the jobs of a 2-job run).
 	FioRuntime float64 `json:"fio_runtime_s,omitempty"`
+	// Mounts is how many mounts the contention job's writers used (2 on
+	// kmsfs-shared, 1 elsewhere); 0 for the other jobs.
+	Mounts int `json:"mounts,omitempty"`
 	// DaemonCPU is the user+system CPU time the FUSE daemon spent in the run
 	// (0 for plain).
 	DaemonCPU float64 `json:"daemon_cpu_s"`
@@ -258,6 +261,14 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 		}
 		res.Metadata = &m
 		res.Value = float64(s.MetaFiles) / (m.Create + m.Stat + m.Delete).Seconds()
+	case j.writers > 0:
+		dirs := contentionDirs(t, j.writers)
+		v, rt, err := runContention(ctx, j, s, dirs)
+		if err != nil {
+			return res, err
+		}
+		res.Value, res.FioRuntime = v, rt
+		res.Mounts = len(uniq(dirs))
 	default:
 		r, err := runFio(ctx, t.Dir, j.fio(s))
 		if err != nil {
@@ -269,7 +280,32 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 	res.Elapsed = time.Since(start).Seconds()
 	res.DaemonCPU = cpuSeconds(t.pids) - cpu0
 	res.DaemonPeakRSS = peakRSS(t.pids)
+	if j.writers > 0 {
+		// Not timed: the file the writers shared must read back whole
+		// through every mount they used, alike, from cold caches.
+		if err := d.drop(); err != nil {
+			return res, err
+		}
+		var paths []string
+		for _, dir := range uniq(contentionDirs(t, j.writers)) {
+			paths = append(paths, filepath.Join(dir, contentionFile))
+		}
+		if err := readBack(paths, s.Size); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// uniq returns xs without repeats, in order of first appearance.
+func uniq(xs []string) []string {
+	var out []string
+	for _, x := range xs {
+		if !contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // rotate returns ts starting at index r mod len(ts).
@@ -311,7 +347,8 @@ func build(ctx context.Context, root, bin string, targets []string) map[string]e
 		switch t {
 		case "ceiling":
 			need["fuseceiling"] = true
-		case "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot":
+		}
+		if contains(kmsfsTargets, t) {
 			need["kmsfs"] = true
 		}
 	}
