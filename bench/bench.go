@@ -263,7 +263,7 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 		res.Value = float64(s.MetaFiles) / (m.Create + m.Stat + m.Delete).Seconds()
 	case j.writers > 0:
 		dirs := contentionDirs(t, j.writers)
-		v, rt, err := runContention(ctx, j, s, dirs)
+		v, rt, err := runContention(ctx, j, s, contentionPaths(dirs))
 		if err != nil {
 			return res, err
 		}
@@ -281,14 +281,15 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 	res.DaemonCPU = cpuSeconds(t.pids) - cpu0
 	res.DaemonPeakRSS = peakRSS(t.pids)
 	if j.writers > 0 {
-		// Not timed: the file the writers shared must read back whole
-		// through every mount they used, alike, from cold caches.
+		// Not timed: the file the writers shared must have been written in
+		// the run and must read back whole through every mount they used,
+		// alike, from cold caches.
 		if err := d.drop(); err != nil {
 			return res, err
 		}
-		var paths []string
-		for _, dir := range uniq(contentionDirs(t, j.writers)) {
-			paths = append(paths, filepath.Join(dir, contentionFile))
+		paths := contentionPaths(uniq(contentionDirs(t, j.writers)))
+		if err := modifiedSince(paths, start); err != nil {
+			return res, err
 		}
 		if err := readBack(paths, s.Size); err != nil {
 			return res, err

@@ -34,10 +34,11 @@ type job struct {
 	// once per target before the first round.
 	listing bool
 	// writers, when not zero, makes a contention job: fio runs that many
-	// jobs at once, each with the fio arguments, the first in the target's
-	// Dir and the others alternately in Dir2 and Dir (contentionDirs), all
-	// on the one file contentionFile; the value is metric summed over
-	// them. After fio the file is read back through every mount used.
+	// jobs at once, each with the fio arguments, all on the one file
+	// contentionFile, the first through the target's Dir and the others
+	// alternately through Dir2 and Dir (contentionDirs); the value is
+	// metric summed over them. After fio the file is read back through
+	// every mount used.
 	writers int
 }
 
@@ -85,8 +86,8 @@ var jobs = []job{
 		What: "random 4 KiB writes to ONE file by 2 writers at once, one per mount on kmsfs-shared (two mounts of one tree), " +
 			"both on the one mount elsewhere, for BENCH_RUNTIME, fsync at the end; IOPS of both summed",
 		fio: func(s settings) []string {
-			return []string{"--rw=randwrite", "--bs=4k", "--size=" + strconv.FormatInt(s.Size, 10),
-				"--filename=" + contentionFile, "--numjobs=1",
+			// The file is named in each writer's section (contentionArgs).
+			return []string{"--rw=randwrite", "--bs=4k", "--size=" + strconv.FormatInt(s.Size, 10), "--numjobs=1",
 				"--time_based", "--runtime=" + strconv.Itoa(int(s.Runtime/time.Second)) + "s",
 				"--randrepeat=0", "--end_fsync=1"}
 		},
@@ -171,6 +172,9 @@ type fioJob struct {
 	Write fioDir `json:"write"`
 	// JobRuntime is in milliseconds; it includes the end_fsync.
 	JobRuntime float64 `json:"job_runtime"`
+	// Options are the options of the job's own section (not the global
+	// ones), as fio parsed them.
+	Options map[string]string `json:"job options"`
 }
 
 type fioDir struct {
@@ -207,9 +211,11 @@ func contentionDirs(t *target, n int) []string {
 
 // contentionArgs is the fio command line of a contention run: the common
 // arguments but group reporting and the job's args as global options,
-// then one job section per directory, so that fio runs the writers at
-// once and reports each.
-func contentionArgs(dirs, args []string) []string {
+// then one job section per path, so that fio runs the writers at once and
+// reports each. Each section names its file by its absolute path: fio
+// resolves a global --filename against its working directory, whatever a
+// section's --directory says.
+func contentionArgs(paths, args []string) []string {
 	var all []string
 	for _, a := range fioCommon {
 		if a != "--group_reporting" {
@@ -217,27 +223,43 @@ func contentionArgs(dirs, args []string) []string {
 		}
 	}
 	all = append(all, args...)
-	for i, d := range dirs {
-		all = append(all, "--name=writer"+strconv.Itoa(i+1), "--directory="+d)
+	for i, p := range paths {
+		all = append(all, "--name=writer"+strconv.Itoa(i+1), "--filename="+p)
 	}
 	return all
 }
 
-// runContention runs job j's writers at once in dirs (contentionArgs) and
-// returns their summed value and fio runtimes. Each writer must have
-// completed I/O: a writer starved to nothing is a failure, not a slow run.
-func runContention(ctx context.Context, j job, s settings, dirs []string) (value, runtime float64, err error) {
-	res, err := execFio(ctx, contentionArgs(dirs, j.fio(s)), len(dirs))
+// contentionPaths are the paths of contentionFile through dirs.
+func contentionPaths(dirs []string) []string {
+	var paths []string
+	for _, d := range dirs {
+		paths = append(paths, filepath.Join(d, contentionFile))
+	}
+	return paths
+}
+
+// runContention runs job j's writers at once on paths (contentionArgs)
+// and returns their summed value and fio runtimes (sumWriters).
+func runContention(ctx context.Context, j job, s settings, paths []string) (value, runtime float64, err error) {
+	res, err := execFio(ctx, contentionArgs(paths, j.fio(s)), len(paths))
 	if err != nil {
 		return 0, 0, err
 	}
-	return sumWriters(res, j.metric)
+	return sumWriters(res, paths, j.metric)
 }
 
 // sumWriters sums metric and the job runtimes (seconds) over the writers'
-// results, and fails if any writer did no I/O.
-func sumWriters(res []fioJob, metric func(fioJob) float64) (value, runtime float64, err error) {
+// results, and fails if a writer did no I/O (a writer starved to nothing
+// is a failure, not a slow run) or fio's record of its options names
+// another file than paths[i].
+func sumWriters(res []fioJob, paths []string, metric func(fioJob) float64) (value, runtime float64, err error) {
+	if len(res) != len(paths) {
+		return 0, 0, fmt.Errorf("%d writer results for %d writers", len(res), len(paths))
+	}
 	for i, r := range res {
+		if got := r.Options["filename"]; got != paths[i] {
+			return 0, 0, fmt.Errorf("writer %d of %d wrote %q, want %q", i+1, len(res), got, paths[i])
+		}
 		if r.Read.TotalIOs+r.Write.TotalIOs == 0 {
 			return 0, 0, fmt.Errorf("writer %d of %d did no I/O", i+1, len(res))
 		}
@@ -245,6 +267,23 @@ func sumWriters(res []fioJob, metric func(fioJob) float64) (value, runtime float
 		runtime += r.JobRuntime / 1e3
 	}
 	return value, runtime, nil
+}
+
+// modifiedSince fails unless every path was modified at or after t: the
+// contention job's writers wrote the file they were meant to (through each
+// mount, the same file).
+func modifiedSince(paths []string, t time.Time) error {
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("after the writers: %w", err)
+		}
+		if st.ModTime().Before(t) {
+			return fmt.Errorf("after the writers: %s last modified %s, before the run started (%s)",
+				p, st.ModTime().Format(time.RFC3339Nano), t.Format(time.RFC3339Nano))
+		}
+	}
+	return nil
 }
 
 // readBack reads the file at each path to its end (in 1 MiB blocks,
