@@ -214,9 +214,9 @@ func benchmark(ctx context.Context, s settings) (err error) {
 				res.Round, res.Order = r+1, pos
 				if err != nil {
 					res.Error = err.Error()
-					printf("bench: [%d/%d] round %d %-10s %-16s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
+					printf("bench: [%d/%d] round %d %-12s %-16s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
 				} else {
-					printf("bench: [%d/%d] round %d %-10s %-16s %10.1f %-9s daemon CPU %5.2fs  (%.1fs)\n",
+					printf("bench: [%d/%d] round %d %-12s %-16s %10.1f %-9s daemon CPU %5.2fs  (%.1fs)\n",
 						n, total, r+1, j.Name, t.Name, res.Value, j.Unit, res.DaemonCPU, res.Elapsed)
 				}
 				rep.Runs = append(rep.Runs, res)
