@@ -54,12 +54,13 @@ demo: deps build
 clean:
 	rm -rf bin
 
-# bench runs fio and a metadata job on the plain disk, the go-fuse ceiling,
-# gocryptfs and kmsfs (local and AWS key service, and zstd compression), 5
-# interleaved rounds, then the disk-space comparison of bench-du at full
-# size: about 45 minutes on 2 vCPU. bench-quick is one short round of the
-# fio and metadata jobs (~3 minutes). Both want root (to drop caches) and
-# an idle machine. See bench/README.md.
+# bench runs fio, metadata and listing jobs on the plain disk, the go-fuse
+# ceiling, gocryptfs and kmsfs (local and AWS key service, plaintext names,
+# zstd compression, and shared mode with two mounts of one tree, which
+# also run randwrite-2m's two writers), 5 interleaved rounds, then the
+# disk-space comparison of bench-du at full size: about 1 h 15 min on 2
+# vCPU. bench-quick is one short round of every job (~3 minutes). Both
+# want root (to drop caches) and an idle machine. See bench/README.md.
 .PHONY: bench bench-quick bench-du
 bench:
 	bash bench/deps.sh

@@ -27,6 +27,9 @@ type runResult struct {
 	// FioRuntime is the time fio measured over, end_fsync included
 	// (summed over the jobs of a 2-job run).
 	FioRuntime float64 `json:"fio_runtime_s,omitempty"`
+	// Mounts is how many mounts the contention job's writers used (2 on
+	// kmsfs-shared, 1 elsewhere); 0 for the other jobs.
+	Mounts int `json:"mounts,omitempty"`
 	// DaemonCPU is the user+system CPU time the FUSE daemon spent in the run
 	// (0 for plain).
 	DaemonCPU float64 `json:"daemon_cpu_s"`
@@ -211,9 +214,9 @@ func benchmark(ctx context.Context, s settings) (err error) {
 				res.Round, res.Order = r+1, pos
 				if err != nil {
 					res.Error = err.Error()
-					printf("bench: [%d/%d] round %d %-10s %-16s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
+					printf("bench: [%d/%d] round %d %-12s %-16s FAILED: %v\n", n, total, r+1, j.Name, t.Name, err)
 				} else {
-					printf("bench: [%d/%d] round %d %-10s %-16s %10.1f %-9s daemon CPU %5.2fs  (%.1fs)\n",
+					printf("bench: [%d/%d] round %d %-12s %-16s %10.1f %-9s daemon CPU %5.2fs  (%.1fs)\n",
 						n, total, r+1, j.Name, t.Name, res.Value, j.Unit, res.DaemonCPU, res.Elapsed)
 				}
 				rep.Runs = append(rep.Runs, res)
@@ -258,6 +261,14 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 		}
 		res.Metadata = &m
 		res.Value = float64(s.MetaFiles) / (m.Create + m.Stat + m.Delete).Seconds()
+	case j.writers > 0:
+		dirs := contentionDirs(t, j.writers)
+		v, rt, err := runContention(ctx, j, s, contentionPaths(dirs))
+		if err != nil {
+			return res, err
+		}
+		res.Value, res.FioRuntime = v, rt
+		res.Mounts = len(uniq(dirs))
 	default:
 		r, err := runFio(ctx, t.Dir, j.fio(s))
 		if err != nil {
@@ -269,7 +280,33 @@ func runOne(ctx context.Context, s settings, j job, t *target, d *cacheDropper) 
 	res.Elapsed = time.Since(start).Seconds()
 	res.DaemonCPU = cpuSeconds(t.pids) - cpu0
 	res.DaemonPeakRSS = peakRSS(t.pids)
+	if j.writers > 0 {
+		// Not timed: the file the writers shared must have been written in
+		// the run and must read back whole through every mount they used,
+		// alike, from cold caches.
+		if err := d.drop(); err != nil {
+			return res, err
+		}
+		paths := contentionPaths(uniq(contentionDirs(t, j.writers)))
+		if err := modifiedSince(paths, start); err != nil {
+			return res, err
+		}
+		if err := readBack(paths, s.Size); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// uniq returns xs without repeats, in order of first appearance.
+func uniq(xs []string) []string {
+	var out []string
+	for _, x := range xs {
+		if !contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // rotate returns ts starting at index r mod len(ts).
@@ -311,7 +348,8 @@ func build(ctx context.Context, root, bin string, targets []string) map[string]e
 		switch t {
 		case "ceiling":
 			need["fuseceiling"] = true
-		case "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot":
+		}
+		if contains(kmsfsTargets, t) {
 			need["kmsfs"] = true
 		}
 	}

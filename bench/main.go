@@ -2,8 +2,9 @@
 // find) side by side on several filesystems — the plain backing directory,
 // the go-fuse ceiling (cmd/fuseceiling), gocryptfs, and kmsfs with
 // encrypted and with plaintext names, on the embedded and on the AWS key
-// service — and reports medians and paired ratios as a table, a JSON
-// file and a PNG chart. See bench/README.md.
+// service, and in shared mode with two mounts of one tree — and reports
+// medians and paired ratios as a table, a JSON file and a PNG chart. See
+// bench/README.md.
 //
 //	go run ./bench          # the full benchmark (make bench)
 //	go run ./bench -quick   # one short round, a smoke test (make bench-quick)
@@ -87,14 +88,16 @@ func run() int {
 const usage = `Usage: go run ./bench [-quick] [-keep] [-du]
 
 Runs fio, a metadata job and listing jobs (ls -l, find) on plain, ceiling,
-gocryptfs, kmsfs (encrypted names), kmsfs-plainnames, kmsfs-aws and kmsfs-zstd,
-interleaved, with caches dropped before each run, and prints medians and
-paired ratios; writes bench/results/<time>.json, .txt and .png.
+gocryptfs, kmsfs (encrypted names), kmsfs-plainnames, kmsfs-aws, kmsfs-zstd
+and kmsfs-shared (init --shared, two mounts of one tree), interleaved, with
+caches dropped before each run, and prints medians and paired ratios; writes
+bench/results/<time>.json, .txt, .md and .png.
 
 Environment (defaults for the full run; -quick in brackets):
   BENCH_TARGETS   comma list of targets (plain,ceiling,gocryptfs,kmsfs,kmsfs-plainnames,
-                  kmsfs-aws,kmsfs-zstd; also kmsfs-slot: key records without the xattr)
-  BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,metadata,lsl,find" + `)
+                  kmsfs-aws,kmsfs-zstd,kmsfs-shared; also kmsfs-slot: key records
+                  without the xattr)
+  BENCH_JOBS      comma list of jobs (all: ` + "seqwrite,seqread,randwrite1,randwrite2,randread1,randread2,randrw,randwrite-2m,metadata,lsl,find" + `)
   BENCH_ROUNDS    rounds (5) [1]
   BENCH_SIZE      sequential file size and random-job file size (1GiB) [64MiB]
   BENCH_RUNTIME   time limit of each random job (10s) [3s]

@@ -21,6 +21,7 @@ var tableRatios = [][2]string{
 	{"kmsfs", "ceiling"},
 	{"gocryptfs", "ceiling"},
 	{"kmsfs-aws", "kmsfs"},
+	{"kmsfs-shared", "kmsfs"},
 }
 
 // ratioPairs are the paired ratios computed for every job: the table's and
@@ -77,6 +78,57 @@ func namesCheck(rep *report) []string {
 	}
 	return append([]string{head}, lines...)
 }
+
+// sharedRatio and sharedBar are issue 13's requirement on shared mode:
+// on every job, kmsfs-shared (kmsfs init --shared) at no less than 0.8×
+// kmsfs (the default mount), measured in the same run.
+const (
+	sharedRatio = "kmsfs-shared/kmsfs"
+	sharedBar   = 0.8
+)
+
+// sharedCheck holds each job's kmsfs-shared/kmsfs against sharedBar, one
+// line per job that has the ratio, a first line saying how kmsfs-shared
+// was set up (its target note) and a last line with the verdict over all
+// of them: nil when no job has the ratio. The contention job's line says
+// that it compares two mounts with one.
+func sharedCheck(rep *report) []string {
+	var lines, missed []string
+	for _, j := range rep.Jobs {
+		v, ok := rep.Ratios[j.Name][sharedRatio]
+		if !ok {
+			continue
+		}
+		verdict := "met"
+		if v < sharedBar {
+			verdict = "NOT met"
+			missed = append(missed, j.Name)
+		}
+		line := fmt.Sprintf("%-8s %s %.2f (>= %.2f: %s)", j.Name, sharedRatio, v, sharedBar, verdict)
+		if j.writers > 0 {
+			line += fmt.Sprintf("; %d writers on one file through 2 mounts against %d through kmsfs's one", j.writers, j.writers)
+		}
+		lines = append(lines, line)
+	}
+	if lines == nil {
+		return nil
+	}
+	head := "shared mode (issue 13)"
+	for _, t := range rep.Targets {
+		if t.Name == "kmsfs-shared" && t.Status == "ok" {
+			head += ": kmsfs-shared " + t.Note
+		}
+	}
+	verdict := fmt.Sprintf("%-8s every job's %s >= %.2f: met", "all", sharedRatio, sharedBar)
+	if missed != nil {
+		verdict = fmt.Sprintf("%-8s every job's %s >= %.2f: NOT met (%s)", "all", sharedRatio, sharedBar, strings.Join(missed, ", "))
+	}
+	return append(append([]string{head}, lines...), verdict)
+}
+
+// checks are the requirement sections printed under the table, each a
+// head line and then lines that start with a job name (or "all").
+var checks = []func(*report) []string{namesCheck, sharedCheck}
 
 // median of xs (NaN when empty); xs is not modified.
 func median(xs []float64) float64 {
@@ -217,10 +269,12 @@ func formatTable(rep *report) string {
 	}
 	writeColumns(&b, rows)
 	b.WriteString("\nmedians over rounds; ratios are medians of per-round (paired) ratios; higher is better\n")
-	if lines := namesCheck(rep); lines != nil {
-		b.WriteString("\n" + lines[0] + ":\n")
-		for _, l := range lines[1:] {
-			b.WriteString("  " + l + "\n")
+	for _, check := range checks {
+		if lines := check(rep); lines != nil {
+			b.WriteString("\n" + lines[0] + ":\n")
+			for _, l := range lines[1:] {
+				b.WriteString("  " + l + "\n")
+			}
 		}
 	}
 	b.WriteString("\ndaemon CPU seconds per run (median):\n")
@@ -444,13 +498,15 @@ func formatMarkdown(rep *report, chart string) string {
 		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
 	}
 	b.WriteString("\nMedians over rounds; ratios are medians of per-round ratios. Higher is better.\n\n")
-	if lines := namesCheck(rep); lines != nil {
-		b.WriteString(strings.ToUpper(lines[0][:1]) + lines[0][1:] + ":\n\n")
-		for _, l := range lines[1:] {
-			f := strings.Fields(l)
-			b.WriteString("- `" + f[0] + "`: " + strings.Join(f[1:], " ") + "\n")
+	for _, check := range checks {
+		if lines := check(rep); lines != nil {
+			b.WriteString(strings.ToUpper(lines[0][:1]) + lines[0][1:] + ":\n\n")
+			for _, l := range lines[1:] {
+				f := strings.Fields(l)
+				b.WriteString("- `" + f[0] + "`: " + strings.Join(f[1:], " ") + "\n")
+			}
+			b.WriteString("\n")
 		}
-		b.WriteString("\n")
 	}
 	fmt.Fprintf(&b, "![median per job relative to the FUSE ceiling](%s)\n", chart)
 	return b.String()

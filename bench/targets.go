@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,22 +23,43 @@ import (
 )
 
 // allTargets in their canonical order.
-var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-slot"}
+var allTargets = []string{"plain", "ceiling", "gocryptfs", "kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd",
+	"kmsfs-shared", "kmsfs-slot"}
 
-// defaultTargets are the targets of a run without BENCH_TARGETS. The
-// others answer one question each and are asked for by name:
-// kmsfs-slot is kmsfs with key records in the file's slot only, as on a
-// backing file system without user xattrs, to measure what the
-// user.kmsfs.key xattr costs (on ext4 with 256-byte inodes, a block per
-// file). kmsfs-plainnames is a default: issue 12 sets its requirement on
-// names against it, measured in the same run as kmsfs and gocryptfs.
-var defaultTargets = allTargets[:7]
+// optInTargets answer one question each and run only when BENCH_TARGETS
+// names them: kmsfs-slot is kmsfs with key records in the file's slot
+// only, as on a backing file system without user xattrs, to measure what
+// the user.kmsfs.key xattr costs (on ext4 with 256-byte inodes, a block
+// per file).
+var optInTargets = []string{"kmsfs-slot"}
+
+// defaultTargets are the targets of a run without BENCH_TARGETS: every
+// target but the opt-in ones. kmsfs-plainnames and kmsfs-shared are
+// defaults because issues 12 and 13 set requirements against kmsfs
+// measured in the same run (names: kmsfs/kmsfs-plainnames; shared mode:
+// kmsfs-shared/kmsfs).
+var defaultTargets = func() []string {
+	var out []string
+	for _, t := range allTargets {
+		if !contains(optInTargets, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}()
+
+// kmsfsTargets are the targets that run ./cmd/kmsfs.
+var kmsfsTargets = []string{"kmsfs", "kmsfs-plainnames", "kmsfs-aws", "kmsfs-zstd", "kmsfs-shared", "kmsfs-slot"}
 
 // A target is one filesystem the jobs run on.
 type target struct {
 	Name string `json:"name"`
 	// Dir is where the jobs run: the mount point, or the plain directory.
 	Dir string `json:"dir"`
+	// Dir2 is a second mount of the same tree (kmsfs-shared only), where
+	// the two-mount job's second writer runs; empty for the other
+	// targets, whose two writers share Dir (contentionDirs).
+	Dir2 string `json:"dir2,omitempty"`
 	// Status is "ok" or "skipped".
 	Status string `json:"status"`
 	// Note says why a target was skipped, or how it was set up.
@@ -45,7 +67,8 @@ type target struct {
 	// Prepared[job] is how long building a listing job's tree took, in
 	// seconds (once per target, before the first round).
 	Prepared map[string]float64 `json:"prepare_s,omitempty"`
-	// pids are the daemons whose CPU time each run records.
+	// pids are the daemons whose CPU time and resident set each run
+	// records (both mounts' daemons for kmsfs-shared).
 	pids []int
 	// undo tears down what setup made, last first.
 	undo []func() error
@@ -86,8 +109,10 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 			return err
 		}
 	}
-	bin := map[string]string{"ceiling": "fuseceiling", "kmsfs": "kmsfs", "kmsfs-plainnames": "kmsfs",
-		"kmsfs-aws": "kmsfs", "kmsfs-zstd": "kmsfs", "kmsfs-slot": "kmsfs"}[t.Name]
+	bin := map[string]string{"ceiling": "fuseceiling"}[t.Name]
+	if contains(kmsfsTargets, t.Name) {
+		bin = "kmsfs"
+	}
 	if err := e.buildErr[bin]; err != nil {
 		return fmt.Errorf("%w: %w", errSkip, err)
 	}
@@ -107,6 +132,8 @@ func setupTarget(ctx context.Context, e env, t *target) error {
 		return setupKmsfs(ctx, e, t, base, backing, mnt, "--compress", "zstd")
 	case "kmsfs-aws":
 		return setupKmsfsAWS(ctx, e, t, base, backing, mnt)
+	case "kmsfs-shared":
+		return setupKmsfsShared(ctx, e, t, base, backing, mnt)
 	case "kmsfs-slot":
 		return setupKmsfsSlot(ctx, e, t, base, backing, mnt)
 	}
@@ -189,6 +216,100 @@ func setupKmsfsPlainNames(ctx context.Context, e env, t *target, base, backing, 
 	return nil
 }
 
+// kmsfsMount runs `kmsfs mount` of backing on mnt with its log in
+// e.logDir/logName, registers `kmsfs unmount` on t and returns the
+// daemon's pids.
+func kmsfsMount(ctx context.Context, e env, t *target, kenv, extra []string, backing, mnt, logName string) ([]int, error) {
+	kmsfs := filepath.Join(e.bin, "kmsfs")
+	args := append([]string{"mount", "--log-file", filepath.Join(e.logDir, logName)}, extra...)
+	args = append(args, backing, mnt)
+	if out, err := runCmd(ctx, kenv, kmsfs, args...); err != nil {
+		return nil, fmt.Errorf("kmsfs mount: %w: %s", err, out)
+	}
+	t.addUndo(func() error {
+		if out, err := runCmd(context.Background(), kenv, kmsfs, "unmount", mnt); err != nil {
+			if ferr := forceUnmount(mnt); ferr != nil {
+				return fmt.Errorf("kmsfs unmount: %w: %s", err, out)
+			}
+		}
+		return nil
+	})
+	return daemonPIDs("kmsfs", mnt), nil
+}
+
+// setupKmsfsShared makes a CIPHERDIR with `kmsfs init --shared` (issue
+// 13: every mount of it runs in shared mode), checks that kmsfs.conf
+// records shared mode, and mounts it twice with the same keystore, as two
+// hosts of shared storage would: Dir is the first mount, where every job
+// runs, Dir2 the second, where the two-mount job's second writer runs.
+// Both daemons' pids are recorded, so their CPU time is summed.
+func setupKmsfsShared(ctx context.Context, e env, t *target, base, backing, mnt string) error {
+	err := setupKmsfs(ctx, e, t, base, backing, mnt, "--shared")
+	if err != nil {
+		if strings.Contains(err.Error(), "flag provided but not defined") {
+			return fmt.Errorf("this build's `kmsfs init` does not accept --shared (issue 13): %w", err)
+		}
+		return err
+	}
+	if err := checkSharedConf(filepath.Join(backing, "kmsfs.conf")); err != nil {
+		return err
+	}
+	mnt2 := filepath.Join(base, "mnt2")
+	if err := os.MkdirAll(mnt2, 0o755); err != nil {
+		return err
+	}
+	kenv := []string{"KMSFS_KEYSTORE=" + filepath.Join(base, "keystore")}
+	pids, err := kmsfsMount(ctx, e, t, kenv, nil, backing, mnt2, t.Name+"-2.log")
+	if err != nil {
+		return fmt.Errorf("second mount: %w", err)
+	}
+	if err := probeSecondMount(mnt, mnt2); err != nil {
+		return err
+	}
+	t.Dir2, t.pids = mnt2, append(t.pids, pids...)
+	t.Note = "shared mode, 2 mounts; " + t.Note
+	return nil
+}
+
+// checkSharedConf fails unless the kmsfs.conf at path records shared
+// mode ("shared": true), which `kmsfs init --shared` writes.
+func checkSharedConf(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	var conf struct {
+		Shared bool `json:"shared"`
+	}
+	if err := json.Unmarshal(data, &conf); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	if !conf.Shared {
+		return fmt.Errorf("`kmsfs init --shared` made a tree without \"shared\": true in %s", path)
+	}
+	return nil
+}
+
+// probeSecondMount checks that a file written through mnt reads back the
+// same through mnt2 (the second mount opens the first one's files), and
+// leaves nothing behind.
+func probeSecondMount(mnt, mnt2 string) error {
+	const probe = "kmsfs-bench-shared-probe"
+	want := []byte("written through the first mount\n")
+	if err := os.WriteFile(filepath.Join(mnt, probe), want, 0o644); err != nil {
+		return fmt.Errorf("probe second mount: %w", err)
+	}
+	defer os.Remove(filepath.Join(mnt, probe))
+	got, err := os.ReadFile(filepath.Join(mnt2, probe))
+	if err != nil {
+		return fmt.Errorf("probe second mount: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("probe second mount: read %q through %s, wrote %q through %s", got, mnt2, want, mnt)
+	}
+	return nil
+}
+
 // probeNames tells whether the mount at mnt stores names as they are (a
 // file made through the mount shows up under its own name in backing) or
 // encrypts them, and leaves nothing behind.
@@ -221,23 +342,14 @@ func setupKmsfsSlot(ctx context.Context, e env, t *target, base, backing, mnt st
 	return mountKmsfs(ctx, e, t, kenv, nil, backing, mnt)
 }
 
-// mountKmsfs mounts with `kmsfs mount` and registers `kmsfs unmount`.
+// mountKmsfs mounts with `kmsfs mount`, registers `kmsfs unmount`, makes
+// mnt the target's directory and notes how the tree stores names.
 func mountKmsfs(ctx context.Context, e env, t *target, kenv, extra []string, backing, mnt string) error {
-	kmsfs := filepath.Join(e.bin, "kmsfs")
-	args := append([]string{"mount", "--log-file", filepath.Join(e.logDir, t.Name+".log")}, extra...)
-	args = append(args, backing, mnt)
-	if out, err := runCmd(ctx, kenv, kmsfs, args...); err != nil {
-		return fmt.Errorf("kmsfs mount: %w: %s", err, out)
+	pids, err := kmsfsMount(ctx, e, t, kenv, extra, backing, mnt, t.Name+".log")
+	if err != nil {
+		return err
 	}
-	t.addUndo(func() error {
-		if out, err := runCmd(context.Background(), kenv, kmsfs, "unmount", mnt); err != nil {
-			if ferr := forceUnmount(mnt); ferr != nil {
-				return fmt.Errorf("kmsfs unmount: %w: %s", err, out)
-			}
-		}
-		return nil
-	})
-	t.Dir, t.pids = mnt, daemonPIDs("kmsfs", mnt)
+	t.Dir, t.pids = mnt, pids
 	names, err := probeNames(backing, mnt)
 	if err != nil {
 		return err
