@@ -311,17 +311,21 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 		return 0, err
 	}
 	f := b.file(c)
+	lockedSize := int64(-1) // the size read under the size lock, when known
 	if r.shared && !lk.held {
 		var err error
-		if lk, err = r.lockChange(int(b.fd.Fd()), f, ch); err != nil {
+		if lk, lockedSize, err = r.lockChange(int(b.fd.Fd()), f, ch, c.alloc.size); err != nil {
 			return 0, err
 		}
 	}
 	switch ch.kind {
 	case changeWrite:
-		size, err := f.Size()
-		if err != nil {
-			return 0, err
+		size := lockedSize
+		if size < 0 {
+			var err error
+			if size, err = f.Size(); err != nil {
+				return 0, err
+			}
 		}
 		off := ch.off
 		if ch.appendMode {

@@ -137,42 +137,52 @@ func (l *backingLock) release() {
 // them. A write that stays inside the file holds the size lock shared and
 // its chunks exclusively; anything that can change the size or the header
 // (a write past the end, O_APPEND, truncation, fallocate) holds the size
-// lock exclusively.
-func (r *root) lockChange(fd int, f *chunk.File, ch change) (backingLock, error) {
+// lock exclusively. hint is the size this mount last saw (0: unknown):
+// a write ending past it goes straight to the exclusive side (appending
+// writers: two lock calls, not four); the size read under the lock
+// decides, and is returned for a write that stays inside the file (-1
+// otherwise), so the caller need not read it again.
+func (r *root) lockChange(fd int, f *chunk.File, ch change, hint int64) (backingLock, int64, error) {
 	if ch.kind != changeWrite || ch.appendMode {
-		return lockSize(fd, true)
+		l, err := lockSize(fd, true)
+		return l, -1, err
 	}
 	end := ch.off + int64(len(ch.data))
 	if len(ch.data) == 0 || ch.off < 0 || end < ch.off {
-		return lockSize(fd, false) // chunk.File refuses or ignores it
+		l, err := lockSize(fd, false) // chunk.File refuses or ignores it
+		return l, -1, err
 	}
-	// A write that ends past the size seen before any lock goes straight
-	// to the exclusive side (appending writers: two lock calls, not
-	// four); that size is only a hint, the one under the lock decides.
-	if size, err := f.Size(); err == nil && end > size {
-		return lockSize(fd, true)
+	if hint <= 0 {
+		if size, err := f.Size(); err == nil {
+			hint = size
+		}
+	}
+	if end > hint {
+		l, err := lockSize(fd, true)
+		return l, -1, err
 	}
 	l, err := lockSize(fd, false)
 	if err != nil {
-		return l, err
+		return l, -1, err
 	}
 	size, err := f.Size()
 	if err != nil {
 		l.release()
-		return l, err
+		return l, -1, err
 	}
 	if end > size {
 		// Extending: the size lock's write side. A lock is never upgraded
 		// in place (two readers upgrading would wait for each other).
 		l.release()
-		return lockSize(fd, true)
+		l, err := lockSize(fd, true)
+		return l, -1, err
 	}
 	cs := int64(r.cfg.ChunkSize)
 	if err := l.lockChunks(ch.off/cs, (end-1)/cs, true); err != nil {
 		l.release()
-		return l, err
+		return l, -1, err
 	}
-	return l, nil
+	return l, size, nil
 }
 
 // readLocked repeats a read that failed in shared mode, under the size
