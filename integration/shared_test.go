@@ -24,34 +24,6 @@ import (
 // Shared storage (issue 13): several mounts of one CIPHERDIR, each its own
 // daemon with its own kernel caches, stand in for several hosts.
 
-// extraMount mounts the CIPHERDIR of fs once more, at a mount point of its
-// own, with fs's mount flags plus extra: another host of a shared tree.
-// Its log file is its own; cleanup unmounts it before fs's cleanup runs.
-func extraMount(t *testing.T, fs *testFS, extra ...string) *testFS {
-	t.Helper()
-	dir, err := os.MkdirTemp(fs.dir, "extra-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &testFS{
-		CipherDir: fs.CipherDir,
-		Mnt:       filepath.Join(dir, "mnt"),
-		Keystore:  fs.Keystore,
-		LogFile:   filepath.Join(dir, "kmsfs.log"),
-		ChunkSize: fs.ChunkSize,
-		t:         t,
-		dir:       dir,
-		mountArgs: slices.Concat(fs.mountArgs, extra),
-		env:       fs.env,
-	}
-	if err := os.Mkdir(m.Mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.cleanup)
-	m.Mount()
-	return m
-}
-
 // sharedMounts makes a filesystem initialised with `kmsfs init --shared`
 // (every mount of it in shared mode) and n mounts of it. With
 // KMSFS_SHARED_OFF=1 the tree is made without --shared, so the same tests
@@ -66,7 +38,7 @@ func sharedMounts(t *testing.T, n int, opts ...Option) []*testFS {
 	first := newFS(t, opts...)
 	mounts := []*testFS{first}
 	for len(mounts) < n {
-		mounts = append(mounts, extraMount(t, first))
+		mounts = append(mounts, first.SecondMount())
 	}
 	return mounts
 }
@@ -843,5 +815,97 @@ func TestSharedCacheBound(t *testing.T) {
 	}
 	if _, err := os.Stat(b.Path("new")); err != nil {
 		t.Errorf("stat of a name the other mount made: %v", err)
+	}
+}
+
+// TestSharedDaemonKilled kills one shared mount's daemon with SIGKILL
+// while writers on all three mounts write disjoint bytes of the same
+// chunks of one file: the backing lock manager drops the dead daemon's
+// internal locks with its descriptors, so the other mounts' writers never
+// wait for them; they go on writing, and at the end the file holds every
+// write acknowledged on any mount (the dead mount's included).
+func TestSharedDaemonKilled(t *testing.T) {
+	m := sharedMounts(t, 3)
+	const slot = 64
+	size := 2*m[0].ChunkSize + 100
+	if err := os.WriteFile(m[0].Path("f"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slots := size / slot
+	want := make([]byte, size)
+	var mu sync.Mutex   // guards want, inflight, inflightSlot
+	var inflight []byte // the killed mount's last write, acknowledged or not
+	inflightSlot := -1
+	var stop atomic.Bool
+	progress := make([]atomic.Int64, len(m))
+	var wg sync.WaitGroup
+	for w, mt := range m {
+		wg.Go(func() {
+			f, err := os.OpenFile(mt.Path("f"), os.O_RDWR, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			for round := 0; !stop.Load(); round++ {
+				s := w + len(m)*(round%(slots/len(m))) // slots w, w+3, …: every chunk has all three
+				data := bytes.Repeat([]byte{byte(1 + round%250)}, slot)
+				if w == 2 {
+					mu.Lock()
+					inflight, inflightSlot = data, s
+					mu.Unlock()
+				}
+				if _, err := f.WriteAt(data, int64(s*slot)); err != nil {
+					if w == 2 {
+						return // the killed mount: ENOTCONN; its write in flight may have landed
+					}
+					t.Errorf("writer %d round %d: %v", w, round, err)
+					return
+				}
+				mu.Lock()
+				copy(want[s*slot:], data)
+				mu.Unlock()
+				progress[w].Add(1)
+			}
+		})
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				stop.Store(true)
+				t.Fatalf("%s: no progress in a minute (writes: %d, %d, %d)", what, progress[0].Load(), progress[1].Load(), progress[2].Load())
+			}
+		}
+	}
+	waitFor("before the kill", func() bool { return progress[2].Load() > 200 })
+	pid := m[2].DaemonPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(pid, exitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	// The survivors go on: 200 more writes each.
+	p0, p1 := progress[0].Load(), progress[1].Load()
+	waitFor("after the kill", func() bool { return progress[0].Load() > p0+200 && progress[1].Load() > p1+200 })
+	stop.Store(true)
+	wg.Wait()
+	m[2].Unmount()
+	got, err := os.ReadFile(m[1].Path("f"))
+	if err != nil {
+		t.Fatalf("read after the kill: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if inflightSlot >= 0 && bytes.Equal(got[inflightSlot*slot:(inflightSlot+1)*slot], inflight) {
+		copy(want[inflightSlot*slot:], inflight) // it landed before the kill
+	}
+	if !bytes.Equal(got, want) {
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("content differs first at byte %d (slot %d, writer %d): got %d, want %d", i, i/slot, (i/slot)%3, got[i], want[i])
+			}
+		}
 	}
 }
