@@ -101,6 +101,27 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, m newMode
 		unix.Unlinkat(dirfd, name, 0)
 		return nil, st, err
 	}
+	if r.afterCreate != nil {
+		r.afterCreate(dirfd, name)
+	}
+	if r.shared {
+		// Another host may open the new, still empty file by its name at
+		// once and, writing to it, give it a header of its own (under the
+		// size lock, chunk/FORMAT.md). The header goes in under the same
+		// lock, and only if no other host's is there yet.
+		lk, err := lockSize(fd, true)
+		if err != nil {
+			return fail(err)
+		}
+		defer lk.release()
+		var bst unix.Stat_t
+		if err := unix.Fstat(fd, &bst); err != nil {
+			return fail(err)
+		}
+		if bst.Size > 0 {
+			ci, rec = nil, nil // theirs: the content loads it at first use
+		}
+	}
 	if uid, gid, ok := r.newOwner(ctx, dirfd); ok {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
 			return fail(err)
@@ -117,8 +138,10 @@ func (r *root) createFile(ctx context.Context, dirfd int, name string, m newMode
 			return fail(err)
 		}
 	}
-	if err := r.writeNewKeyRecord(fd, ci, rec); err != nil {
-		return fail(err)
+	if ci != nil {
+		if err := r.writeNewKeyRecord(fd, ci, rec); err != nil {
+			return fail(err)
+		}
 	}
 	if err := statAt(fd, "", &st); err != nil {
 		return fail(err)

@@ -110,6 +110,10 @@ type Options struct {
 	// created, with the backing directory and name: a test makes the
 	// name appear there to drive the race deterministically.
 	beforeCreate func(dirfd int, name string)
+	// afterCreate, when set (tests only), runs in createFile right after
+	// the backing file is made, before its header: a test plays another
+	// host opening the new, empty file at that instant.
+	afterCreate func(dirfd int, name string)
 }
 
 // root is the state shared by every node of one mount.
@@ -161,6 +165,7 @@ type root struct {
 	ownMem  bool // mem is the mount's own: close releases it
 
 	beforeCreate func(dirfd int, name string) // see Options.beforeCreate
+	afterCreate  func(dirfd int, name string) // see Options.afterCreate
 
 	// names is Options.Names: nil for plaintext names. plainNames and
 	// encNames keep decrypted and encrypted names; nameLog rate-limits the
@@ -252,6 +257,7 @@ func newRoot(opts Options) (*node, error) {
 		dirs:  dirCache{now: time.Now, ttl: dirCacheTTL},
 
 		beforeCreate: opts.beforeCreate,
+		afterCreate:  opts.afterCreate,
 		names:        opts.Names,
 	}
 	if shared {

@@ -161,3 +161,58 @@ func TestSharedRepairedDirIDReread(t *testing.T) {
 		t.Fatalf("a fresh mount lists %q, want [new]: the second mount named the entry under the old ID", got)
 	}
 }
+
+// TestSharedCreateRacesFirstWrite plays another host that opens a file the
+// moment this mount has created it, still empty, and writes to it first,
+// giving it a header and key of its own: the creating mount must keep
+// that header (under the size lock) instead of writing its own over it,
+// which left the other host's open file with a key that no longer
+// matched (EIO on its next write).
+func TestSharedCreateRacesFirstWrite(t *testing.T) {
+	var other *testFS
+	var raced bool
+	tf := mountFS(t, withNames(t), withShared, func(o *Options) {
+		o.afterCreate = func(dirfd int, name string) {
+			if other == nil || raced {
+				return
+			}
+			raced = true
+			f, err := os.OpenFile(other.path("f"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Errorf("the other host's open: %v", err)
+				return
+			}
+			defer f.Close()
+			if _, err := f.Write([]byte("theirs")); err != nil {
+				t.Errorf("the other host's write: %v", err)
+			}
+		}
+	})
+	other = remount(t, tf)
+	f, err := os.OpenFile(tf.path("f"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !raced {
+		t.Fatal("the hook did not run")
+	}
+	if _, err := f.WriteAt([]byte("mine"), 6); err != nil {
+		t.Fatalf("the creator's write: %v", err)
+	}
+	f.Close()
+	for _, m := range []*testFS{tf, other} {
+		b, err := os.ReadFile(m.path("f"))
+		if err != nil || string(b) != "theirsmine" {
+			t.Fatalf("%s reads %q, %v; want theirsmine", m.mnt, b, err)
+		}
+	}
+	// The other host's handle is still good too.
+	g, err := os.OpenFile(other.path("f"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.Write([]byte("!")); err != nil {
+		t.Fatalf("the other host's next write: %v", err)
+	}
+}
