@@ -66,10 +66,10 @@ const SharedCacheTimeout = 100 * time.Millisecond
 // offsets, and application locks placed at them, stay below lockBase; the
 // flock byte is lockBase + 1<<61.
 const (
-	lockBase      = int64(lockSpaceEnd) // application locks (locks.go) lie below
-	sizeLockByte  = lockBase            // the header and the size
-	chunkLockBase = lockBase + 1        // chunk i at chunkLockBase + i
-	lockEnd       = int64(flockByte)    // internal locks lie in [lockBase, lockEnd); the flock byte follows
+	lockBase      = int64(lockSpaceEnd)      // application locks (locks.go) lie below
+	sizeLockByte  = cipherdir.SizeLockOffset // the header and the size: the offline tools lock it too
+	chunkLockBase = lockBase + 1             // chunk i at chunkLockBase + i
+	lockEnd       = int64(flockByte)         // internal locks lie in [lockBase, lockEnd); the flock byte follows
 )
 
 // errNoLocks says the backing filesystem refused the byte-range locks

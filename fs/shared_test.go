@@ -161,3 +161,13 @@ func TestSharedRepairedDirIDReread(t *testing.T) {
 		t.Fatalf("a fresh mount lists %q, want [new]: the second mount named the entry under the old ID", got)
 	}
 }
+
+// TestSharedLockOffsetsMatchCipherdir: the offline tools (cipherdir.LockFile)
+// and the mount must lock the same backing bytes, or rekey and fsck
+// --repair would not exclude a shared-mode writer.
+func TestSharedLockOffsetsMatchCipherdir(t *testing.T) {
+	if sizeLockByte != cipherdir.SizeLockOffset || chunkLockBase != cipherdir.ChunkLockOffset || lockEnd != cipherdir.InternalLockEnd {
+		t.Fatalf("fs locks size %d, chunks from %d, up to %d; cipherdir %d, %d, %d",
+			sizeLockByte, chunkLockBase, lockEnd, cipherdir.SizeLockOffset, cipherdir.ChunkLockOffset, cipherdir.InternalLockEnd)
+	}
+}
