@@ -175,6 +175,24 @@ func (r *root) lockChange(fd int, f *chunk.File, ch change) (backingLock, error)
 	return l, nil
 }
 
+// checkNotReplaced fails with ESTALE when the backing inode open as fd was
+// replaced by `kmsfs rekey` (cipherdir.Retire), which renames a new inode
+// over every name of the file while it holds the file's internal locks. A
+// writer that waited for those locks holds a descriptor of the old inode,
+// which no name leads to any more: its write would be lost, so it fails
+// as a write to a file replaced on an NFS server does. Called with the
+// size lock held (shared mode), so the mark cannot appear meanwhile.
+func checkNotReplaced(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if cipherdir.Retired(&st) {
+		return fmt.Errorf("the file was replaced by kmsfs rekey since it was opened: %w", unix.ESTALE)
+	}
+	return nil
+}
+
 // readLocked repeats a read that failed in shared mode, under the size
 // lock's and the chunks' read sides: no other host is then rewriting a
 // chunk of the range or changing the size.
