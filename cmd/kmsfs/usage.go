@@ -352,7 +352,14 @@ links inside the CIPHERDIR are kept. PATH is a file in a kmsfs mount or a
 backing file in a CIPHERDIR. A file written to while it is re-encrypted is
 left as it is (run rekey again). Exit 8 if any file failed.
 
+A file a mount in shared mode is writing (on this host or another) is left
+as it is and named "busy" (exit 8; run rekey again, or with --wait). A
+shared-mode mount's descriptor opened before the rekey fails its next write
+with ESTALE instead of losing it. Mounts not in shared mode take no locks:
+rekey a file only while no such mount has it open for writing.
+
 Flags:
+  --wait                  wait for a busy file instead of leaving it
   --kms-endpoint URL      AWS KMS endpoint (for aws file systems)
   --keystore DIR          local keystore (see 'kmsfs help')
   --passphrase-file F     keystore passphrase file
