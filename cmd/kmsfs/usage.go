@@ -42,7 +42,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 CIPHERDIR/config/backing file,
 4 key service or keystore, 5 mount failed, 6 not implemented yet,
 7 unmount failed, 8 rewrap/rekey failed for some files; fsck: 10 problems
 found, 11 problems remain after repair, 12 key service unavailable, 13 all
-repaired (10-19 are reserved for fsck).
+repaired, 14 files busy (10-19 are reserved for fsck).
 
 Run 'kmsfs COMMAND -h' for a command's flags and examples.
 `
@@ -278,6 +278,14 @@ crash (never a foreign file); with --force on a mounted tree it leaves those
 three alone. --repair refuses to run while CIPHERDIR is mounted, unless
 --force.
 
+Each file is checked, and repaired, under its internal locks, so a mount in
+shared mode (on this host or another) never writes it meanwhile: --repair
+holds a file exclusively while it repairs it; a check reads without locks
+and checks a file with findings again with writers held off. A file a
+shared-mode mount keeps writing is reported busy (a warning; exit 14 when
+nothing else is wrong) unless --wait. Mounts not in shared mode take no
+locks: repair only an unmounted tree (or one no such mount writes).
+
 Flags:
   --repair                fix what is safe (see above)
   --zero-unreadable       with --repair: replace unreadable chunks by zeros
@@ -285,12 +293,14 @@ Flags:
   --json                  one JSON document on stdout instead of lines
   --jobs N                files checked at once (default 2)
   --force                 repair even though CIPHERDIR is mounted
+  --wait                  wait for files a shared-mode mount is writing
   --kms-endpoint URL      AWS KMS endpoint (aws file systems)
   --keystore DIR, --passphrase-file F   the local keystore
 
 Exit codes: 0 clean, 10 problems found, 11 problems remain after --repair,
 12 some files not checked (key service unavailable), 13 every problem
-repaired; 3 CIPHERDIR or config invalid (or mounted, with --repair),
+repaired, 14 some files not checked (busy: a mount in shared mode kept
+writing them); 3 CIPHERDIR or config invalid (or mounted, with --repair),
 4 key service or keystore failure.
 
 Examples:
