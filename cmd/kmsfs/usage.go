@@ -315,8 +315,10 @@ under --key) with the KMS ReEncrypt call, and replace the key xattr in one
 setxattr. File contents are not touched and the plaintext data key never
 leaves the KMS. Files already wrapped under the current key material are
 skipped, so the command can be run again after an interruption. Safe while
-the tree is mounted and in use. Progress goes to stderr (a bar on a
-terminal), a summary line to stdout; exit 8 if any file failed.
+the tree is mounted and in use: a record is replaced under the file's size
+lock, and a file a shared-mode mount keeps truncating or extending fails as
+busy (run again). Progress goes to stderr (a bar on a terminal), a summary
+line to stdout; exit 8 if any file failed.
 
 With --to-kms naming the other key service (and --key one of its keys) the
 data keys are moved: each is unwrapped by the current service and wrapped
