@@ -19,7 +19,9 @@ import (
 )
 
 // The checker behind `kmsfs fsck`: it reads every backing regular file of
-// a tree while nothing else writes to it, and reports, per file and chunk,
+// a tree while nothing else writes to it (a mount in shared mode is held
+// off by the file's internal locks, see checker.file; any other mount
+// must not be writing), and reports, per file and chunk,
 // everything the reader rules of chunk/FORMAT.md and the key-record rules
 // (keyrecord.go) would reject, plus what they accept but should not stay
 // (crash remnants, a missing copy of the key record). With Repair it fixes
@@ -46,6 +48,7 @@ const (
 	ProblemRemnant        = "crash-remnant"    // a middle chunk sealed as final
 	ProblemHasData        = "has-data-missing" // chunks, but no HAS_DATA in the header
 	ProblemPunch          = "punch-failed"     // --repair could not punch the zero tails of compressed chunks (warning)
+	ProblemBusy           = "busy"             // a mount in shared mode kept writing the file: not checked (warning)
 )
 
 // NoChunk is Problem.Chunk for a problem of the whole file.
@@ -83,6 +86,9 @@ type FileReport struct {
 	Freed int64 `json:"freed_bytes,omitempty"`
 	// Unavailable: the key service did not answer, the file was not checked.
 	Unavailable bool `json:"-"`
+	// Busy: a mount in shared mode kept the file's internal locks, the
+	// file was not checked (or, with Repair, not repaired).
+	Busy bool `json:"-"`
 	// NotFile: the report is about an entry other than a regular file (a
 	// directory, symlink, sidecar, temporary… of a v2 tree), which is not
 	// one of the files checked.
@@ -138,6 +144,10 @@ type CheckOptions struct {
 	ZeroUnreadable bool
 	// Jobs is how many files are checked at once (0: 2).
 	Jobs int
+	// Wait makes a file that a mount in shared mode is writing wait for
+	// its internal locks; without, such a file is reported busy (and not
+	// repaired) after a few tries.
+	Wait bool
 	// Files, when not nil, receives the number of regular files the walk
 	// found, before checking starts: for a progress bar.
 	Files func(n int)
@@ -164,6 +174,7 @@ type CheckSummary struct {
 	Remaining   int64      `json:"remaining"`   // problems that remain (warnings excluded)
 	Warnings    int64      `json:"warnings"`    // warnings
 	Unavailable int64      `json:"unavailable"` // files not checked: key service unavailable
+	Busy        int64      `json:"busy"`        // files not checked: a mount in shared mode was writing them
 	Bytes       int64      `json:"plain_bytes"` // plaintext bytes checked
 	Chunks      int64      `json:"chunks"`      // chunks checked
 	Found       int64      `json:"problems"`    // problems found (warnings excluded)
@@ -265,6 +276,9 @@ func (c *checker) done(rep FileReport, sum *CheckSummary) {
 	if rep.Unavailable {
 		sum.Unavailable++
 	}
+	if rep.Busy {
+		sum.Busy++
+	}
 	if rep.FileID == "" && rep.PlaintextSize == 0 && !rep.Unhealthy() {
 		sum.Empty++
 	}
@@ -324,8 +338,39 @@ type record struct {
 	untrusted bool // names a key the tree does not trust
 }
 
-// file checks (and repairs) the backing file rel.
-func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
+// file checks (and repairs) the backing file rel, with the internal
+// locks of chunk/FORMAT.md so that no mount in shared mode writes it
+// meanwhile, on this host or another. A repair holds the size lock
+// exclusively for the whole file (LockExclusive). A check reads without
+// locks first, as a mount's reader does, so that it holds up no writer;
+// a file with findings is checked again with every writer held off
+// (LockContent), and only that second check counts: a chunk read while
+// a writer rewrote it is no finding. A file whose locks stay taken is
+// reported busy (a warning, Busy) and not checked.
+func (c *checker) file(ctx context.Context, rel string) FileReport {
+	if c.opts.Repair {
+		return c.checkFile(ctx, rel, true)
+	}
+	rep := c.checkFile(ctx, rel, false)
+	if !rep.Unhealthy() {
+		return rep
+	}
+	again := c.checkFile(ctx, rel, true)
+	if again.Busy {
+		var kinds []string
+		for _, p := range rep.Problems {
+			if !p.Warning {
+				kinds = append(kinds, p.Kind)
+			}
+		}
+		again.Problems[len(again.Problems)-1].Detail += fmt.Sprintf(" (read while it was written it showed: %s)", strings.Join(kinds, ", "))
+	}
+	return again
+}
+
+// checkFile checks (and with Repair repairs) the backing file rel, holding
+// its internal locks when lock is set.
+func (c *checker) checkFile(ctx context.Context, rel string, lock bool) (rep FileReport) {
 	rep.Path = rel
 	fd, err := OpenFile(c.root, rel, c.opts.Repair)
 	if err != nil {
@@ -333,6 +378,27 @@ func (c *checker) file(ctx context.Context, rel string) (rep FileReport) {
 		return rep
 	}
 	defer unix.Close(fd)
+	if lock {
+		mode := LockContent
+		if c.opts.Repair {
+			mode = LockExclusive
+		}
+		unlock, err := lockSoon(fd, mode, c.opts.Wait)
+		if errors.Is(err, ErrBusy) {
+			rep.Busy = true
+			what := "checked"
+			if c.opts.Repair {
+				what = "checked or repaired"
+			}
+			rep.add(ProblemBusy, NoChunk, "a mount in shared mode kept writing it; not %s, run fsck again (or with --wait)", what).Warning = true
+			return rep
+		}
+		if err != nil {
+			rep.add(ProblemHeader, NoChunk, "%v", err)
+			return rep
+		}
+		defer unlock()
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		rep.add(ProblemHeader, NoChunk, "stat: %v", err)

@@ -43,6 +43,11 @@ type Rekeyer struct {
 	// attributes are bound to its file ID and re-encrypted under the new one.
 	names *names.Keys
 
+	// Wait makes Rekey wait for a file's internal locks while a mount in
+	// shared mode writes it; by default a file still busy after a few
+	// tries fails with ErrBusy and is left alone.
+	Wait bool
+
 	// beforeRelink, when set (tests only), runs after the other hard
 	// links of a file were found and before they are re-linked: the
 	// window in which a user who owns a directory can swap it.
@@ -77,8 +82,10 @@ func tempName() string {
 // new data key and file ID, and returns both file IDs ("" new for an empty
 // file, which is left alone).
 //
-// Steps: unwrap the old key and verify the header (LoadKey, so only a
-// key the tree trusts); make a temporary file (RekeyTempMarker, hidden
+// Steps: take the file's internal locks (LockContent, waiting only with
+// Wait; a file a shared-mode mount keeps writing fails with ErrBusy) and
+// hold them to the end; unwrap the old key and verify the header
+// (LoadKey, so only a key the tree trusts); make a temporary file (RekeyTempMarker, hidden
 // from the mount and from fsck) in the file's directory with a new header,
 // data key and key record (NewHeader, GenerateFileKey, FileCipher,
 // StartFile: the mount's create path); copy the plaintext chunk by chunk,
@@ -89,9 +96,14 @@ func tempName() string {
 // temporary file before it replaces the old one); fsync; check that the old file did not change meanwhile (its
 // size and times: a mount writing to it makes Rekey fail with ErrChanged
 // and replace nothing); rename the temporary file over the old name; then
-// give every other hard link of the old inode the new inode (relink).
-// Between the first and the last of those renames, different links of the
-// file name different inodes with the same plaintext.
+// give every other hard link of the old inode the new inode (relink);
+// then mark the old inode replaced (Retire), so that a shared-mode
+// mount's writer that waited for the locks with a descriptor of it fails
+// with ESTALE rather than write where no name leads. Between the first
+// and the last of those renames, different links of the file name
+// different inodes with the same plaintext. A mount that is not in
+// shared mode takes no locks: a file it has open for writing must not be
+// rekeyed (its writes after the rename would be lost).
 //
 // Every step works on directory descriptors: the file's directory is
 // resolved once below CIPHERDIR (no symlinks) and held open, and each
@@ -113,12 +125,23 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	}
 	old := os.NewFile(uintptr(ofd), rel)
 	defer old.Close()
+	// No mount in shared mode writes the file from here to the end
+	// (LockContent: every writer needs the size lock's write side or a
+	// chunk's), so what is copied is what is replaced.
+	unlock, err := lockSoon(ofd, LockContent, r.Wait)
+	if err != nil {
+		return "", "", err
+	}
+	defer unlock()
 	var st unix.Stat_t
 	if err := unix.Fstat(ofd, &st); err != nil {
 		return "", "", err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", "", errors.New("not a regular file")
+	}
+	if Retired(&st) {
+		return "", "", ErrChanged // another rekey replaced it before the lock came
 	}
 	if st.Size == 0 {
 		return "", "", nil
@@ -212,6 +235,12 @@ func (r *Rekeyer) Rekey(ctx context.Context, rel string) (oldID, newID string, e
 	}
 	if len(failed) > 0 {
 		return oldID, newID, errors.New(strings.Join(failed, "; "))
+	}
+	// No name leads to the old inode any more: mark it, still under the
+	// lock, so that a shared-mode mount's writer holding a descriptor of
+	// it, waiting for the lock, fails (ESTALE) instead of losing its write.
+	if err := Retire(ofd); err != nil {
+		return oldID, newID, fmt.Errorf("rekeyed, but a mount still writing the old inode would lose its writes: %w", err)
 	}
 	return oldID, newID, nil
 }

@@ -1,6 +1,7 @@
 package cipherdir
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -395,6 +396,25 @@ func (rw *Rewrapper) one(ctx context.Context, rel string) (outcome, error) {
 	}
 	if err := nw.Validate(); err != nil {
 		return 0, fmt.Errorf("file %s: new key record: %w", h.FileID, err)
+	}
+	// The record is replaced under the size lock's read side (LockHeader):
+	// a mount in shared mode writes a header and its record only under
+	// the write side (the first key of an empty file), so the two never
+	// interleave. The lock is taken after the key service call, not
+	// around it, and the header and record are read again under it: one
+	// that changed meanwhile is left alone.
+	unlock, err := lockSoon(fd, LockHeader, false)
+	if err != nil {
+		return 0, fmt.Errorf("file %s: %w; run rewrap again", h.FileID, err)
+	}
+	defer unlock()
+	var hb2 [chunk.HeaderSize]byte
+	if _, err := ReadHeader(fd, hb2[:]); err != nil {
+		return 0, fmt.Errorf("file %s: %w", h.FileID, err)
+	}
+	wk2, _, err := ReadKeyRecord(fd, cfg.KeyRecordMode())
+	if err != nil || hb2 != hb || !bytes.Equal(wk2.MarshalRecord(), wk.MarshalRecord()) {
+		return 0, fmt.Errorf("file %s: its header or key record changed while it was re-wrapped; nothing was replaced, run rewrap again", h.FileID)
 	}
 	// The slot first, then the xattr (WriteKeyRecord): a crash in between
 	// leaves the old record in one place and the new one in the other,

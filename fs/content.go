@@ -318,6 +318,11 @@ func (r *root) change(ctx context.Context, c *content, b *backingFile, ch change
 			return 0, err
 		}
 	}
+	if lk.held {
+		if err := checkNotReplaced(int(b.fd.Fd())); err != nil {
+			return 0, err
+		}
+	}
 	switch ch.kind {
 	case changeWrite:
 		size := lockedSize

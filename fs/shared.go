@@ -66,10 +66,10 @@ const SharedCacheTimeout = 100 * time.Millisecond
 // offsets, and application locks placed at them, stay below lockBase; the
 // flock byte is lockBase + 1<<61.
 const (
-	lockBase      = int64(lockSpaceEnd) // application locks (locks.go) lie below
-	sizeLockByte  = lockBase            // the header and the size
-	chunkLockBase = lockBase + 1        // chunk i at chunkLockBase + i
-	lockEnd       = int64(flockByte)    // internal locks lie in [lockBase, lockEnd); the flock byte follows
+	lockBase      = int64(lockSpaceEnd)      // application locks (locks.go) lie below
+	sizeLockByte  = cipherdir.SizeLockOffset // the header and the size: the offline tools lock it too
+	chunkLockBase = lockBase + 1             // chunk i at chunkLockBase + i
+	lockEnd       = int64(flockByte)         // internal locks lie in [lockBase, lockEnd); the flock byte follows
 )
 
 // errNoLocks says the backing filesystem refused the byte-range locks
@@ -183,6 +183,24 @@ func (r *root) lockChange(fd int, f *chunk.File, ch change, hint int64) (backing
 		return l, -1, err
 	}
 	return l, size, nil
+}
+
+// checkNotReplaced fails with ESTALE when the backing inode open as fd was
+// replaced by `kmsfs rekey` (cipherdir.Retire), which renames a new inode
+// over every name of the file while it holds the file's internal locks. A
+// writer that waited for those locks holds a descriptor of the old inode,
+// which no name leads to any more: its write would be lost, so it fails
+// as a write to a file replaced on an NFS server does. Called with the
+// size lock held (shared mode), so the mark cannot appear meanwhile.
+func checkNotReplaced(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if cipherdir.Retired(&st) {
+		return fmt.Errorf("the file was replaced by kmsfs rekey since it was opened: %w", unix.ESTALE)
+	}
+	return nil
 }
 
 // readLocked repeats a read that failed in shared mode, under the size

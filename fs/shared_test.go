@@ -216,3 +216,65 @@ func TestSharedCreateRacesFirstWrite(t *testing.T) {
 		t.Fatalf("the other host's next write: %v", err)
 	}
 }
+
+// TestSharedLockOffsetsMatchCipherdir: the offline tools (cipherdir.LockFile)
+// and the mount must lock the same backing bytes, or rekey and fsck
+// --repair would not exclude a shared-mode writer.
+func TestSharedLockOffsetsMatchCipherdir(t *testing.T) {
+	if sizeLockByte != cipherdir.SizeLockOffset || chunkLockBase != cipherdir.ChunkLockOffset || lockEnd != cipherdir.InternalLockEnd {
+		t.Fatalf("fs locks size %d, chunks from %d, up to %d; cipherdir %d, %d, %d",
+			sizeLockByte, chunkLockBase, lockEnd, cipherdir.SizeLockOffset, cipherdir.ChunkLockOffset, cipherdir.InternalLockEnd)
+	}
+}
+
+// TestSharedWriteToReplacedFileIsStale plays `kmsfs rekey` on another host
+// replacing a file open here for writing: a new inode renamed over its
+// name, the old one marked (cipherdir.Retire) while rekey holds the lock.
+// A write through the descriptor opened before must fail with ESTALE, not
+// land in the old inode, which no name leads to (a lost write). A write to
+// a file unlinked through the mount while open still succeeds: a link
+// count of 0 alone is not a replacement.
+func TestSharedWriteToReplacedFileIsStale(t *testing.T) {
+	tf := mountFS(t, withShared)
+	f, err := os.OpenFile(tf.path("f"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("before"), 0); err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Open(tf.backing("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := os.WriteFile(tf.backing("g"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tf.backing("g"), tf.backing("f")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cipherdir.Retire(int(old.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("after"), 0); !errors.Is(err, unix.ESTALE) {
+		t.Fatalf("write to a replaced file: %v, want ESTALE", err)
+	}
+
+	u, err := os.OpenFile(tf.path("u"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if err := os.Remove(tf.path("u")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.WriteAt([]byte("still mine"), 0); err != nil {
+		t.Fatalf("write to an unlinked open file: %v", err)
+	}
+	b := make([]byte, 10)
+	if n, err := u.ReadAt(b, 0); n != 10 || string(b) != "still mine" {
+		t.Fatalf("read back %q, %v", b[:n], err)
+	}
+}

@@ -53,6 +53,10 @@ const (
 	// ExitFsckRepaired: fsck --repair found problems and repaired all of
 	// them; the tree is now clean.
 	ExitFsckRepaired = 13
+	// ExitFsckBusy: some files were not checked (or, with --repair, not
+	// repaired) because a mount in shared mode kept writing them; no
+	// problem was found in the others. Running fsck again checks them.
+	ExitFsckBusy = 14
 )
 
 // Error classes of cmd/kmsfs itself. They are never printed: kindError
@@ -94,6 +98,8 @@ func exitCode(err error) int {
 		return ExitFsckUnavailable
 	case errors.Is(err, errFsckRepaired):
 		return ExitFsckRepaired
+	case errors.Is(err, errFsckBusy):
+		return ExitFsckBusy
 	case errors.Is(err, keysvc.ErrNotFound),
 		errors.Is(err, keysvc.ErrDisabled),
 		errors.Is(err, keysvc.ErrInvalidState),

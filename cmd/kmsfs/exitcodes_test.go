@@ -58,7 +58,7 @@ func TestExitCodesDistinct(t *testing.T) {
 		}
 		seen[c] = true
 	}
-	for _, c := range []int{ExitFsckProblems, ExitFsckRemain, ExitFsckUnavailable, ExitFsckRepaired} {
+	for _, c := range []int{ExitFsckProblems, ExitFsckRemain, ExitFsckUnavailable, ExitFsckRepaired, ExitFsckBusy} {
 		if seen[c] || c < 10 || c > 19 {
 			t.Errorf("fsck exit code %d reused or outside 10..19", c)
 		}

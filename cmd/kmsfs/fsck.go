@@ -23,6 +23,7 @@ var (
 	errFsckRemain      = errors.New("fsck: problems remain after repair")
 	errFsckUnavailable = errors.New("fsck: key service unavailable")
 	errFsckRepaired    = errors.New("fsck: every problem was repaired")
+	errFsckBusy        = errors.New("fsck: files busy")
 )
 
 // fsckReport is the --json document.
@@ -47,6 +48,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 	asJSON := fset.Bool("json", false, "print one JSON document instead of lines")
 	jobs := fset.Int("jobs", 2, "files checked at once")
 	force := fset.Bool("force", false, "repair even though CIPHERDIR is mounted")
+	wait := fset.Bool("wait", false, "wait for files a shared-mode mount is writing, instead of reporting them busy")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL (aws file systems)")
 	var ks keystoreFlags
 	ks.register(fset)
@@ -104,6 +106,7 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 		Repair:         *repair,
 		ZeroUnreadable: *zero,
 		Jobs:           *jobs,
+		Wait:           *wait,
 		Files:          func(n int) { prog = newProgress(env.Stderr, "fsck", int64(n)) },
 		Report: func(r cipherdir.FileReport) {
 			if !r.NotFile {
@@ -156,6 +159,9 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 	if sum.Unavailable > 0 {
 		fmt.Fprintf(out, "; %d files not checked (key service unavailable)", sum.Unavailable)
 	}
+	if sum.Busy > 0 {
+		fmt.Fprintf(out, "; %d files not checked (busy: a mount in shared mode was writing them)", sum.Busy)
+	}
 	fmt.Fprintln(out)
 	if sum.Freed > 0 {
 		fmt.Fprintf(out, "fsck: freed %d bytes: punched the zero tails of compressed chunks that were allocated\n", sum.Freed)
@@ -170,7 +176,8 @@ func runFsck(ctx context.Context, args []string, env *Env) error {
 }
 
 // fsckResult classifies a run for exitCode: problems that remain win over
-// files left unchecked, which win over repairs done.
+// files left unchecked (the key service's failure first, then busy files),
+// which win over repairs done.
 func fsckResult(sum cipherdir.CheckSummary, repair bool) error {
 	switch {
 	case sum.Remaining > 0 && repair:
@@ -180,6 +187,9 @@ func fsckResult(sum cipherdir.CheckSummary, repair bool) error {
 			"'kmsfs fsck --repair' fixes what is safe; --repair --zero-unreadable also replaces unreadable chunks by zeros")
 	case sum.Unavailable > 0:
 		return withKind(errFsckUnavailable, fmt.Errorf("%d files could not be checked: the key service did not answer", sum.Unavailable))
+	case sum.Busy > 0:
+		return withHint(withKind(errFsckBusy, fmt.Errorf("%d files were not checked: a mount in shared mode kept writing them", sum.Busy)),
+			"run fsck again, or with --wait")
 	case sum.Repaired > 0:
 		return withKind(errFsckRepaired, fmt.Errorf("%d problems found and repaired; the tree is now clean", sum.Repaired))
 	}

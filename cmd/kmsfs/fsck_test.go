@@ -23,6 +23,10 @@ func TestFsckResult(t *testing.T) {
 		{"unavailable", cipherdir.CheckSummary{Unavailable: 1}, false, ExitFsckUnavailable},
 		{"unavailable beats repaired", cipherdir.CheckSummary{Found: 1, Repaired: 1, Unavailable: 1}, true, ExitFsckUnavailable},
 		{"all repaired", cipherdir.CheckSummary{Found: 2, Repaired: 2}, true, ExitFsckRepaired},
+		{"busy", cipherdir.CheckSummary{Busy: 1, Warnings: 1}, false, ExitFsckBusy},
+		{"problems beat busy", cipherdir.CheckSummary{Found: 1, Remaining: 1, Busy: 1}, false, ExitFsckProblems},
+		{"unavailable beats busy", cipherdir.CheckSummary{Unavailable: 1, Busy: 1}, false, ExitFsckUnavailable},
+		{"busy beats repaired", cipherdir.CheckSummary{Found: 1, Repaired: 1, Busy: 1}, true, ExitFsckBusy},
 		{"tails punched: no problem", cipherdir.CheckSummary{Freed: 1 << 20}, true, ExitOK},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,10 +14,12 @@ import (
 // runRekey implements `kmsfs rekey PATH…`: each file gets a new data key
 // and a new file ID, its content re-encrypted into a temporary file beside
 // it, which then replaces it with one rename. Mode, owner, times, extended
-// attributes and hard links are kept.
+// attributes and hard links are kept. A file a mount in shared mode is
+// writing is left alone (busy, exit 8) unless --wait.
 func runRekey(ctx context.Context, args []string, env *Env) error {
 	fset := newFlagSet("rekey")
 	endpoint := fset.String("kms-endpoint", "", "AWS KMS endpoint URL (aws file systems)")
+	wait := fset.Bool("wait", false, "wait for a file a shared-mode mount is writing, instead of leaving it for later")
 	var ks keystoreFlags
 	ks.register(fset)
 	pos, err := parseArgs(fset, "rekey", args, env, 1, -1)
@@ -32,9 +35,13 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 			rk.Close()
 		}
 	}()
-	failed := 0
+	failed, busy := 0, 0
 	fail := func(p string, err error) {
 		failed++
+		if errors.Is(err, cipherdir.ErrBusy) {
+			busy++
+			err = fmt.Errorf("%w; left as it was, run rekey again (or with --wait)", err)
+		}
 		fmt.Fprintf(env.Stderr, "kmsfs: rekey: %s: %v\n", p, err)
 	}
 	for _, p := range pos {
@@ -64,6 +71,7 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 				fail(p, err)
 				continue
 			}
+			rk.Wait = *wait
 			rekeyers[t.dir] = rk
 		}
 		oldID, newID, err := rk.Rekey(ctx, loc.rel)
@@ -78,7 +86,11 @@ func runRekey(ctx context.Context, args []string, env *Env) error {
 		fmt.Fprintf(env.Stdout, "rekeyed %s: file ID %s -> %s\n", p, oldID, newID)
 	}
 	if failed > 0 {
-		return withKind(errIncomplete, fmt.Errorf("rekey: %d of %d files failed (named above)", failed, len(pos)))
+		why := ""
+		if busy > 0 {
+			why = fmt.Sprintf(", %d of them busy", busy)
+		}
+		return withKind(errIncomplete, fmt.Errorf("rekey: %d of %d files failed (named above)%s", failed, len(pos), why))
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 CIPHERDIR/config/backing file,
 4 key service or keystore, 5 mount failed, 6 not implemented yet,
 7 unmount failed, 8 rewrap/rekey failed for some files; fsck: 10 problems
 found, 11 problems remain after repair, 12 key service unavailable, 13 all
-repaired (10-19 are reserved for fsck).
+repaired, 14 files busy (10-19 are reserved for fsck).
 
 Run 'kmsfs COMMAND -h' for a command's flags and examples.
 `
@@ -278,6 +278,14 @@ crash (never a foreign file); with --force on a mounted tree it leaves those
 three alone. --repair refuses to run while CIPHERDIR is mounted, unless
 --force.
 
+Each file is checked, and repaired, under its internal locks, so a mount in
+shared mode (on this host or another) never writes it meanwhile: --repair
+holds a file exclusively while it repairs it; a check reads without locks
+and checks a file with findings again with writers held off. A file a
+shared-mode mount keeps writing is reported busy (a warning; exit 14 when
+nothing else is wrong) unless --wait. Mounts not in shared mode take no
+locks: repair only an unmounted tree (or one no such mount writes).
+
 Flags:
   --repair                fix what is safe (see above)
   --zero-unreadable       with --repair: replace unreadable chunks by zeros
@@ -285,12 +293,14 @@ Flags:
   --json                  one JSON document on stdout instead of lines
   --jobs N                files checked at once (default 2)
   --force                 repair even though CIPHERDIR is mounted
+  --wait                  wait for files a shared-mode mount is writing
   --kms-endpoint URL      AWS KMS endpoint (aws file systems)
   --keystore DIR, --passphrase-file F   the local keystore
 
 Exit codes: 0 clean, 10 problems found, 11 problems remain after --repair,
 12 some files not checked (key service unavailable), 13 every problem
-repaired; 3 CIPHERDIR or config invalid (or mounted, with --repair),
+repaired, 14 some files not checked (busy: a mount in shared mode kept
+writing them); 3 CIPHERDIR or config invalid (or mounted, with --repair),
 4 key service or keystore failure.
 
 Examples:
@@ -305,8 +315,10 @@ under --key) with the KMS ReEncrypt call, and replace the key xattr in one
 setxattr. File contents are not touched and the plaintext data key never
 leaves the KMS. Files already wrapped under the current key material are
 skipped, so the command can be run again after an interruption. Safe while
-the tree is mounted and in use. Progress goes to stderr (a bar on a
-terminal), a summary line to stdout; exit 8 if any file failed.
+the tree is mounted and in use: a record is replaced under the file's size
+lock, and a file a shared-mode mount keeps truncating or extending fails as
+busy (run again). Progress goes to stderr (a bar on a terminal), a summary
+line to stdout; exit 8 if any file failed.
 
 With --to-kms naming the other key service (and --key one of its keys) the
 data keys are moved: each is unwrapped by the current service and wrapped
@@ -352,7 +364,14 @@ links inside the CIPHERDIR are kept. PATH is a file in a kmsfs mount or a
 backing file in a CIPHERDIR. A file written to while it is re-encrypted is
 left as it is (run rekey again). Exit 8 if any file failed.
 
+A file a mount in shared mode is writing (on this host or another) is left
+as it is and named "busy" (exit 8; run rekey again, or with --wait). A
+shared-mode mount's descriptor opened before the rekey fails its next write
+with ESTALE instead of losing it. Mounts not in shared mode take no locks:
+rekey a file only while no such mount has it open for writing.
+
 Flags:
+  --wait                  wait for a busy file instead of leaving it
   --kms-endpoint URL      AWS KMS endpoint (for aws file systems)
   --keystore DIR          local keystore (see 'kmsfs help')
   --passphrase-file F     keystore passphrase file
