@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,14 +170,14 @@ func TestSharedRepairedDirIDReread(t *testing.T) {
 // which left the other host's open file with a key that no longer
 // matched (EIO on its next write).
 func TestSharedCreateRacesFirstWrite(t *testing.T) {
-	var other *testFS
-	var raced bool
+	var otherMount atomic.Pointer[testFS] // set and read across the daemon's goroutines
+	var raced atomic.Bool
 	tf := mountFS(t, withNames(t), withShared, func(o *Options) {
 		o.afterCreate = func(dirfd int, name string) {
-			if other == nil || raced {
+			other := otherMount.Load()
+			if other == nil || !raced.CompareAndSwap(false, true) {
 				return
 			}
-			raced = true
 			f, err := os.OpenFile(other.path("f"), os.O_WRONLY, 0)
 			if err != nil {
 				t.Errorf("the other host's open: %v", err)
@@ -188,12 +189,13 @@ func TestSharedCreateRacesFirstWrite(t *testing.T) {
 			}
 		}
 	})
-	other = remount(t, tf)
+	other := remount(t, tf)
+	otherMount.Store(other)
 	f, err := os.OpenFile(tf.path("f"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !raced {
+	if !raced.Load() {
 		t.Fatal("the hook did not run")
 	}
 	if _, err := f.WriteAt([]byte("mine"), 6); err != nil {
