@@ -74,12 +74,12 @@ func LockFile(fd int, mode LockMode, wait bool) (unlock func(), err error) {
 	if mode == LockExclusive {
 		typ = unix.F_WRLCK
 	}
-	if err := setLock(fd, typ, SizeLockOffset, 1, wait); err != nil {
+	if err := SetLock(fd, typ, SizeLockOffset, 1, wait); err != nil {
 		return nil, err
 	}
-	unlock = func() { _ = setLock(fd, unix.F_UNLCK, SizeLockOffset, InternalLockEnd-SizeLockOffset, false) }
+	unlock = func() { _ = SetLock(fd, unix.F_UNLCK, SizeLockOffset, InternalLockEnd-SizeLockOffset, false) }
 	if mode == LockContent {
-		if err := setLock(fd, unix.F_RDLCK, ChunkLockOffset, InternalLockEnd-ChunkLockOffset, wait); err != nil {
+		if err := SetLock(fd, unix.F_RDLCK, ChunkLockOffset, InternalLockEnd-ChunkLockOffset, wait); err != nil {
 			unlock()
 			return nil, err
 		}
@@ -110,7 +110,7 @@ func lockSoon(fd int, mode LockMode, wait bool) (func(), error) {
 
 // setLock sets an OFD lock of type typ on backing bytes [start, start+n)
 // of fd (F_OFD_SETLKW with wait, else F_OFD_SETLK).
-func setLock(fd int, typ int16, start, n int64, wait bool) error {
+func SetLock(fd int, typ int16, start, n int64, wait bool) error {
 	cmd := unix.F_OFD_SETLK
 	if wait {
 		cmd = unix.F_OFD_SETLKW

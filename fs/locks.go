@@ -11,6 +11,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmsfs/kmsfs/cipherdir"
 )
 
 // Application locks (fcntl F_SETLK, F_SETLKW and F_GETLK, OFD locks and
@@ -44,11 +46,11 @@ const (
 	// lockSpaceEnd ends the backing range [0, lockSpaceEnd) of application
 	// POSIX and OFD locks, in plaintext offsets: a lock on plaintext bytes
 	// [s, e] is a backing lock on [s, e]. Ranges are clamped to end there.
-	lockSpaceEnd = 1 << 62
+	lockSpaceEnd = cipherdir.SizeLockOffset
 	// flockByte is the one backing byte that carries flock(2) locks
 	// (shared: F_RDLCK, exclusive: F_WRLCK), outside the range of fcntl
 	// locks so that the two kinds stay independent as they are on Linux.
-	flockByte = lockSpaceEnd + 1<<61
+	flockByte = cipherdir.InternalLockEnd
 	// offsetMax is the kernel's OFFSET_MAX: a lock ending there runs to
 	// the end of the file (l_len 0).
 	offsetMax = 1<<63 - 1

@@ -289,7 +289,7 @@ func (c *nameCache[V]) put(dir names.DirID, name string, v V) {
 // caller holds c.mu.
 func (c *nameCache[V]) insert(k nameKey, v V) {
 	if c.cur == nil || len(c.cur) >= nameCacheMax/2 {
-		c.prev, c.cur = c.cur, make(map[nameKey]V, nameCacheMax/2)
+		c.prev, c.cur = c.cur, make(map[nameKey]V, 1024)
 	}
 	c.cur[k] = v
 }

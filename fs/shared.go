@@ -62,14 +62,15 @@ import (
 // well within a human's reaction time.
 const SharedCacheTimeout = 100 * time.Millisecond
 
-// Internal lock offsets on a backing file (chunk/FORMAT.md). Plaintext
-// offsets, and application locks placed at them, stay below lockBase; the
-// flock byte is lockBase + 1<<61.
+// Internal lock offsets on a backing file (chunk/FORMAT.md), defined once
+// in cipherdir, whose offline tools take the same locks: [lockBase,
+// lockEnd), above the application locks (locks.go) and below the flock
+// byte.
 const (
-	lockBase      = int64(lockSpaceEnd)      // application locks (locks.go) lie below
-	sizeLockByte  = cipherdir.SizeLockOffset // the header and the size: the offline tools lock it too
-	chunkLockBase = lockBase + 1             // chunk i at chunkLockBase + i
-	lockEnd       = int64(flockByte)         // internal locks lie in [lockBase, lockEnd); the flock byte follows
+	lockBase      = int64(cipherdir.SizeLockOffset)
+	sizeLockByte  = lockBase                         // the header and the size
+	chunkLockBase = int64(cipherdir.ChunkLockOffset) // chunk i at chunkLockBase + i
+	lockEnd       = int64(cipherdir.InternalLockEnd) // the flock byte follows
 )
 
 // errNoLocks says the backing filesystem refused the byte-range locks
@@ -83,21 +84,10 @@ type backingLock struct {
 	held bool
 }
 
-// ofdLock sets an OFD lock of type typ (F_RDLCK, F_WRLCK, F_UNLCK) on
-// backing bytes [start, start+n) of fd, waiting for a conflicting lock of
-// another open file description (another handle, another mount, another
-// host) to go.
+// ofdLock sets an OFD lock of type typ on backing bytes [start,
+// start+n) of fd, waiting for a conflicting one to go (cipherdir.SetLock).
 func ofdLock(fd int, typ int16, start, n int64) error {
-	lk := unix.Flock_t{Type: typ, Whence: io.SeekStart, Start: start, Len: n}
-	for {
-		err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLKW, &lk)
-		if err != unix.EINTR {
-			if err != nil {
-				return fmt.Errorf("internal lock of backing bytes [%d, %d): %w", start, start+n, err)
-			}
-			return nil
-		}
-	}
+	return cipherdir.SetLock(fd, typ, start, n, true)
 }
 
 // lockSize takes the size lock of fd, exclusive or shared.

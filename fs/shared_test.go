@@ -219,16 +219,6 @@ func TestSharedCreateRacesFirstWrite(t *testing.T) {
 	}
 }
 
-// TestSharedLockOffsetsMatchCipherdir: the offline tools (cipherdir.LockFile)
-// and the mount must lock the same backing bytes, or rekey and fsck
-// --repair would not exclude a shared-mode writer.
-func TestSharedLockOffsetsMatchCipherdir(t *testing.T) {
-	if sizeLockByte != cipherdir.SizeLockOffset || chunkLockBase != cipherdir.ChunkLockOffset || lockEnd != cipherdir.InternalLockEnd {
-		t.Fatalf("fs locks size %d, chunks from %d, up to %d; cipherdir %d, %d, %d",
-			sizeLockByte, chunkLockBase, lockEnd, cipherdir.SizeLockOffset, cipherdir.ChunkLockOffset, cipherdir.InternalLockEnd)
-	}
-}
-
 // TestSharedWriteToReplacedFileIsStale plays `kmsfs rekey` on another host
 // replacing a file open here for writing: a new inode renamed over its
 // name, the old one marked (cipherdir.Retire) while rekey holds the lock.
