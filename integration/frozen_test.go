@@ -19,6 +19,9 @@ package integration
 //
 //	go test -run TestFrozenGenerate ./integration/ -args -frozen-gen=v2
 //
+// (-frozen-only=NAME,… writes only those specs: a variant added after its
+// version's set, like v2-shared).
+//
 // run with the kmsfs that writes that format. Never regenerate an existing
 // version: its tree is the evidence of what that format's kmsfs wrote.
 
@@ -39,6 +42,9 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+var frozenOnly = flag.String("frozen-only", "",
+	"TestFrozenGenerate writes only the frozen specs of this comma-separated `list` of names (default: all)")
 
 var frozenGen = flag.String("frozen-gen", "",
 	"TestFrozenGenerate writes testdata/frozen/`VERSION` with the kmsfs under test")
@@ -596,6 +602,23 @@ var frozenSpecs = []frozenSpec{
 			return []string{long("dir-") + "/" + long("file-"), "short.bin"}
 		}}},
 	},
+	frozenSharedSpec,
+}
+
+// frozenSharedSpec is a tree made with `kmsfs init --shared` (its
+// kmsfs.conf says "shared": true; frozen as v2-shared, after the v2 set
+// was made without that field).
+var frozenSharedSpec = frozenSpec{
+	name:     "shared",
+	initArgs: []string{"--shared"},
+	notes:    "init --shared: kmsfs.conf records shared mode; every mount of it is in shared mode",
+	phases: []frozenPhase{{build: func(t *testing.T, f *testFS) []string {
+		r := newRand(5)
+		mustWrite(t, f.Path("shared.bin"), randomBytes(r, 3*f.ChunkSize+17))
+		must(t, os.Mkdir(f.Path("dir"), 0o755))
+		mustWrite(t, f.Path("dir", "note.txt"), frozenText(900))
+		return []string{"shared.bin", "dir/note.txt"}
+	}}},
 }
 
 // frozenText returns n bytes of compressible text.
@@ -666,6 +689,9 @@ func TestFrozenGenerate(t *testing.T) {
 	}
 	members := []string{set.PassphraseFile, set.Keystore}
 	for _, spec := range frozenSpecs {
+		if *frozenOnly != "" && !slices.Contains(strings.Split(*frozenOnly, ","), spec.name) {
+			continue
+		}
 		runKmsfs(t, env, append(append([]string{"init"}, spec.initArgs...), filepath.Join(stage, spec.name))...)
 		f := frozenFS(t, stage, set, spec.name)
 		tree := frozenTree{Name: spec.name, InitArgs: spec.initArgs, Notes: spec.notes}
