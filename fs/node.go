@@ -64,7 +64,7 @@ func (n *node) childFor(name string, create bool) (dirFD, string, string, error)
 // do not exist in the mount.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	d, bn, err := n.child(name)
-	if errors.Is(err, errReservedName) || errors.Is(err, errEmptyNoID) {
+	if errors.Is(err, errReservedName) {
 		return nil, syscall.ENOENT
 	}
 	if err != nil {
@@ -598,7 +598,7 @@ func (n *node) remove(name string, flags int) syscall.Errno {
 		return e
 	}
 	d, bn, long, err := n.childFor(name, false)
-	if errors.Is(err, errReservedName) || errors.Is(err, errEmptyNoID) {
+	if errors.Is(err, errReservedName) {
 		return syscall.ENOENT
 	}
 	if err != nil {

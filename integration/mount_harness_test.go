@@ -223,7 +223,7 @@ func (fs *testFS) Backing(elem ...string) string {
 	if i := slices.Index(fs.mountArgs, "--kms-endpoint"); i >= 0 && i+1 < len(fs.mountArgs) {
 		args = append(args, fs.mountArgs[i:i+2]...) // the names key comes from the mount's key service
 	}
-	out := fs.Run(append(args, fs.CipherDir, rel)...)
+	out := fs.Run(append(args, "--", fs.CipherDir, rel)...)
 	var doc struct {
 		Paths []struct{ Output, Error string }
 	}
@@ -245,7 +245,7 @@ func (fs *testFS) Plain(backingRel string) string {
 	if i := slices.Index(fs.mountArgs, "--kms-endpoint"); i >= 0 && i+1 < len(fs.mountArgs) {
 		args = append(args, fs.mountArgs[i:i+2]...)
 	}
-	out := fs.Run(append(args, fs.CipherDir, backingRel)...)
+	out := fs.Run(append(args, "--", fs.CipherDir, backingRel)...)
 	var doc struct {
 		Paths []struct{ Output, Error string }
 	}

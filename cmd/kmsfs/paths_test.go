@@ -31,6 +31,13 @@ func TestPathsCommandV1(t *testing.T) {
 		t.Errorf("--encrypt: exit %d, %q", code, te.stdout.String())
 	}
 
+	// A name that starts with "-", as an encrypted backing name may: after
+	// "--" it is a path, not a flag.
+	lt.write(t, "-dash", []byte("d"))
+	if code := runCmd(t, te, "paths", "--decrypt", "--", lt.dir, "-dash"); code != ExitOK || te.stdout.String() != "-dash\n" {
+		t.Errorf("a path starting with '-' after --: exit %d, %q, %s", code, te.stdout.String(), te.stderr.String())
+	}
+
 	// Failures: kmsfs's own file, a path outside CIPHERDIR, an absolute
 	// --encrypt path without a mount. Each is named on stderr; the others
 	// are still printed.
